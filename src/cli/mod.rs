@@ -1,0 +1,1 @@
+//! The `lafs` command line (placeholder).

@@ -1,0 +1,303 @@
+//! An erasure codec byte-identical to zfec (Tahoe's "crs" codec) for every 1 ≤ k ≤ n ≤ 256.
+//!
+//! Design: the systematic encoding matrix is zfec's (see [`matrix`]); shares `0..k` are the input
+//! pieces themselves and shares `k..n` are matrix rows applied to them. All byte work goes through
+//! one fused kernel ([`kernel`]) that computes several outputs from the same inputs in one pass,
+//! with SIMD implementations selected at run time. Decoding inverts the k×k submatrix of the shares
+//! at hand once per share set ([`Decoder`]) and then only rebuilds the missing primary pieces.
+
+pub mod gf;
+pub mod kernel;
+pub mod matrix;
+
+use thiserror::Error;
+
+/// Codec errors. Share ids and lengths come from untrusted servers, so they are checked, never
+/// assumed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("codec: parameters k={k}, n={n} are outside 1 <= k <= n <= 256")]
+    BadParameters { k: usize, n: usize },
+    #[error("codec: expected {expected} blocks, got {got}")]
+    WrongBlockCount { expected: usize, got: usize },
+    #[error("codec: blocks have different lengths")]
+    UnequalBlocks,
+    #[error("codec: share id {0} is out of range")]
+    BadShareId(usize),
+    #[error("codec: share id {0} given twice")]
+    DuplicateShareId(usize),
+}
+
+/// A k-of-n zfec-compatible encoder and decoder.
+#[derive(Clone)]
+pub struct Codec {
+    k: usize,
+    n: usize,
+    parity: matrix::Matrix,
+    kernel: kernel::KernelFn,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Codec({}-of-{})", self.k, self.n)
+    }
+}
+
+impl Codec {
+    pub fn new(k: usize, n: usize) -> Result<Self, CodecError> {
+        Self::with_kernel(k, n, kernel::best())
+    }
+
+    /// A codec using a specific kernel (tests compare kernels with this).
+    pub fn with_kernel(k: usize, n: usize, kernel: kernel::KernelFn) -> Result<Self, CodecError> {
+        if k == 0 || k > n || n > 256 {
+            return Err(CodecError::BadParameters { k, n });
+        }
+        Ok(Codec {
+            k,
+            n,
+            parity: matrix::parity_rows(k, n),
+            kernel,
+        })
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The (n-k)×k parity coefficient rows.
+    pub fn parity_matrix(&self) -> &matrix::Matrix {
+        &self.parity
+    }
+
+    /// Computes parity shares `k..n` from the `k` input pieces into `parity` (n-k buffers).
+    pub fn encode(&self, inputs: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<(), CodecError> {
+        self.encode_some(inputs, &(self.k..self.n).collect::<Vec<_>>(), parity)
+    }
+
+    /// Computes the given parity shares (each id in `k..n`) into `outputs`.
+    pub fn encode_some(
+        &self,
+        inputs: &[&[u8]],
+        share_ids: &[usize],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<(), CodecError> {
+        if inputs.len() != self.k {
+            return Err(CodecError::WrongBlockCount {
+                expected: self.k,
+                got: inputs.len(),
+            });
+        }
+        if outputs.len() != share_ids.len() {
+            return Err(CodecError::WrongBlockCount {
+                expected: share_ids.len(),
+                got: outputs.len(),
+            });
+        }
+        let len = inputs[0].len();
+        if inputs.iter().any(|b| b.len() != len) || outputs.iter().any(|b| b.len() != len) {
+            return Err(CodecError::UnequalBlocks);
+        }
+        let mut coeffs = Vec::with_capacity(share_ids.len() * self.k);
+        for &id in share_ids {
+            if id < self.k || id >= self.n {
+                return Err(CodecError::BadShareId(id));
+            }
+            coeffs.extend_from_slice(self.parity.row(id - self.k));
+        }
+        if !outputs.is_empty() && len > 0 {
+            (self.kernel)(&coeffs, inputs, outputs);
+        }
+        Ok(())
+    }
+
+    /// Prepares decoding from the shares with these ids (exactly k distinct ids below n).
+    pub fn decoder(&self, share_ids: &[usize]) -> Result<Decoder, CodecError> {
+        Decoder::new(self, share_ids)
+    }
+}
+
+/// Decoding from one fixed set of k share ids; reusable for every segment of a file.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    k: usize,
+    share_ids: Vec<usize>,
+    /// For each primary piece `j`, the position of share `j` among `share_ids`, if present.
+    present: Vec<Option<usize>>,
+    /// Primary pieces that must be recomputed.
+    missing: Vec<usize>,
+    /// Rows of the inverse for the missing pieces: `missing.len() × k`.
+    coeffs: Vec<u8>,
+    kernel: kernel::KernelFn,
+}
+
+impl Decoder {
+    fn new(codec: &Codec, share_ids: &[usize]) -> Result<Self, CodecError> {
+        let k = codec.k;
+        if share_ids.len() != k {
+            return Err(CodecError::WrongBlockCount {
+                expected: k,
+                got: share_ids.len(),
+            });
+        }
+        let mut seen = vec![false; codec.n];
+        for &id in share_ids {
+            if id >= codec.n {
+                return Err(CodecError::BadShareId(id));
+            }
+            if seen[id] {
+                return Err(CodecError::DuplicateShareId(id));
+            }
+            seen[id] = true;
+        }
+        let mut present = vec![None; k];
+        for (pos, &id) in share_ids.iter().enumerate() {
+            if id < k {
+                present[id] = Some(pos);
+            }
+        }
+        let missing: Vec<usize> = (0..k).filter(|&j| present[j].is_none()).collect();
+        let mut coeffs = Vec::new();
+        if !missing.is_empty() {
+            let mut m = matrix::Matrix::zero(k, k);
+            for (r, &id) in share_ids.iter().enumerate() {
+                if id < k {
+                    m.set(r, id, 1);
+                } else {
+                    for c in 0..k {
+                        m.set(r, c, codec.parity.at(id - k, c));
+                    }
+                }
+            }
+            let inv = m
+                .invert()
+                .expect("any k distinct rows of zfec's matrix are independent");
+            for &j in &missing {
+                coeffs.extend_from_slice(inv.row(j));
+            }
+        }
+        Ok(Decoder {
+            k,
+            share_ids: share_ids.to_vec(),
+            present,
+            missing,
+            coeffs,
+            kernel: codec.kernel,
+        })
+    }
+
+    pub fn share_ids(&self) -> &[usize] {
+        &self.share_ids
+    }
+
+    /// Rebuilds the k primary pieces from `blocks` (in the order of `share_ids`) into `outputs`.
+    pub fn decode(&self, blocks: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<(), CodecError> {
+        if blocks.len() != self.k || outputs.len() != self.k {
+            return Err(CodecError::WrongBlockCount {
+                expected: self.k,
+                got: blocks.len().min(outputs.len()),
+            });
+        }
+        let len = blocks[0].len();
+        if blocks.iter().any(|b| b.len() != len) || outputs.iter().any(|b| b.len() != len) {
+            return Err(CodecError::UnequalBlocks);
+        }
+        for (j, out) in outputs.iter_mut().enumerate() {
+            if let Some(pos) = self.present[j] {
+                out.copy_from_slice(blocks[pos]);
+            }
+        }
+        if !self.missing.is_empty() && len > 0 {
+            let mut miss: Vec<&mut [u8]> = Vec::with_capacity(self.missing.len());
+            let mut rest: &mut [&mut [u8]] = outputs;
+            let mut base = 0;
+            for &j in &self.missing {
+                let (_, tail) = rest.split_at_mut(j - base);
+                let (one, tail) = tail.split_at_mut(1);
+                miss.push(&mut *one[0]);
+                rest = tail;
+                base = j + 1;
+            }
+            (self.kernel)(&self.coeffs, blocks, &mut miss);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode_all(codec: &Codec, data: &[u8]) -> Vec<Vec<u8>> {
+        let k = codec.k();
+        let bl = data.len() / k;
+        let pieces: Vec<&[u8]> = data.chunks(bl).collect();
+        let mut parity = vec![vec![0u8; bl]; codec.n() - k];
+        let mut outs: Vec<&mut [u8]> = parity.iter_mut().map(|v| &mut v[..]).collect();
+        codec.encode(&pieces, &mut outs).unwrap();
+        pieces.iter().map(|p| p.to_vec()).chain(parity).collect()
+    }
+
+    #[test]
+    fn zfec_2_of_3_is_not_xor() {
+        let c = Codec::new(2, 3).unwrap();
+        let shares = encode_all(&c, &[1, 1]);
+        assert_eq!(shares[2], vec![3 ^ 2]);
+    }
+
+    #[test]
+    fn rejects_bad_parameters() {
+        assert!(Codec::new(0, 1).is_err());
+        assert!(Codec::new(4, 3).is_err());
+        assert!(Codec::new(1, 257).is_err());
+        assert!(Codec::new(256, 256).is_ok());
+        let c = Codec::new(3, 10).unwrap();
+        assert_eq!(c.decoder(&[1, 1, 2]).unwrap_err(), CodecError::DuplicateShareId(1));
+        assert_eq!(c.decoder(&[1, 10, 2]).unwrap_err(), CodecError::BadShareId(10));
+        assert!(c.decoder(&[1, 2]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decode_any_k_of_n(k in 1usize..12, extra in 0usize..12, bl in 0usize..70, seed in any::<u64>()) {
+            use rand::{Rng, SeedableRng, seq::SliceRandom};
+            let n = k + extra;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let data: Vec<u8> = (0..k * bl).map(|_| rng.gen()).collect();
+            let codec = Codec::new(k, n).unwrap();
+            let shares = if bl == 0 { vec![vec![]; n] } else { encode_all(&codec, &data) };
+            let mut ids: Vec<usize> = (0..n).collect();
+            ids.shuffle(&mut rng);
+            ids.truncate(k);
+            let dec = codec.decoder(&ids).unwrap();
+            let blocks: Vec<&[u8]> = ids.iter().map(|&i| &shares[i][..]).collect();
+            let mut out = vec![vec![0u8; bl]; k];
+            let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|v| &mut v[..]).collect();
+            dec.decode(&blocks, &mut outs).unwrap();
+            prop_assert_eq!(out.concat(), data);
+        }
+
+        #[test]
+        fn every_kernel_matches_scalar(k in 1usize..20, rows in 1usize..20, len in 0usize..300, seed in any::<u64>()) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let coeffs: Vec<u8> = (0..k * rows).map(|_| rng.gen()).collect();
+            let inputs: Vec<Vec<u8>> = (0..k).map(|_| (0..len).map(|_| rng.gen()).collect()).collect();
+            let ins: Vec<&[u8]> = inputs.iter().map(|v| &v[..]).collect();
+            let mut expect = vec![vec![0u8; len]; rows];
+            let mut e: Vec<&mut [u8]> = expect.iter_mut().map(|v| &mut v[..]).collect();
+            kernel::scalar(&coeffs, &ins, &mut e);
+            for (name, f) in kernel::available() {
+                let mut got = vec![vec![0xAAu8; len]; rows];
+                let mut g: Vec<&mut [u8]> = got.iter_mut().map(|v| &mut v[..]).collect();
+                f(&coeffs, &ins, &mut g);
+                prop_assert_eq!(&got, &expect, "kernel {}", name);
+            }
+        }
+    }
+}

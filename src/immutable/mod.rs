@@ -1,0 +1,1 @@
+//! CHK immutable files (placeholder).

@@ -1,0 +1,19 @@
+//! lafs: a Rust implementation of the Tahoe-LAFS least-authority file store.
+//!
+//! The crate is layered; each layer knows only the ones below it:
+//!
+//! - formats, which do no I/O and work on bytes and traits: [`util`] (base32, netstrings),
+//!   [`crypto`] (tagged SHA-256d hashes, AES-CTR, Merkle trees), [`codec`] (the zfec-identical
+//!   erasure code), [`cap`] (capabilities) and [`immutable`] (CHK files);
+//! - the command line, in `cli` (private to the binary side of the crate).
+//!
+//! Invariant across every layer: a capability is a secret, so it never reaches a log line or an
+//! error message. Types that hold one implement `Debug` without printing the secret parts.
+
+pub mod cap;
+pub mod codec;
+pub mod crypto;
+pub mod immutable;
+pub mod util;
+
+pub mod cli;
