@@ -62,7 +62,10 @@ mod tests {
     #[test]
     fn field_facts() {
         let t = tables();
-        assert_eq!(&t.exp[..12], &[1, 2, 4, 8, 16, 32, 64, 128, 0x1d, 0x3a, 0x74, 0xe8]);
+        assert_eq!(
+            &t.exp[..12],
+            &[1, 2, 4, 8, 16, 32, 64, 128, 0x1d, 0x3a, 0x74, 0xe8]
+        );
         for a in 1..=255u8 {
             assert_eq!(mul(a, inv(a)), 1);
             assert_eq!(mul(a, 1), a);

@@ -126,7 +126,10 @@ mod tests {
     #[test]
     fn zfec_parity_rows() {
         assert_eq!(parity_rows(2, 3).data, vec![3, 2]);
-        assert_eq!(parity_rows(3, 5).data, vec![0x0f, 0x08, 0x06, 0x2d, 0x30, 0x1c]);
+        assert_eq!(
+            parity_rows(3, 5).data,
+            vec![0x0f, 0x08, 0x06, 0x2d, 0x30, 0x1c]
+        );
         let p = parity_rows(3, 10);
         let expect: [[u8; 3]; 7] = [
             [15, 8, 6],

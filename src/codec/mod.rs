@@ -257,8 +257,14 @@ mod tests {
         assert!(Codec::new(1, 257).is_err());
         assert!(Codec::new(256, 256).is_ok());
         let c = Codec::new(3, 10).unwrap();
-        assert_eq!(c.decoder(&[1, 1, 2]).unwrap_err(), CodecError::DuplicateShareId(1));
-        assert_eq!(c.decoder(&[1, 10, 2]).unwrap_err(), CodecError::BadShareId(10));
+        assert_eq!(
+            c.decoder(&[1, 1, 2]).unwrap_err(),
+            CodecError::DuplicateShareId(1)
+        );
+        assert_eq!(
+            c.decoder(&[1, 10, 2]).unwrap_err(),
+            CodecError::BadShareId(10)
+        );
         assert!(c.decoder(&[1, 2]).is_err());
     }
 

@@ -24,7 +24,8 @@ pub mod tags {
     pub const MUTABLE_STORAGE_INDEX: &[u8] = b"allmydata_mutable_readkey_to_storage_index_v1";
     pub const MUTABLE_PUBKEY: &[u8] = b"allmydata_mutable_pubkey_to_fingerprint_v1";
     pub const MUTABLE_DATAKEY: &[u8] = b"allmydata_mutable_readkey_to_datakey_v1";
-    pub const WRITE_ENABLER_MASTER: &[u8] = b"allmydata_mutable_writekey_to_write_enabler_master_v1";
+    pub const WRITE_ENABLER_MASTER: &[u8] =
+        b"allmydata_mutable_writekey_to_write_enabler_master_v1";
     pub const WRITE_ENABLER: &[u8] =
         b"allmydata_mutable_write_enabler_master_and_nodeid_to_write_enabler_v1";
     pub const CLIENT_RENEWAL_SECRET: &[u8] = b"allmydata_client_renewal_secret_v1";
@@ -178,11 +179,19 @@ pub fn my_cancel_secret_hash(lease_secret: &[u8]) -> Hash {
 }
 
 pub fn file_renewal_secret_hash(client_renewal_secret: &[u8], storage_index: &[u8]) -> Hash {
-    tagged_pair_hash(tags::FILE_RENEWAL_SECRET, client_renewal_secret, storage_index)
+    tagged_pair_hash(
+        tags::FILE_RENEWAL_SECRET,
+        client_renewal_secret,
+        storage_index,
+    )
 }
 
 pub fn file_cancel_secret_hash(client_cancel_secret: &[u8], storage_index: &[u8]) -> Hash {
-    tagged_pair_hash(tags::FILE_CANCEL_SECRET, client_cancel_secret, storage_index)
+    tagged_pair_hash(
+        tags::FILE_CANCEL_SECRET,
+        client_cancel_secret,
+        storage_index,
+    )
 }
 
 pub fn bucket_renewal_secret_hash(file_renewal_secret: &[u8], lease_seed: &[u8]) -> Hash {
@@ -214,7 +223,11 @@ pub fn mutable_rwcap_salt_hash(rw_uri: &[u8]) -> [u8; 16] {
 
 /// The AES key of a dirnode child's write-cap.
 pub fn mutable_rwcap_key_hash(salt: &[u8], dir_writekey: &[u8]) -> [u8; 16] {
-    trunc16(tagged_pair_hash(tags::DIRNODE_CHILD_KEY, salt, dir_writekey))
+    trunc16(tagged_pair_hash(
+        tags::DIRNODE_CHILD_KEY,
+        salt,
+        dir_writekey,
+    ))
 }
 
 /// The server ordering key: plain SHA-1 of `storage_index ‖ permutation_seed`.
@@ -239,12 +252,20 @@ mod tests {
     #[test]
     fn tahoe_known_answers() {
         assert_eq!(b32(&storage_index_hash(b"")), "qb5igbhcc5esa6lwqorsy7e6am");
-        assert_eq!(b32(&storage_index_hash(&[b'x'; 16])), "wvggbrnrezdpa5yayrgiw5nzja");
         assert_eq!(
-            b32(&storage_index_hash(&decode("2ckv3dfzh6rgjis6ogfqhyxnzy").unwrap())),
+            b32(&storage_index_hash(&[b'x'; 16])),
+            "wvggbrnrezdpa5yayrgiw5nzja"
+        );
+        assert_eq!(
+            b32(&storage_index_hash(
+                &decode("2ckv3dfzh6rgjis6ogfqhyxnzy").unwrap()
+            )),
             "aarbseqqrpsfowduchcjbonscq"
         );
-        assert_eq!(b32(&block_hash(b"")), "msjr5bh4evuh7fa3zw7uovixfbvlnstr5b65mrerwfnvjxig2jvq");
+        assert_eq!(
+            b32(&block_hash(b"")),
+            "msjr5bh4evuh7fa3zw7uovixfbvlnstr5b65mrerwfnvjxig2jvq"
+        );
         assert_eq!(
             b32(&uri_extension_hash(b"")),
             "wthsu45q7zewac2mnivoaa4ulh5xvbzdmsbuyztq2a5fzxdrnkka"
@@ -289,14 +310,20 @@ mod tests {
             b32(&tahoe_hmac(b"tag", b"")),
             "c54ypfi6pevb3nvo6ba42jtglpkry2kbdopqsi7dgrm4r7tw5sra"
         );
-        assert_eq!(b32(&mutable_rwcap_key_hash(b"iv", b"wk")), "6rvn2iqrghii5n4jbbwwqqsnqu");
+        assert_eq!(
+            b32(&mutable_rwcap_key_hash(b"iv", b"wk")),
+            "6rvn2iqrghii5n4jbbwwqqsnqu"
+        );
         assert_eq!(b32(&ssk_writekey_hash(b"")), "ykpgmdbpgbb6yqz5oluw2q26ye");
         assert_eq!(
             b32(&ssk_write_enabler_master_hash(b"")),
             "izbfbfkoait4dummruol3gy2bnixrrrslgye6ycmkuyujnenzpia"
         );
         assert_eq!(
-            b32(&ssk_write_enabler_hash(&ssk_write_enabler_master_hash(b"wk"), &[0u8; 20])),
+            b32(&ssk_write_enabler_hash(
+                &ssk_write_enabler_master_hash(b"wk"),
+                &[0u8; 20]
+            )),
             "fuu2dvx7g6gqu5x22vfhtyed7p4pd47y5hgxbqzgrlyvxoev62tq"
         );
         assert_eq!(
@@ -304,8 +331,14 @@ mod tests {
             "3opzw4hhm2sgncjx224qmt5ipqgagn7h5zivnfzqycvgqgmgz35q"
         );
         assert_eq!(b32(&ssk_readkey_hash(b"")), "vugid4as6qbqgeq2xczvvcedai");
-        assert_eq!(b32(&ssk_readkey_data_hash(b"iv", b"rk")), "73wsaldnvdzqaf7v4pzbr2ae5a");
-        assert_eq!(b32(&ssk_storage_index_hash(b"")), "j7icz6kigb6hxrej3tv4z7ayym");
+        assert_eq!(
+            b32(&ssk_readkey_data_hash(b"iv", b"rk")),
+            "73wsaldnvdzqaf7v4pzbr2ae5a"
+        );
+        assert_eq!(
+            b32(&ssk_storage_index_hash(b"")),
+            "j7icz6kigb6hxrej3tv4z7ayym"
+        );
         assert_eq!(
             b32(&permute_server_hash(
                 b"SI",
@@ -328,7 +361,10 @@ mod tests {
         let client = my_renewal_secret_hash(&lease_secret);
         let file = file_renewal_secret_hash(&client, &si);
         let bucket = bucket_renewal_secret_hash(&file, &tubid);
-        assert_eq!(b32(&bucket), "osd6wmc5vz4g3ukg64sitmzlfiaaordutrez7oxdp5kkze7zp5zq");
+        assert_eq!(
+            b32(&bucket),
+            "osd6wmc5vz4g3ukg64sitmzlfiaaordutrez7oxdp5kkze7zp5zq"
+        );
     }
 
     #[test]

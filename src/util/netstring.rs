@@ -87,12 +87,24 @@ mod tests {
         assert_eq!(netstring(b"abc"), b"3:abc,");
         assert_eq!(parse(b"3:abc,rest").unwrap(), (&b"abc"[..], &b"rest"[..]));
         assert_eq!(parse(b"03:abc,").unwrap().0, b"abc");
-        assert_eq!(parse(b"3:ab"), Err(NetstringError::Truncated { len: 3, available: 2 }));
+        assert_eq!(
+            parse(b"3:ab"),
+            Err(NetstringError::Truncated {
+                len: 3,
+                available: 2
+            })
+        );
         assert_eq!(parse(b"3:abcd"), Err(NetstringError::NoComma));
         assert_eq!(parse(b"x:"), Err(NetstringError::BadLength));
         assert_eq!(parse(b":"), Err(NetstringError::BadLength));
-        assert_eq!(parse(b"99999999999999999999999:"), Err(NetstringError::NoColon));
-        assert_eq!(parse(b"99999999999999999999:"), Err(NetstringError::BadLength));
+        assert_eq!(
+            parse(b"99999999999999999999999:"),
+            Err(NetstringError::NoColon)
+        );
+        assert_eq!(
+            parse(b"99999999999999999999:"),
+            Err(NetstringError::BadLength)
+        );
         assert_eq!(split(b"1:a,2:bc,", 2).unwrap(), vec![&b"a"[..], &b"bc"[..]]);
         assert!(split(b"1:a,2:bc,x", 2).is_err());
     }
