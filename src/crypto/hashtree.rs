@@ -173,13 +173,13 @@ mod tests {
         for count in [1usize, 2, 3, 5, 8, 13] {
             let leaves: Vec<Hash> = (0..count).map(leaf).collect();
             let tree = build(&leaves);
-            for l in 0..count {
+            for (l, leaf_hash) in leaves.iter().enumerate() {
                 let chain: BTreeMap<usize, Hash> = needed_hashes(count, l, false)
                     .into_iter()
                     .map(|i| (i, tree[i]))
                     .collect();
-                verify_leaf(&tree[0], count, l, &leaves[l], &chain).unwrap();
-                let mut bad = leaves[l];
+                verify_leaf(&tree[0], count, l, leaf_hash, &chain).unwrap();
+                let mut bad = *leaf_hash;
                 bad[0] ^= 1;
                 assert_eq!(
                     verify_leaf(&tree[0], count, l, &bad, &chain),
@@ -188,7 +188,7 @@ mod tests {
                 if let Some((&k, _)) = chain.iter().next() {
                     let mut c2 = chain.clone();
                     c2.get_mut(&k).unwrap()[3] ^= 1;
-                    assert!(verify_leaf(&tree[0], count, l, &leaves[l], &c2).is_err());
+                    assert!(verify_leaf(&tree[0], count, l, leaf_hash, &c2).is_err());
                 }
             }
             assert_eq!(verify_full_tree(&tree[0], count, &tree).unwrap(), leaves);
