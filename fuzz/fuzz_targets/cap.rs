@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let cap = Cap::parse(s);
-    assert_eq!(Cap::parse_strict(s).is_ok(), !matches!(cap, Cap::Unknown(_)));
+    assert_eq!(
+        Cap::parse_strict(s).is_ok(),
+        !matches!(cap, Cap::Unknown(_))
+    );
     match &cap {
         Cap::Unknown(u) => assert_eq!(u, s),
         known => {
