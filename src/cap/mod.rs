@@ -8,6 +8,9 @@
 //! including their quirks (canonical lowercase base32, anchored or not, MDMF suffixes ignored);
 //! what Tahoe would turn into an `UnknownURI` becomes [`Cap::Unknown`] and is kept verbatim.
 //!
+//! Parsing (Tahoe's `from_string`, its quirks and the `ro.`/`imm.` prefixes) is in `parse`; see
+//! its module doc for the exact grammar.
+//!
 //! Caps are secrets: `Debug` prints the kind and the storage index only (never a key), and no error
 //! in this module contains the input text.
 
@@ -89,6 +92,12 @@ pub enum Cap {
     /// A string Tahoe would parse as `UnknownURI`, kept verbatim so that directories preserve it.
     Unknown(String),
 }
+
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use parse::{parse_bytes, split_alleged_prefix, strip_prefix_for_ro, AllegedPrefix, CapError};
 
 use crate::crypto::hash;
 use crate::util::base32;
