@@ -55,7 +55,10 @@ impl MemoryStore {
 
     /// The current body.
     pub fn body(&self) -> Vec<u8> {
-        self.state.lock().map(|s| s.body.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.body.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -238,9 +238,13 @@ mod tests {
         // Expected outputs follow Tahoe's update_metadata, traced by hand.
         // New link, no metadata: only the tahoe times.
         let m = update_metadata(None, None, 2.5);
-        assert_eq!(m.to_json(), r#"{"tahoe": {"linkcrtime": 2.5, "linkmotime": 2.5}}"#);
+        assert_eq!(
+            m.to_json(),
+            r#"{"tahoe": {"linkcrtime": 2.5, "linkmotime": 2.5}}"#
+        );
         // New user keys replace old ones; old tahoe kept (moved after the new keys); tahoe in new ignored.
-        let old = md(r#"{"tahoe": {"linkcrtime": 1.0, "linkmotime": 1.0, "x": 7}, "a": 1, "b": 2}"#);
+        let old =
+            md(r#"{"tahoe": {"linkcrtime": 1.0, "linkmotime": 1.0, "x": 7}, "a": 1, "b": 2}"#);
         let new = md(r#"{"c": 3, "tahoe": {"linkcrtime": 99.0}, "a": 4}"#);
         let m = update_metadata(Some(&old), Some(&new), 3.0);
         assert_eq!(
@@ -256,7 +260,10 @@ mod tests {
         );
         // ...even when the new metadata drops ctime.
         let m = update_metadata(Some(&old), Some(&md("{}")), 20.0);
-        assert_eq!(m.to_json(), r#"{"tahoe": {"linkcrtime": 10.5, "linkmotime": 20.0}}"#);
+        assert_eq!(
+            m.to_json(),
+            r#"{"tahoe": {"linkcrtime": 10.5, "linkmotime": 20.0}}"#
+        );
         // Position of an existing tahoe key is kept when new is None.
         let old = md(r#"{"tahoe": {"linkmotime": 1.0}, "z": null}"#);
         let m = update_metadata(Some(&old), None, 5.0);

@@ -44,8 +44,7 @@ pub trait DirectoryStore {
 
     /// Replaces the plaintext if the file is still at `expected` (else [`StoreError::Conflict`]);
     /// returns the new version.
-    fn replace(&self, expected: &Self::Version, new: Vec<u8>)
-        -> Result<Self::Version, StoreError>;
+    fn replace(&self, expected: &Self::Version, new: Vec<u8>) -> Result<Self::Version, StoreError>;
 
     /// The file's writekey, `None` for a read-only handle.
     fn writekey(&self) -> Option<[u8; 16]>;
@@ -222,11 +221,7 @@ fn apply_change(dir: &mut Directory, ch: &Change, now: f64) -> Result<Option<Chi
             let child = dir
                 .remove(from)
                 .ok_or_else(|| DirnodeError::NoSuchChild(normalize(from)))?;
-            let md = update_metadata(
-                dir.get(to).map(|c| &c.metadata),
-                Some(&child.metadata),
-                now,
-            );
+            let md = update_metadata(dir.get(to).map(|c| &c.metadata), Some(&child.metadata), now);
             let moved = finish_child(
                 child.rw_uri().map(<[u8]>::to_vec),
                 child.ro_uri().map(<[u8]>::to_vec),
