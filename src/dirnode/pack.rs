@@ -267,15 +267,15 @@ impl Directory {
             }
             let name = std::str::from_utf8(name_b).map_err(|_| DirnodeError::NameNotUtf8)?;
             let name = normalize(name);
-            let rw = match kind.writekey() {
-                Some(wk) => Some(rstrip_spaces(decrypt_rw_uri(wk, rwcapdata))),
-                None => None,
-            };
+            let rw = kind
+                .writekey()
+                .map(|wk| rstrip_spaces(decrypt_rw_uri(wk, rwcapdata)));
             let ro = rstrip_spaces(ro.to_vec());
             let metadata = Metadata::from_json(md)?;
-            // A read-only view keeps no copy of the entry bytes: it can never be re-packed, and
-            // the cache would otherwise be the only place its encrypted write cap lingers.
-            let packed = kind.writekey().map(|_| entry.to_vec());
+            // A read-only view of a mutable directory keeps no copy of the entry bytes: it can
+            // never be re-packed, and the cache would be the only place its encrypted write cap
+            // lingers.
+            let packed = (kind.writekey().is_some() || !kind.is_mutable()).then(|| entry.to_vec());
             dir.entries.insert(
                 name,
                 Entry {
