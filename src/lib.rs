@@ -13,6 +13,7 @@
 pub mod cap;
 pub mod codec;
 pub mod crypto;
+pub mod dirnode;
 pub mod immutable;
 pub mod util;
 
