@@ -165,12 +165,13 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// Run `i` of the stream (0 = head, 1 = body, 2 = tail).
+    /// Run `i` of the stream (0 = head, 1 = body, 2 = tail; empty past the end).
     fn run(&self, i: usize) -> &[u8] {
         match i {
             0 => &self.head[..self.head_len],
             1 => self.body,
-            _ => &self.tail[..self.tail_len],
+            2 => &self.tail[..self.tail_len],
+            _ => &[],
         }
     }
 }
