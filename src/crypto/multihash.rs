@@ -3,10 +3,435 @@
 //! Tahoe hashes every block of every share separately; those hashes are independent, and a single
 //! SHA-256 stream is latency-bound, so hashing several messages interleaved is faster. This module
 //! is the one entry point for that: callers hand over a batch and get the hashes in order.
+//!
+//! Design:
+//! - every message is `prefix ‖ m` (the prefix is `ns(tag)` for tagged hashes). The prefix's full
+//!   64-byte blocks are compressed once into a shared midstate; its remaining `< 64` bytes are
+//!   copied into the message's first block. Each message then becomes a [`Job`] of at most three
+//!   runs of whole blocks: a copied head block, the message bytes themselves (no copy), and a
+//!   copied tail of one or two blocks holding the last bytes and the SHA-256 padding;
+//! - two lanes run jobs side by side. Each step compresses as many blocks as both lanes' current
+//!   runs have, so lanes of unequal length simply drift apart; a lane that finishes takes the next
+//!   message. Messages are taken longest first, so the run where only one lane is left is short;
+//!   once no message is left, the last lane finishes alone;
+//! - the outer SHA-256 of each 32-byte inner digest is a single block, done two at a time too.
+//!
+//! The block compressor is the [`Engine`]: two-lane SHA-NI when the CPU has it (see `sha256_x2`),
+//! else `sha2::compress256` one lane after the other. The job and lane logic is the same for both,
+//! so tests run it with each engine against `hash::tagged_hash`.
 
-use super::hash::{tagged_hash, Hash};
+#[cfg(target_arch = "x86_64")]
+#[path = "sha256_x2.rs"]
+mod sha256_x2;
 
-/// `tagged_hash(tag, m)` for every message, in order.
+use super::hash::Hash;
+use crate::util::netstring;
+use sha2::digest::generic_array::GenericArray;
+
+/// SHA-256 initial state (FIPS 180-4 §5.3.3).
+const IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// `tagged_hash(tag, m)` = `SHA256d(ns(tag) ‖ m)` for every message, in order.
 pub fn tagged_hash_many(tag: &[u8], messages: &[&[u8]]) -> Vec<Hash> {
-    messages.iter().map(|m| tagged_hash(tag, m)).collect()
+    sha256d_many(&netstring::netstring(tag), messages)
+}
+
+/// `SHA256(SHA256(prefix ‖ m))` for every message, in order.
+pub fn sha256d_many(prefix: &[u8], messages: &[&[u8]]) -> Vec<Hash> {
+    sha256d_many_with(Engine::detect(), prefix, messages)
+}
+
+/// The block compressor.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    /// `sha2::compress256` (itself SHA-NI accelerated where available, but one stream at a time).
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    ShaNi(sha256_x2::ShaNi),
+}
+
+impl Engine {
+    fn detect() -> Engine {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = sha256_x2::ShaNi::detect() {
+            return Engine::ShaNi(t);
+        }
+        Engine::Portable
+    }
+
+    /// Compresses whole 64-byte blocks into `state`.
+    fn x1(self, state: &mut [u32; 8], blocks: &[u8]) {
+        match self {
+            Engine::Portable => {
+                for block in blocks.chunks_exact(64) {
+                    sha2::compress256(
+                        state,
+                        core::slice::from_ref(GenericArray::from_slice(block)),
+                    );
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Engine::ShaNi(t) => t.x1(state, blocks),
+        }
+    }
+
+    /// Compresses `b0` into `s0` and `b1` into `s1`; both hold the same number of whole blocks.
+    fn x2(self, s0: &mut [u32; 8], s1: &mut [u32; 8], b0: &[u8], b1: &[u8]) {
+        match self {
+            Engine::Portable => {
+                self.x1(s0, b0);
+                self.x1(s1, b1);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Engine::ShaNi(t) => t.x2(s0, s1, b0, b1),
+        }
+    }
+}
+
+/// The shared prefix: the state after its whole blocks, and the bytes left over.
+struct Prefix {
+    midstate: [u32; 8],
+    rest: [u8; 64],
+    /// Bytes used in `rest`, `< 64`.
+    rest_len: usize,
+    /// Total prefix length in bytes.
+    len: u64,
+}
+
+impl Prefix {
+    fn new(engine: Engine, prefix: &[u8]) -> Prefix {
+        let whole = prefix.len() - prefix.len() % 64;
+        let (blocks, tail) = prefix.split_at(whole);
+        let mut midstate = IV;
+        engine.x1(&mut midstate, blocks);
+        let mut rest = [0u8; 64];
+        rest[..tail.len()].copy_from_slice(tail);
+        Prefix {
+            midstate,
+            rest,
+            rest_len: tail.len(),
+            len: prefix.len() as u64,
+        }
+    }
+}
+
+/// One message's padded stream `prefix rest ‖ m ‖ padding` (after the midstate), as three runs of
+/// whole blocks: `head` (copied, 0 or 64 bytes), `body` (borrowed from the message), `tail`
+/// (copied, 64 or 128 bytes).
+struct Job<'a> {
+    head: [u8; 64],
+    head_len: usize,
+    body: &'a [u8],
+    tail: [u8; 128],
+    tail_len: usize,
+}
+
+impl<'a> Job<'a> {
+    fn new(prefix: &Prefix, msg: &'a [u8]) -> Job<'a> {
+        let pre = &prefix.rest[..prefix.rest_len];
+        let mut head = [0u8; 64];
+        let mut tail = [0u8; 128];
+        // Bytes of the stream that go into `tail` before the message's leftover.
+        let mut tail_fill = 0;
+        let (head_len, rest) = if pre.is_empty() {
+            (0, msg)
+        } else if msg.len() >= 64 - pre.len() {
+            let (first, rest) = msg.split_at(64 - pre.len());
+            head[..pre.len()].copy_from_slice(pre);
+            head[pre.len()..].copy_from_slice(first);
+            (64, rest)
+        } else {
+            // Too short to fill a block: the prefix rest opens the tail instead.
+            tail[..pre.len()].copy_from_slice(pre);
+            tail_fill = pre.len();
+            (0, msg)
+        };
+        let (body, leftover) = rest.split_at(rest.len() - rest.len() % 64);
+        // `tail_fill + leftover.len() < 64` in every branch above.
+        let end = tail_fill + leftover.len();
+        tail[tail_fill..end].copy_from_slice(leftover);
+        tail[end] = 0x80;
+        let tail_len = if end + 9 <= 64 { 64 } else { 128 };
+        let bits = (prefix.len + msg.len() as u64).wrapping_mul(8);
+        tail[tail_len - 8..tail_len].copy_from_slice(&bits.to_be_bytes());
+        Job {
+            head,
+            head_len,
+            body,
+            tail,
+            tail_len,
+        }
+    }
+
+    /// Run `i` of the stream (0 = head, 1 = body, 2 = tail; empty past the end).
+    fn run(&self, i: usize) -> &[u8] {
+        match i {
+            0 => &self.head[..self.head_len],
+            1 => self.body,
+            2 => &self.tail[..self.tail_len],
+            _ => &[],
+        }
+    }
+}
+
+/// A job in progress.
+struct Lane<'a> {
+    job: Job<'a>,
+    state: [u32; 8],
+    /// Current run (0..=2; 3 = done) and offset in it; never left on an empty run.
+    run: usize,
+    off: usize,
+    /// Index of the message in the caller's batch.
+    index: usize,
+}
+
+impl<'a> Lane<'a> {
+    fn new(prefix: &Prefix, msg: &'a [u8], index: usize) -> Lane<'a> {
+        let mut lane = Lane {
+            job: Job::new(prefix, msg),
+            state: prefix.midstate,
+            run: 0,
+            off: 0,
+            index,
+        };
+        lane.skip_empty();
+        lane
+    }
+
+    fn skip_empty(&mut self) {
+        while self.run < 3 && self.off == self.job.run(self.run).len() {
+            self.run += 1;
+            self.off = 0;
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.run >= 3
+    }
+
+    /// The state and the unprocessed rest of the current run.
+    fn parts(&mut self) -> (&mut [u32; 8], &[u8]) {
+        let rest = self.job.run(self.run).get(self.off..).unwrap_or(&[]);
+        (&mut self.state, rest)
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.off += n;
+        self.skip_empty();
+    }
+
+    /// Compresses everything left, alone.
+    fn finish(&mut self, engine: Engine) {
+        while !self.done() {
+            let (state, rest) = self.parts();
+            let n = rest.len();
+            engine.x1(state, rest);
+            self.advance(n);
+        }
+    }
+}
+
+fn digest_bytes(state: &[u32; 8]) -> Hash {
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    out
+}
+
+/// The single padded block SHA-256 hashes a 32-byte digest in.
+fn outer_block(inner: &Hash) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    b[..32].copy_from_slice(inner);
+    b[32] = 0x80;
+    b[62] = 0x01; // length: 256 bits, big-endian in bytes 56..64
+    b
+}
+
+fn sha256d_many_with(engine: Engine, prefix: &[u8], messages: &[&[u8]]) -> Vec<Hash> {
+    let prefix = Prefix::new(engine, prefix);
+    let mut inner = vec![[0u8; 32]; messages.len()];
+
+    // Longest first, so that the lone-lane run at the end is as short as it can be.
+    let mut order: Vec<usize> = (0..messages.len()).collect();
+    order.sort_by_key(|&i| core::cmp::Reverse(messages[i].len()));
+    let mut queue = order
+        .into_iter()
+        .map(|i| Lane::new(&prefix, messages[i], i));
+
+    let mut a = queue.next();
+    let mut b = queue.next();
+    loop {
+        match (&mut a, &mut b) {
+            (Some(x), Some(y)) => {
+                let (sx, rx) = x.parts();
+                let (sy, ry) = y.parts();
+                let n = rx.len().min(ry.len());
+                engine.x2(sx, sy, &rx[..n], &ry[..n]);
+                x.advance(n);
+                y.advance(n);
+            }
+            (Some(x), None) | (None, Some(x)) => x.finish(engine),
+            (None, None) => break,
+        }
+        for slot in [&mut a, &mut b] {
+            if let Some(lane) = slot.as_ref().filter(|l| l.done()) {
+                inner[lane.index] = digest_bytes(&lane.state);
+                *slot = queue.next();
+            }
+        }
+    }
+
+    let mut out = vec![[0u8; 32]; messages.len()];
+    let mut pairs_in = inner.chunks_exact(2);
+    let mut pairs_out = out.chunks_exact_mut(2);
+    for (i, o) in (&mut pairs_in).zip(&mut pairs_out) {
+        let (mut s0, mut s1) = (IV, IV);
+        engine.x2(&mut s0, &mut s1, &outer_block(&i[0]), &outer_block(&i[1]));
+        o[0] = digest_bytes(&s0);
+        o[1] = digest_bytes(&s1);
+    }
+    if let ([i], [o]) = (pairs_in.remainder(), pairs_out.into_remainder()) {
+        let mut s = IV;
+        engine.x1(&mut s, &outer_block(i));
+        *o = digest_bytes(&s);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::hash::{tagged_hash, tags};
+    use crate::util::base32;
+    use proptest::prelude::*;
+
+    /// Every engine this machine can run.
+    fn engines() -> Vec<Engine> {
+        let mut v = vec![Engine::Portable];
+        #[cfg(target_arch = "x86_64")]
+        match sha256_x2::ShaNi::detect() {
+            Some(t) => v.push(Engine::ShaNi(t)),
+            None => eprintln!("SHA-NI not available: only the portable engine is tested"),
+        }
+        v
+    }
+
+    fn reference(tag: &[u8], messages: &[&[u8]]) -> Vec<Hash> {
+        messages.iter().map(|m| tagged_hash(tag, m)).collect()
+    }
+
+    fn check(tag: &[u8], messages: &[&[u8]]) {
+        let want = reference(tag, messages);
+        let prefix = netstring::netstring(tag);
+        for e in engines() {
+            assert_eq!(sha256d_many_with(e, &prefix, messages), want, "{e:?}");
+        }
+        assert_eq!(tagged_hash_many(tag, messages), want);
+    }
+
+    #[test]
+    fn block_hash_of_empty_known_answer() {
+        // From Tahoe's test_hashutil.py (digest §known answers).
+        let want = "msjr5bh4evuh7fa3zw7uovixfbvlnstr5b65mrerwfnvjxig2jvq";
+        let prefix = netstring::netstring(tags::BLOCK);
+        for e in engines() {
+            for n in 1..4 {
+                let msgs = vec![&b""[..]; n];
+                let got = sha256d_many_with(e, &prefix, &msgs);
+                for h in got {
+                    assert_eq!(base32::encode(&h), want, "{e:?}, {n} messages");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sha256d_abc_known_answer() {
+        // SHA256(SHA256("abc")), computed independently with Python's hashlib.
+        let want = "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358";
+        for e in engines() {
+            let got = sha256d_many_with(e, b"", &[b"abc", b"abc", b"abc"]);
+            for h in got {
+                let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+                assert_eq!(hex, want, "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_batch() {
+        assert!(tagged_hash_many(tags::BLOCK, &[]).is_empty());
+    }
+
+    #[test]
+    fn padding_boundaries_every_length() {
+        // Every message length 0..300 against prefixes that leave 0, 1, 33 and 63 bytes
+        // in the first block, and prefixes of more than one block (shared midstate).
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for tag_len in [0usize, 30, 61, 62, 63, 64, 124, 125, 200] {
+            let tag = vec![b't'; tag_len];
+            let msgs: Vec<&[u8]> = (0..300).map(|l| &data[..l]).collect();
+            check(&tag, &msgs);
+        }
+    }
+
+    #[test]
+    fn long_unequal_messages() {
+        let data: Vec<u8> = (0..350_000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
+        let msgs: Vec<&[u8]> = vec![
+            &data[..43_691],
+            &data[1..100_001],
+            &data[..5],
+            &data[..349_526],
+            &data[7..43_698],
+            &data[..64],
+            &data[..99_999],
+        ];
+        check(tags::BLOCK, &msgs);
+    }
+
+    fn interesting_len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            0usize..300,
+            prop::sample::select(vec![55usize, 56, 63, 64, 119, 120, 127, 128]),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matches_tagged_hash(
+            tag in prop::collection::vec(any::<u8>(), 0..80),
+            msgs in prop::collection::vec(
+                interesting_len().prop_flat_map(|l| prop::collection::vec(any::<u8>(), l)),
+                0..9,
+            ),
+        ) {
+            let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+            let want = reference(&tag, &refs);
+            let prefix = netstring::netstring(&tag);
+            for e in engines() {
+                prop_assert_eq!(sha256d_many_with(e, &prefix, &refs), want.clone());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(8))]
+        #[test]
+        fn matches_tagged_hash_long(
+            seed in any::<u8>(),
+            lens in prop::collection::vec(90_000usize..110_000, 1..5),
+        ) {
+            let data: Vec<u8> = (0..110_000u32).map(|i| (i as u8).wrapping_mul(seed | 1)).collect();
+            let refs: Vec<&[u8]> = lens.iter().map(|&l| &data[..l]).collect();
+            let want = reference(tags::BLOCK, &refs);
+            let prefix = netstring::netstring(tags::BLOCK);
+            for e in engines() {
+                prop_assert_eq!(sha256d_many_with(e, &prefix, &refs), want.clone());
+            }
+        }
+    }
 }
