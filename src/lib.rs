@@ -14,6 +14,7 @@ pub mod cap;
 pub mod codec;
 pub mod crypto;
 pub mod immutable;
+pub mod mutable;
 pub mod util;
 
 pub mod cli;
