@@ -368,9 +368,11 @@ mod tests {
 
     #[test]
     fn digest_write_enabler_vector() {
-        // §2: ssk_write_enabler_hash(b"wk", 0x00*20) -> fuu2dvx7...; WEM(b"") -> izbfbfko...
+        // §2: Tahoe's ssk_write_enabler_hash(writekey=b"wk", 0x00*20) hashes the master of the
+        // writekey with the node id -> fuu2dvx7...
+        let wem = hash::ssk_write_enabler_master_hash(b"wk");
         assert_eq!(
-            crate::util::base32::encode(&hash::ssk_write_enabler_hash(b"wk", &[0u8; 20])),
+            crate::util::base32::encode(&hash::ssk_write_enabler_hash(&wem, &[0u8; 20])),
             "fuu2dvx7g6gqu5x22vfhtyed7p4pd47y5hgxbqzgrlyvxoev62tq"
         );
     }

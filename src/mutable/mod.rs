@@ -10,3 +10,4 @@
 //!   versions with test-and-write semantics.
 
 pub mod keys;
+pub mod layout;
