@@ -11,3 +11,4 @@
 
 pub mod keys;
 pub mod layout;
+pub mod storage;
