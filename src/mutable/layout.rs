@@ -511,9 +511,13 @@ impl Share {
     /// The MDMF metadata region written at offset 123: encprivkey ‖ chain ‖ signature ‖
     /// verification key, and the 123-byte header pointing at it. Errors if it would run into
     /// the share data at 2167.
-    pub fn mdmf_header_and_metadata(&self) -> Result<(Vec<u8>, Vec<u8>), LayoutError> {
+    /// `data_len` is the length of the share data region (see [`Geometry::share_data_len`]); the
+    /// blocks of `self` are not used, so a partial update can lay out the metadata alone.
+    pub fn mdmf_header_and_metadata(
+        &self,
+        data_len: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>), LayoutError> {
         let chain = self.chain_bytes()?;
-        let data_len = self.data_bytes()?.len() as u64;
         let epk = MDMF_HEADER_LEN as u64;
         let shc = epk + self.enc_privkey.len() as u64;
         let sig = shc + chain.len() as u64;
@@ -570,11 +574,12 @@ impl Share {
                 Ok(out)
             }
             MutableFormat::Mdmf => {
-                let (mut out, meta) = self.mdmf_header_and_metadata()?;
+                let data = self.data_bytes()?;
+                let (mut out, meta) = self.mdmf_header_and_metadata(data.len() as u64)?;
                 out.extend_from_slice(&meta);
                 // The gap up to the share data is zero in a fresh share.
                 out.resize(MDMF_DATA_OFFSET as usize, 0);
-                out.extend_from_slice(&self.data_bytes()?);
+                out.extend_from_slice(&data);
                 out.extend_from_slice(&self.block_hash_tree_bytes());
                 Ok(out)
             }
