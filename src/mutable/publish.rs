@@ -18,7 +18,7 @@
 use super::encode::{block_leaf, encode_segment, encode_version, fresh_salt, SignedVersion};
 use super::keys::{SigningKeyPair, WriterKeys};
 use super::layout::{self, Geometry, Share, SignedPrefix};
-use super::retrieve::{map_update, read_version, recover_private_key, ServerMap};
+use super::retrieve::{map_update_for_write, read_version, recover_private_key, ServerMap};
 use super::storage::{MutableServer, ShareNum, TestVector, TestWriteVectors, WriteSecrets};
 use super::{MutableError, ShareError, ShareProblem};
 use crate::cap::{MutableFormat, MutableWriteCap};
@@ -213,7 +213,7 @@ pub fn overwrite(
     params: &PublishParams,
 ) -> Result<PublishOutcome, MutableError> {
     let writer = WriterKeys::from_cap(cap);
-    let mut map = map_update(servers, &writer.reader);
+    let mut map = map_update_for_write(servers, &writer);
     publish_with_map(servers, cap, &mut map, contents, params)
 }
 
@@ -291,7 +291,7 @@ pub fn update(
     params: &PublishParams,
 ) -> Result<PublishOutcome, MutableError> {
     let writer = WriterKeys::from_cap(cap);
-    let mut map = map_update(servers, &writer.reader);
+    let mut map = map_update_for_write(servers, &writer);
     update_with_map(servers, cap, &mut map, offset, data, params)
 }
 
@@ -316,16 +316,52 @@ pub fn update_with_map(
         .ok_or(MutableError::BadRange)?;
     if let Some(plan) = in_place_plan(map, &newest, cap.format) {
         if !data.is_empty() {
-            return update_in_place(servers, &writer, map, &newest, plan, offset, data, params);
+            return update_in_place(servers, &writer, map, &newest, plan, offset, data, params)
+                .map_err(|e| explain_failure(servers, &writer, map, e));
         }
     }
     // Full re-publish: read everything, splice, write a whole new version.
-    let mut contents = read_version(servers, &writer.reader, map, &newest, 0, u64::MAX)?;
+    let mut contents = read_version(servers, &writer.reader, map, &newest, 0, u64::MAX)
+        .map_err(|e| explain_failure(servers, &writer, map, e))?;
     if contents.len() < end as usize {
         contents.resize(end as usize, 0);
     }
     contents[offset as usize..end as usize].copy_from_slice(data);
     publish_with_map(servers, cap, map, &contents, params)
+}
+
+/// A read during an update failed: if shares changed since the map was made, another writer got
+/// there first, and that is the error to report.
+fn explain_failure(
+    servers: &[&dyn MutableServer],
+    writer: &WriterKeys,
+    map: &ServerMap,
+    err: MutableError,
+) -> MutableError {
+    if matches!(err, MutableError::UncoordinatedWrite { .. }) {
+        return err;
+    }
+    let si = writer.reader.storage_index;
+    let changed: Vec<(usize, ShareNum)> = map
+        .seen
+        .iter()
+        .filter(|s| {
+            let cs = s.checkstring();
+            servers
+                .get(s.server)
+                .and_then(|srv| srv.read(&si, s.shnum, 0, cs.len() as u64).ok())
+                .is_some_and(|now| now != cs)
+        })
+        .map(|s| (s.server, s.shnum))
+        .collect();
+    if changed.is_empty() {
+        err
+    } else {
+        MutableError::UncoordinatedWrite {
+            refused: changed,
+            written: 0,
+        }
+    }
 }
 
 /// The verified block-hash leaves of each share number, if the newest version is MDMF and every

@@ -62,6 +62,8 @@ pub struct ServerMap {
     pub seen: Vec<SeenShare>,
     pub verified: Vec<VerifiedShare>,
     pub problems: Vec<ShareProblem>,
+    /// The signing key, once a writer recovered it from a share (see [`map_update_for_write`]).
+    pub signing_key: Option<SigningKeyPair>,
 }
 
 impl ServerMap {
@@ -341,6 +343,17 @@ pub fn retrieve(
     retrieve_with_map(servers, reader, &mut map, range)
 }
 
+/// A map update for a writer: also recovers the signing key from the shares (as Tahoe's
+/// MODE_WRITE map update fetches the encrypted private key), so a later publish against this map
+/// does not depend on the shares staying unchanged.
+pub fn map_update_for_write(servers: &[&dyn MutableServer], writer: &WriterKeys) -> ServerMap {
+    let mut map = map_update(servers, &writer.reader);
+    if let Ok(k) = recover_private_key(servers, writer, &mut map) {
+        map.signing_key = Some(k);
+    }
+    map
+}
+
 /// Recovers the signing key from the newest verified shares: decrypts the encrypted private key
 /// with the writekey and checks it hashes back to the writekey (the exact bytes are kept).
 pub fn recover_private_key(
@@ -348,6 +361,9 @@ pub fn recover_private_key(
     writer: &WriterKeys,
     map: &mut ServerMap,
 ) -> Result<SigningKeyPair, MutableError> {
+    if let Some(k) = &map.signing_key {
+        return Ok(k.clone());
+    }
     let si = writer.reader.storage_index;
     for v in map.versions() {
         let shares: Vec<VerifiedShare> = map.shares_of(&v).into_iter().cloned().collect();
@@ -358,7 +374,10 @@ pub fn recover_private_key(
             let r = read_range(*server, &si, s.shnum, &s.header.enc_privkey)
                 .and_then(|enc| writer.decrypt_private_key(&enc).map_err(|_| ShareError::BadPrivateKey));
             match r {
-                Ok(k) => return Ok(k),
+                Ok(k) => {
+                    map.signing_key = Some(k.clone());
+                    return Ok(k);
+                }
                 Err(e) => map.problem(s.server, s.shnum, e),
             }
         }

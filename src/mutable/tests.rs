@@ -3,7 +3,7 @@
 use super::keys::{ReaderKeys, SigningKeyPair, WriterKeys};
 use super::layout::{self, Share, ShareHeader};
 use super::publish::{create, overwrite, publish_with_map, update, update_with_map, PublishParams};
-use super::retrieve::{map_update, retrieve};
+use super::retrieve::{map_update_for_write, retrieve};
 use super::storage::{MemoryServer, MutableServer};
 use super::{MutableError, ShareError};
 use crate::cap::{MutableFormat, MutableWriteCap, NodeCap};
@@ -106,7 +106,7 @@ fn share_geometry_matches_digest() {
     }
     assert_eq!(chain_idx, vec![2, 4, 8, 16]);
 
-    let (cap, _) = create(&refs(&g), key(), MutableFormat::Sdmf, &data(170, 2), &params(3, 10)).unwrap();
+    let (cap, _) = create(&refs(&g), key2(), MutableFormat::Sdmf, &data(170, 2), &params(3, 10)).unwrap();
     let b = g[0].share_bytes(&si(&cap), 0).unwrap();
     let h = ShareHeader::parse(&b).unwrap();
     assert_eq!((h.prefix.segsize, h.prefix.datalen), (171, 170));
@@ -247,7 +247,7 @@ fn concurrent_writer_is_detected() {
         let g = grid(3);
         let (cap, _) = create(&refs(&g), key(), format, &data(2000, 1), &params(3, 10)).unwrap();
         // We read the map; another writer publishes; then we write against the stale map.
-        let mut stale = map_update(&refs(&g), &reader(&cap));
+        let mut stale = map_update_for_write(&refs(&g), &WriterKeys::from_cap(&cap));
         let mut stale2 = stale.clone();
         overwrite(&refs(&g), &cap, b"the other writer", &params(3, 10)).unwrap();
         let e = publish_with_map(&refs(&g), &cap, &mut stale, b"ours", &params(3, 10)).unwrap_err();
