@@ -31,7 +31,13 @@ pub fn new_geometry(
         MutableFormat::Sdmf => layout::next_multiple(datalen, kk),
         MutableFormat::Mdmf => layout::next_multiple(MDMF_MAX_SEGMENT_SIZE, kk),
     };
-    Ok(Geometry::new(format, u64::from(k), u64::from(n), segsize, datalen)?)
+    Ok(Geometry::new(
+        format,
+        u64::from(k),
+        u64::from(n),
+        segsize,
+        datalen,
+    )?)
 }
 
 /// The block hash tree leaf of one block.

@@ -115,7 +115,8 @@ impl SigningKeyPair {
 
     /// An RSA-PSS (SHA-256, MGF1-SHA-256, salt 32) signature over `msg`.
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let signer = rsa::pss::SigningKey::<Sha256>::new_with_salt_len(self.key.clone(), PSS_SALT_LEN);
+        let signer =
+            rsa::pss::SigningKey::<Sha256>::new_with_salt_len(self.key.clone(), PSS_SALT_LEN);
         let sig = signer
             .try_sign_with_rng(&mut rand::rngs::OsRng, msg)
             .map_err(|_| KeyError::Signing)?;

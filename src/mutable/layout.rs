@@ -134,7 +134,9 @@ impl SignedPrefix {
 
     /// Parses the signed prefix at the start of `b`.
     pub fn parse(b: &[u8]) -> Result<Self, LayoutError> {
-        let version = *b.first().ok_or(LayoutError::Truncated { need: 1, have: 0 })?;
+        let version = *b
+            .first()
+            .ok_or(LayoutError::Truncated { need: 1, have: 0 })?;
         let format = match version {
             SDMF_VERSION => MutableFormat::Sdmf,
             MDMF_VERSION => MutableFormat::Mdmf,
@@ -222,10 +224,14 @@ impl Geometry {
         datalen: u64,
     ) -> Result<Self, LayoutError> {
         if k == 0 || k > n || n > 255 {
-            return Err(LayoutError::BadParameters("k and N must satisfy 1 <= k <= N <= 255"));
+            return Err(LayoutError::BadParameters(
+                "k and N must satisfy 1 <= k <= N <= 255",
+            ));
         }
         if segsize % k != 0 {
-            return Err(LayoutError::BadParameters("segment size is not a multiple of k"));
+            return Err(LayoutError::BadParameters(
+                "segment size is not a multiple of k",
+            ));
         }
         // segsize = 0 with datalen = 0 means zero segments (digest §4.4).
         let num_segments = if segsize == 0 {
@@ -414,9 +420,7 @@ impl ShareHeader {
         }
         let start = match g.format {
             MutableFormat::Sdmf => self.share_data.start,
-            MutableFormat::Mdmf => {
-                self.share_data.start + seg * (g.block_size + SALT_LEN as u64)
-            }
+            MutableFormat::Mdmf => self.share_data.start + seg * (g.block_size + SALT_LEN as u64),
         };
         let salt = match g.format {
             MutableFormat::Sdmf => 0,
@@ -501,7 +505,11 @@ impl Share {
             match (self.prefix.format, b.salt) {
                 (MutableFormat::Mdmf, Some(s)) => out.extend_from_slice(&s),
                 (MutableFormat::Sdmf, None) => {}
-                _ => return Err(LayoutError::BadParameters("salt presence does not match format")),
+                _ => {
+                    return Err(LayoutError::BadParameters(
+                        "salt presence does not match format",
+                    ))
+                }
             }
             out.extend_from_slice(&b.data);
         }
@@ -524,7 +532,9 @@ impl Share {
         let vk = sig + self.signature.len() as u64;
         let vk_end = vk + self.verification_key.len() as u64;
         if vk_end > MDMF_DATA_OFFSET {
-            return Err(LayoutError::FieldTooLarge("MDMF metadata exceeds its reserved space"));
+            return Err(LayoutError::FieldTooLarge(
+                "MDMF metadata exceeds its reserved space",
+            ));
         }
         let bht = MDMF_DATA_OFFSET + data_len;
         let eof = bht + self.block_hash_tree.len() as u64 * 32;
@@ -591,7 +601,8 @@ impl Share {
     pub fn parse(b: &[u8]) -> Result<Self, LayoutError> {
         let h = ShareHeader::parse(b)?;
         let slice = |r: &Range<u64>| -> Result<&[u8], LayoutError> {
-            let start = usize::try_from(r.start).map_err(|_| LayoutError::FieldTooLarge("offset"))?;
+            let start =
+                usize::try_from(r.start).map_err(|_| LayoutError::FieldTooLarge("offset"))?;
             let end = usize::try_from(r.end).map_err(|_| LayoutError::FieldTooLarge("offset"))?;
             b.get(start..end).ok_or(LayoutError::Truncated {
                 need: r.end,
@@ -655,7 +666,11 @@ mod tests {
             format,
             seqnum: 0x0102030405060708,
             root_hash: [0xaa; 32],
-            iv: if format == MutableFormat::Sdmf { [0xbb; 16] } else { [0; 16] },
+            iv: if format == MutableFormat::Sdmf {
+                [0xbb; 16]
+            } else {
+                [0; 16]
+            },
             k: 3,
             n: 10,
             segsize: 171,
@@ -680,8 +695,14 @@ mod tests {
         assert_eq!(m[0], 1);
         assert_eq!((m[41], m[42]), (3, 10));
         assert_eq!(prefix(MutableFormat::Mdmf).checkstring().len(), 41);
-        assert_eq!(SignedPrefix::parse(&s).unwrap(), prefix(MutableFormat::Sdmf));
-        assert_eq!(SignedPrefix::parse(&m).unwrap(), prefix(MutableFormat::Mdmf));
+        assert_eq!(
+            SignedPrefix::parse(&s).unwrap(),
+            prefix(MutableFormat::Sdmf)
+        );
+        assert_eq!(
+            SignedPrefix::parse(&m).unwrap(),
+            prefix(MutableFormat::Mdmf)
+        );
     }
 
     fn sample_share(format: MutableFormat) -> Share {
@@ -690,9 +711,14 @@ mod tests {
         Share {
             verification_key: vec![1; 294],
             signature: vec![2; 256],
-            share_hash_chain: [(2usize, [3u8; 32]), (4, [4; 32]), (8, [5; 32]), (16, [6; 32])]
-                .into_iter()
-                .collect(),
+            share_hash_chain: [
+                (2usize, [3u8; 32]),
+                (4, [4; 32]),
+                (8, [5; 32]),
+                (16, [6; 32]),
+            ]
+            .into_iter()
+            .collect(),
             block_hash_tree: vec![[7; 32]],
             blocks: vec![StoredBlock {
                 salt: (format == MutableFormat::Mdmf).then_some([9; 16]),
@@ -739,7 +765,10 @@ mod tests {
         s.block_hash_tree = vec![[7; 32]; 7];
         let b = s.to_bytes().unwrap();
         let offs: Vec<u64> = (0..8).map(|i| be_u64(&b, 59 + 8 * i).unwrap()).collect();
-        assert_eq!(offs, vec![123, 1340, 1476, 1732, 2026, 2167, 102215, 102439]);
+        assert_eq!(
+            offs,
+            vec![123, 1340, 1476, 1732, 2026, 2167, 102215, 102439]
+        );
         assert!(b[2026..2167].iter().all(|&x| x == 0));
         assert_eq!(Share::parse(&b).unwrap(), s);
         let h = ShareHeader::parse(&b[..123]).unwrap();
@@ -771,11 +800,17 @@ mod tests {
         assert_eq!(Share::parse(&v), Err(LayoutError::UnknownVersion(7)));
         let mut v = b.clone();
         v[57] = 0;
-        assert!(matches!(Share::parse(&v), Err(LayoutError::BadParameters(_))));
+        assert!(matches!(
+            Share::parse(&v),
+            Err(LayoutError::BadParameters(_))
+        ));
         let mut v = b.clone();
         v[75..79].copy_from_slice(&5000u32.to_be_bytes());
         assert!(matches!(Share::parse(&v), Err(LayoutError::BadOffsets(_))));
-        assert_eq!(Share::parse(&[]), Err(LayoutError::Truncated { need: 1, have: 0 }));
+        assert_eq!(
+            Share::parse(&[]),
+            Err(LayoutError::Truncated { need: 1, have: 0 })
+        );
     }
 
     proptest! {

@@ -103,6 +103,7 @@ fn checkstring_test(cs: Vec<u8>) -> TestVector {
 }
 
 /// Sends one `read-test-write` per share write.
+#[allow(clippy::too_many_arguments)]
 fn send_writes(
     servers: &[&dyn MutableServer],
     writer: &WriterKeys,
@@ -245,11 +246,7 @@ pub fn publish_with_map(
     let mut ops = Vec::new();
     for (sh, share) in shares.iter().enumerate() {
         let bytes = share.to_bytes()?;
-        let seen: Vec<_> = map
-            .seen
-            .iter()
-            .filter(|s| s.shnum as usize == sh)
-            .collect();
+        let seen: Vec<_> = map.seen.iter().filter(|s| s.shnum as usize == sh).collect();
         if seen.is_empty() {
             ops.push(WriteOp {
                 server: sh % servers.len(),
@@ -305,9 +302,13 @@ pub fn update_with_map(
     params: &PublishParams,
 ) -> Result<PublishOutcome, MutableError> {
     let writer = WriterKeys::from_cap(cap);
-    let newest = map.versions().into_iter().next().ok_or(MutableError::NoVersions {
-        problems: map.problems.len(),
-    })?;
+    let newest = map
+        .versions()
+        .into_iter()
+        .next()
+        .ok_or(MutableError::NoVersions {
+            problems: map.problems.len(),
+        })?;
     if offset > newest.datalen {
         return Err(MutableError::BadRange);
     }
@@ -444,7 +445,10 @@ fn update_in_place(
                 let es = &touched[(seg - first) as usize].1;
                 l.push(block_leaf(MutableFormat::Mdmf, &es.salt, &es.blocks[sh]));
             } else {
-                l.push(*old.get(seg as usize).ok_or(MutableError::Internal("old leaves"))?);
+                l.push(
+                    *old.get(seg as usize)
+                        .ok_or(MutableError::Internal("old leaves"))?,
+                );
             }
         }
         leaves.push(l);

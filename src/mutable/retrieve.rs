@@ -70,8 +70,11 @@ impl ServerMap {
     /// The distinct verified versions, newest first: highest seqnum, ties broken by root hash
     /// (then by the rest of the signed prefix, so the order is total).
     pub fn versions(&self) -> Vec<SignedPrefix> {
-        let set: BTreeSet<SignedPrefix> =
-            self.verified.iter().map(|v| v.header.prefix.clone()).collect();
+        let set: BTreeSet<SignedPrefix> = self
+            .verified
+            .iter()
+            .map(|v| v.header.prefix.clone())
+            .collect();
         let mut v: Vec<SignedPrefix> = set.into_iter().collect();
         v.sort_by(|a, b| {
             (b.seqnum, b.root_hash, b.to_bytes()).cmp(&(a.seqnum, a.root_hash, a.to_bytes()))
@@ -136,7 +139,8 @@ fn verify_metadata(
     }
     let sig = read_range(server, si, shnum, &header.signature)?;
     verify_signature(&vk, &header.prefix_bytes, &sig).map_err(|_| ShareError::BadSignature)?;
-    let chain = layout::parse_hash_chain(&read_range(server, si, shnum, &header.share_hash_chain)?)?;
+    let chain =
+        layout::parse_hash_chain(&read_range(server, si, shnum, &header.share_hash_chain)?)?;
     let bht = layout::parse_hashes(&read_range(server, si, shnum, &header.block_hash_tree)?)?;
     let block_root = *bht.first().ok_or(ShareError::Layout(
         layout::LayoutError::BadBlockHashTreeLength {
@@ -208,7 +212,9 @@ fn fetch_block(
     let h = &share.header;
     let r = h
         .segment_range(seg)
-        .ok_or(ShareError::Layout(layout::LayoutError::BadOffsets("segment")))?;
+        .ok_or(ShareError::Layout(layout::LayoutError::BadOffsets(
+            "segment",
+        )))?;
     let raw = read_range(server, si, share.shnum, &r)?;
     let sb = layout::split_block(h.prefix.format, &raw)?;
     let salt = sb.salt.unwrap_or(h.prefix.iv);
@@ -296,7 +302,11 @@ pub fn read_version(
         let seg_start = seg * g.segsize;
         let lo = (start.max(seg_start) - seg_start) as usize;
         let hi = (end.min(seg_start + plain.len() as u64) - seg_start) as usize;
-        out.extend_from_slice(plain.get(lo..hi).ok_or(MutableError::Internal("segment slice"))?);
+        out.extend_from_slice(
+            plain
+                .get(lo..hi)
+                .ok_or(MutableError::Internal("segment slice"))?,
+        );
     }
     Ok(out)
 }
@@ -371,8 +381,11 @@ pub fn recover_private_key(
             let Some(server) = servers.get(s.server) else {
                 continue;
             };
-            let r = read_range(*server, &si, s.shnum, &s.header.enc_privkey)
-                .and_then(|enc| writer.decrypt_private_key(&enc).map_err(|_| ShareError::BadPrivateKey));
+            let r = read_range(*server, &si, s.shnum, &s.header.enc_privkey).and_then(|enc| {
+                writer
+                    .decrypt_private_key(&enc)
+                    .map_err(|_| ShareError::BadPrivateKey)
+            });
             match r {
                 Ok(k) => {
                     map.signing_key = Some(k.clone());

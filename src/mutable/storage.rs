@@ -122,15 +122,21 @@ fn read_clamped(data: &[u8], offset: u64, size: u64) -> Vec<u8> {
 /// The largest share the in-memory server accepts (Python announces 69105 TB; memory is smaller).
 const MAX_MEMORY_SHARE: u64 = 1 << 32;
 
+type ShareTable = HashMap<StorageIndex, BTreeMap<ShareNum, StoredShare>>;
+
 /// An in-memory storage server with Tahoe 1.20's mutable-share semantics.
 pub struct MemoryServer {
     node_id: [u8; 20],
-    shares: Mutex<HashMap<StorageIndex, BTreeMap<ShareNum, StoredShare>>>,
+    shares: Mutex<ShareTable>,
 }
 
 impl std::fmt::Debug for MemoryServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MemoryServer({})", crate::util::base32::encode(&self.node_id))
+        write!(
+            f,
+            "MemoryServer({})",
+            crate::util::base32::encode(&self.node_id)
+        )
     }
 }
 
@@ -142,10 +148,7 @@ impl MemoryServer {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<StorageIndex, BTreeMap<ShareNum, StoredShare>>>, StorageError>
-    {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, ShareTable>, StorageError> {
         self.shares
             .lock()
             .map_err(|_| StorageError::Unavailable("poisoned".into()))
@@ -219,7 +222,9 @@ impl MutableServer for MemoryServer {
         for v in tw_vectors.values() {
             for (off, data) in &v.write {
                 if off.saturating_add(data.len() as u64) > MAX_MEMORY_SHARE {
-                    return Err(StorageError::BadRequest("write beyond the maximum share size"));
+                    return Err(StorageError::BadRequest(
+                        "write beyond the maximum share size",
+                    ));
                 }
             }
         }
@@ -235,7 +240,10 @@ impl MutableServer for MemoryServer {
         // 2. All tests, before any write.
         let empty: &[u8] = &[];
         let success = tw_vectors.iter().all(|(shnum, v)| {
-            let data = shares.get(shnum).map(|s| s.data.as_slice()).unwrap_or(empty);
+            let data = shares
+                .get(shnum)
+                .map(|s| s.data.as_slice())
+                .unwrap_or(empty);
             v.test
                 .iter()
                 .all(|t| read_clamped(data, t.offset, t.size) == t.specimen)
@@ -295,11 +303,19 @@ mod tests {
         }
     }
 
-    fn tw(test: Vec<(u64, u64, &[u8])>, write: Vec<(u64, &[u8])>, nl: Option<u64>) -> TestWriteVectors {
+    fn tw(
+        test: Vec<(u64, u64, &[u8])>,
+        write: Vec<(u64, &[u8])>,
+        nl: Option<u64>,
+    ) -> TestWriteVectors {
         TestWriteVectors {
             test: test
                 .into_iter()
-                .map(|(offset, size, s)| TestVector { offset, size, specimen: s.to_vec() })
+                .map(|(offset, size, s)| TestVector {
+                    offset,
+                    size,
+                    specimen: s.to_vec(),
+                })
                 .collect(),
             write: write.into_iter().map(|(o, d)| (o, d.to_vec())).collect(),
             new_length: nl,
@@ -317,7 +333,9 @@ mod tests {
         assert!(r.success);
         assert!(r.reads.is_empty());
         // It fails once the share exists; reads show pre-write data of all shares.
-        let r = s.read_test_write(&si, &secrets(1), &m, &[(0, 3), (4, 10)]).unwrap();
+        let r = s
+            .read_test_write(&si, &secrets(1), &m, &[(0, 3), (4, 10)])
+            .unwrap();
         assert!(!r.success);
         assert_eq!(r.reads[&0], vec![b"hel".to_vec(), b"o".to_vec()]);
         // Wrong write enabler.
@@ -329,7 +347,9 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert(0, tw(vec![(3, 10, b"lo")], vec![(8, b"X")], None));
         m.insert(1, tw(vec![], vec![], None));
-        let r = s.read_test_write(&si, &secrets(1), &m, &[(0, 100)]).unwrap();
+        let r = s
+            .read_test_write(&si, &secrets(1), &m, &[(0, 100)])
+            .unwrap();
         assert!(r.success);
         assert_eq!(r.reads[&0], vec![b"hello".to_vec()]);
         assert_eq!(s.read(&si, 0, 0, 100).unwrap(), b"hello\0\0\0X".to_vec());
@@ -340,19 +360,31 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert(0, tw(vec![], vec![], Some(2)));
         m.insert(1, tw(vec![], vec![], Some(0)));
-        assert!(s.read_test_write(&si, &secrets(1), &m, &[]).unwrap().success);
+        assert!(
+            s.read_test_write(&si, &secrets(1), &m, &[])
+                .unwrap()
+                .success
+        );
         assert_eq!(s.read(&si, 0, 0, 100).unwrap(), b"he".to_vec());
         assert_eq!(s.read(&si, 1, 0, 1), Err(StorageError::NoSuchShare));
         // new_length larger than the data does not extend it.
         let mut m = BTreeMap::new();
         m.insert(0, tw(vec![(0, 2, b"he")], vec![], Some(50)));
-        assert!(s.read_test_write(&si, &secrets(1), &m, &[]).unwrap().success);
+        assert!(
+            s.read_test_write(&si, &secrets(1), &m, &[])
+                .unwrap()
+                .success
+        );
         assert_eq!(s.read(&si, 0, 0, 100).unwrap(), b"he".to_vec());
         // A failing test on one share blocks the writes to all.
         let mut m = BTreeMap::new();
         m.insert(0, tw(vec![], vec![(0, b"ZZ")], None));
         m.insert(3, tw(vec![(0, 1, b"q")], vec![(0, b"new")], None));
-        assert!(!s.read_test_write(&si, &secrets(1), &m, &[]).unwrap().success);
+        assert!(
+            !s.read_test_write(&si, &secrets(1), &m, &[])
+                .unwrap()
+                .success
+        );
         assert_eq!(s.read(&si, 0, 0, 100).unwrap(), b"he".to_vec());
         assert_eq!(s.read(&si, 3, 0, 1), Err(StorageError::NoSuchShare));
     }

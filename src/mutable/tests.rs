@@ -20,7 +20,9 @@ fn key2() -> &'static SigningKeyPair {
 }
 
 fn grid(n: usize) -> Vec<MemoryServer> {
-    (0..n).map(|i| MemoryServer::new([i as u8 + 1; 20])).collect()
+    (0..n)
+        .map(|i| MemoryServer::new([i as u8 + 1; 20]))
+        .collect()
 }
 
 fn refs(g: &[MemoryServer]) -> Vec<&dyn MutableServer> {
@@ -62,12 +64,15 @@ fn round_trips() {
                 }
                 let g = grid(servers);
                 let contents = data(size, k);
-                let (cap, out) = create(&refs(&g), key(), format, &contents, &params(k, n)).unwrap();
+                let (cap, out) =
+                    create(&refs(&g), key(), format, &contents, &params(k, n)).unwrap();
                 assert_eq!(out.seqnum, 1);
                 assert_eq!(out.written.len(), n as usize);
                 // Share i is on server i % servers.
                 for sh in 0..n as u32 {
-                    assert!(g[sh as usize % servers].share_bytes(&si(&cap), sh).is_some());
+                    assert!(g[sh as usize % servers]
+                        .share_bytes(&si(&cap), sh)
+                        .is_some());
                 }
                 let got = retrieve(&refs(&g), &reader(&cap), None).unwrap();
                 assert_eq!(got.data, contents, "{format:?} k={k} n={n} size={size}");
@@ -84,7 +89,14 @@ fn share_geometry_matches_digest() {
     // MDMF 3-of-10: segsize 131073, data at 2167; SDMF: one segment of next_multiple(len, k).
     let g = grid(1);
     let contents = data(BIG, 1);
-    let (cap, _) = create(&refs(&g), key(), MutableFormat::Mdmf, &contents, &params(3, 10)).unwrap();
+    let (cap, _) = create(
+        &refs(&g),
+        key(),
+        MutableFormat::Mdmf,
+        &contents,
+        &params(3, 10),
+    )
+    .unwrap();
     let b = g[0].share_bytes(&si(&cap), 0).unwrap();
     let h = ShareHeader::parse(&b).unwrap();
     assert_eq!(h.prefix.segsize, 131073);
@@ -106,7 +118,14 @@ fn share_geometry_matches_digest() {
     }
     assert_eq!(chain_idx, vec![2, 4, 8, 16]);
 
-    let (cap, _) = create(&refs(&g), key2(), MutableFormat::Sdmf, &data(170, 2), &params(3, 10)).unwrap();
+    let (cap, _) = create(
+        &refs(&g),
+        key2(),
+        MutableFormat::Sdmf,
+        &data(170, 2),
+        &params(3, 10),
+    )
+    .unwrap();
     let b = g[0].share_bytes(&si(&cap), 0).unwrap();
     let h = ShareHeader::parse(&b).unwrap();
     assert_eq!((h.prefix.segsize, h.prefix.datalen), (171, 170));
@@ -125,17 +144,28 @@ fn independent_crypto_check_k1() {
     use rsa::signature::Verifier;
     let g = grid(1);
     let contents = data(1000, 7);
-    let (cap, _) = create(&refs(&g), key(), MutableFormat::Sdmf, &contents, &params(1, 2)).unwrap();
+    let (cap, _) = create(
+        &refs(&g),
+        key(),
+        MutableFormat::Sdmf,
+        &contents,
+        &params(1, 2),
+    )
+    .unwrap();
     let b = g[0].share_bytes(&si(&cap), 0).unwrap();
     let share = Share::parse(&b).unwrap();
-    let rk = crate::crypto::hash::tagged_hash(b"allmydata_mutable_writekey_to_readkey_v1", &cap.writekey);
+    let rk = crate::crypto::hash::tagged_hash(
+        b"allmydata_mutable_writekey_to_readkey_v1",
+        &cap.writekey,
+    );
     let dk = crate::crypto::hash::tagged_pair_hash(
         b"allmydata_mutable_readkey_to_datakey_v1",
         &share.prefix.iv,
         &rk[..16],
     );
     let mut expect = contents.clone();
-    ctr::Ctr128BE::<aes::Aes128>::new(dk[..16].into(), &[0u8; 16].into()).apply_keystream(&mut expect);
+    ctr::Ctr128BE::<aes::Aes128>::new(dk[..16].into(), &[0u8; 16].into())
+        .apply_keystream(&mut expect);
     assert_eq!(share.blocks[0].data, expect);
     let pk = rsa::RsaPublicKey::from_public_key_der(&share.verification_key).unwrap();
     let v = rsa::pss::VerifyingKey::<sha2::Sha256>::new_with_salt_len(pk, 32);
@@ -143,7 +173,8 @@ fn independent_crypto_check_k1() {
     v.verify(&b[..75], &sig).unwrap();
     // The encrypted private key decrypts (AES-CTR under the writekey) to the exact PKCS#8 bytes.
     let mut pk8 = share.enc_privkey.clone();
-    ctr::Ctr128BE::<aes::Aes128>::new((&cap.writekey).into(), &[0u8; 16].into()).apply_keystream(&mut pk8);
+    ctr::Ctr128BE::<aes::Aes128>::new((&cap.writekey).into(), &[0u8; 16].into())
+        .apply_keystream(&mut pk8);
     assert_eq!(pk8, key().pkcs8_der());
     // The cap prints as Tahoe's grammar says.
     let s = NodeCap::MutableWrite(cap.clone()).to_string();
@@ -170,7 +201,10 @@ fn overwrite_bumps_seqnum_and_readers_see_newest() {
         overwrite(&refs(&g), &cap, b"fourth", &params(3, 10)).unwrap();
         g[0].set_share_bytes(&si(&cap), 0, old);
         let got = retrieve(&refs(&g), &reader(&cap), None).unwrap();
-        assert_eq!((got.data.as_slice(), got.version.seqnum), (&b"fourth"[..], 4));
+        assert_eq!(
+            (got.data.as_slice(), got.version.seqnum),
+            (&b"fourth"[..], 4)
+        );
     }
 }
 
@@ -184,9 +218,18 @@ fn segment_bytes(b: &[u8], seg: u64) -> Vec<u8> {
 fn mdmf_partial_update_rewrites_only_touched_segments() {
     let g = grid(4);
     let mut contents = data(BIG, 3);
-    let (cap, _) = create(&refs(&g), key(), MutableFormat::Mdmf, &contents, &params(3, 10)).unwrap();
+    let (cap, _) = create(
+        &refs(&g),
+        key(),
+        MutableFormat::Mdmf,
+        &contents,
+        &params(3, 10),
+    )
+    .unwrap();
     let sidx = si(&cap);
-    let before: Vec<Vec<u8>> = (0..10u32).map(|sh| g[sh as usize % 4].share_bytes(&sidx, sh).unwrap()).collect();
+    let before: Vec<Vec<u8>> = (0..10u32)
+        .map(|sh| g[sh as usize % 4].share_bytes(&sidx, sh).unwrap())
+        .collect();
     // Touch segment 1 only.
     let patch = data(5000, 99);
     let off = 131073 + 1000;
@@ -194,18 +237,39 @@ fn mdmf_partial_update_rewrites_only_touched_segments() {
     contents[off..off + patch.len()].copy_from_slice(&patch);
     for sh in 0..10u32 {
         let after = g[sh as usize % 4].share_bytes(&sidx, sh).unwrap();
-        assert_eq!(segment_bytes(&after, 0), segment_bytes(&before[sh as usize], 0));
-        assert_eq!(segment_bytes(&after, 2), segment_bytes(&before[sh as usize], 2));
-        assert_ne!(segment_bytes(&after, 1), segment_bytes(&before[sh as usize], 1));
+        assert_eq!(
+            segment_bytes(&after, 0),
+            segment_bytes(&before[sh as usize], 0)
+        );
+        assert_eq!(
+            segment_bytes(&after, 2),
+            segment_bytes(&before[sh as usize], 2)
+        );
+        assert_ne!(
+            segment_bytes(&after, 1),
+            segment_bytes(&before[sh as usize], 1)
+        );
         // The raw bytes of the untouched segments' regions are unchanged too.
-        let r0 = ShareHeader::parse(&after).unwrap().segment_range(0).unwrap();
-        assert_eq!(after[..r0.end as usize][2167..], before[sh as usize][..r0.end as usize][2167..]);
+        let r0 = ShareHeader::parse(&after)
+            .unwrap()
+            .segment_range(0)
+            .unwrap();
+        assert_eq!(
+            after[..r0.end as usize][2167..],
+            before[sh as usize][..r0.end as usize][2167..]
+        );
     }
     let got = retrieve(&refs(&g), &reader(&cap), None).unwrap();
     assert_eq!(got.version.seqnum, 2);
     assert_eq!(got.data, contents);
     // Ranged reads, across segment boundaries.
-    for (o, l) in [(0u64, 10u64), (131070, 10), (131073 * 2, 5), (131073 * 2 + 3, 100), (5, 0)] {
+    for (o, l) in [
+        (0u64, 10u64),
+        (131070, 10),
+        (131073 * 2, 5),
+        (131073 * 2 + 3, 100),
+        (5, 0),
+    ] {
         let got = retrieve(&refs(&g), &reader(&cap), Some((o, l))).unwrap();
         let e = (o + l).min(BIG as u64) as usize;
         assert_eq!(got.data, contents[o as usize..e], "range {o}+{l}");
@@ -221,7 +285,14 @@ fn mdmf_partial_update_rewrites_only_touched_segments() {
     assert_eq!(got.data, contents);
     // Past-the-end offsets are refused.
     assert_eq!(
-        update(&refs(&g), &cap, contents.len() as u64 + 1, b"x", &params(3, 10)).unwrap_err(),
+        update(
+            &refs(&g),
+            &cap,
+            contents.len() as u64 + 1,
+            b"x",
+            &params(3, 10)
+        )
+        .unwrap_err(),
         MutableError::BadRange
     );
 }
@@ -229,10 +300,27 @@ fn mdmf_partial_update_rewrites_only_touched_segments() {
 #[test]
 fn sdmf_update_and_degraded_mdmf_update_republish() {
     let g = grid(5);
-    let (cap, _) = create(&refs(&g), key(), MutableFormat::Sdmf, b"hello world", &params(3, 10)).unwrap();
+    let (cap, _) = create(
+        &refs(&g),
+        key(),
+        MutableFormat::Sdmf,
+        b"hello world",
+        &params(3, 10),
+    )
+    .unwrap();
     update(&refs(&g), &cap, 6, b"there!", &params(3, 10)).unwrap();
-    assert_eq!(retrieve(&refs(&g), &reader(&cap), None).unwrap().data, b"hello there!");
-    let (cap, _) = create(&refs(&g), key2(), MutableFormat::Mdmf, b"abcdef", &params(3, 10)).unwrap();
+    assert_eq!(
+        retrieve(&refs(&g), &reader(&cap), None).unwrap().data,
+        b"hello there!"
+    );
+    let (cap, _) = create(
+        &refs(&g),
+        key2(),
+        MutableFormat::Mdmf,
+        b"abcdef",
+        &params(3, 10),
+    )
+    .unwrap();
     g[1].remove_share(&si(&cap), 1);
     update(&refs(&g), &cap, 2, b"XY", &params(3, 10)).unwrap();
     let got = retrieve(&refs(&g), &reader(&cap), None).unwrap();
@@ -258,18 +346,39 @@ fn concurrent_writer_is_detected() {
             }
             other => panic!("expected UncoordinatedWrite, got {other:?}"),
         }
-        let e = update_with_map(&refs(&g), &cap, &mut stale2, 0, b"zz", &params(3, 10)).unwrap_err();
-        assert!(matches!(e, MutableError::UncoordinatedWrite { .. }), "{e:?}");
+        let e =
+            update_with_map(&refs(&g), &cap, &mut stale2, 0, b"zz", &params(3, 10)).unwrap_err();
+        assert!(
+            matches!(e, MutableError::UncoordinatedWrite { .. }),
+            "{e:?}"
+        );
         // The other writer's data survived.
-        assert_eq!(retrieve(&refs(&g), &reader(&cap), None).unwrap().data, b"the other writer");
+        assert_eq!(
+            retrieve(&refs(&g), &reader(&cap), None).unwrap().data,
+            b"the other writer"
+        );
     }
 }
 
 #[test]
 fn create_refuses_to_clobber_existing_shares() {
     let g = grid(2);
-    create(&refs(&g), key2(), MutableFormat::Sdmf, b"one", &params(3, 10)).unwrap();
-    let e = create(&refs(&g), key2(), MutableFormat::Sdmf, b"two", &params(3, 10)).unwrap_err();
+    create(
+        &refs(&g),
+        key2(),
+        MutableFormat::Sdmf,
+        b"one",
+        &params(3, 10),
+    )
+    .unwrap();
+    let e = create(
+        &refs(&g),
+        key2(),
+        MutableFormat::Sdmf,
+        b"two",
+        &params(3, 10),
+    )
+    .unwrap_err();
     assert!(matches!(e, MutableError::UncoordinatedWrite { .. }));
 }
 
@@ -322,7 +431,10 @@ fn corrupted_shares_are_rejected_and_file_still_reads() {
         };
         assert_eq!(err_of(0), ShareError::BadSignature);
         assert_eq!(err_of(1), ShareError::BadBlockHash { segment: 0 });
-        assert!(matches!(err_of(2), ShareError::Layout(layout::LayoutError::Truncated { .. })));
+        assert!(matches!(
+            err_of(2),
+            ShareError::Layout(layout::LayoutError::Truncated { .. })
+        ));
         assert_eq!(err_of(3), ShareError::BadSignature);
         assert!(matches!(err_of(4), ShareError::BadShareHashChain(_)));
         assert_eq!(err_of(5), ShareError::WrongFingerprint);
@@ -338,12 +450,28 @@ fn corrupted_shares_are_rejected_and_file_still_reads() {
 #[test]
 fn unrecoverable_is_a_typed_error() {
     let g = grid(10);
-    let (cap, _) = create(&refs(&g), key(), MutableFormat::Mdmf, &data(500, 1), &params(3, 10)).unwrap();
+    let (cap, _) = create(
+        &refs(&g),
+        key(),
+        MutableFormat::Mdmf,
+        &data(500, 1),
+        &params(3, 10),
+    )
+    .unwrap();
     for sh in 0..8u32 {
         g[sh as usize].remove_share(&si(&cap), sh);
     }
     let e = retrieve(&refs(&g), &reader(&cap), None).unwrap_err();
-    assert!(matches!(e, MutableError::NotEnoughShares { needed: 3, found: 2 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            MutableError::NotEnoughShares {
+                needed: 3,
+                found: 2
+            }
+        ),
+        "{e:?}"
+    );
     let empty = grid(2);
     assert!(matches!(
         retrieve(&refs(&empty), &reader(&cap), None).unwrap_err(),
