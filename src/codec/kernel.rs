@@ -229,8 +229,10 @@ pub fn best() -> KernelFn {
 /// Every kernel this CPU can run, by name, slowest first (for tests and benchmarks).
 pub fn available() -> Vec<(&'static str, KernelFn)> {
     #[allow(unused_mut)]
-    let mut v: Vec<(&'static str, KernelFn)> =
-        vec![("nibble", nibble as KernelFn), ("scalar", scalar as KernelFn)];
+    let mut v: Vec<(&'static str, KernelFn)> = vec![
+        ("nibble", nibble as KernelFn),
+        ("scalar", scalar as KernelFn),
+    ];
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("ssse3") {

@@ -118,7 +118,10 @@ impl Codec {
             return Ok(());
         }
         let all_parity = share_ids.len() == self.n - self.k
-            && share_ids.iter().enumerate().all(|(i, &id)| id == self.k + i);
+            && share_ids
+                .iter()
+                .enumerate()
+                .all(|(i, &id)| id == self.k + i);
         if all_parity {
             let plan = self
                 .parity_plan
@@ -282,7 +285,11 @@ mod tests {
             .chunks(k)
             .map(|row| {
                 (0..len)
-                    .map(|i| row.iter().zip(inputs).fold(0, |acc, (&c, x)| acc ^ mul(c, x[i])))
+                    .map(|i| {
+                        row.iter()
+                            .zip(inputs)
+                            .fold(0, |acc, (&c, x)| acc ^ mul(c, x[i]))
+                    })
                     .collect()
             })
             .collect()
@@ -301,7 +308,14 @@ mod tests {
             let mut got = vec![vec![0xAAu8; len]; rows];
             let mut g: Vec<&mut [u8]> = got.iter_mut().map(|v| &mut v[..]).collect();
             f(&plan, &ins, &mut g);
-            prop_assert!(got == expect, "kernel {} differs: k={} rows={} len={}", name, k, rows, len);
+            prop_assert!(
+                got == expect,
+                "kernel {} differs: k={} rows={} len={}",
+                name,
+                k,
+                rows,
+                len
+            );
         }
         Ok(())
     }
@@ -315,12 +329,22 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let lengths = [
-            0usize, 1, 2, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 95, 127, 128, 129, 255, 1000, 4095,
-            4096, 4097, 8193,
+            0usize, 1, 2, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 95, 127, 128, 129, 255, 1000,
+            4095, 4096, 4097, 8193,
         ];
         // (k, rows): single input/row, k = 1 fan-out to 255, one full group plus one, a
         // partial group, wide inputs (chunks of 64..128 bytes), and n = 256 shapes.
-        let shapes = [(1, 1), (1, 255), (3, 7), (2, 1), (8, 9), (5, 16), (101, 155), (255, 1), (256, 2)];
+        let shapes = [
+            (1, 1),
+            (1, 255),
+            (3, 7),
+            (2, 1),
+            (8, 9),
+            (5, 16),
+            (101, 155),
+            (255, 1),
+            (256, 2),
+        ];
         for &(k, rows) in &shapes {
             for &len in &lengths {
                 if k * rows * len > 2_000_000 {
@@ -383,7 +407,9 @@ mod tests {
                     let shares = encode_all(&codec, &data);
                     match &first {
                         None => first = Some(shares.clone()),
-                        Some(s) => assert!(s == &shares, "{name}: {k}-of-{n} bl={bl} parity differs"),
+                        Some(s) => {
+                            assert!(s == &shares, "{name}: {k}-of-{n} bl={bl} parity differs")
+                        }
                     }
                     let dec = Decoder {
                         kernel: f,

@@ -87,7 +87,8 @@ unsafe fn avx2_group<const G: usize>(
                     let tl = _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(r * 32).cast()));
                     let th =
                         _mm256_broadcastsi128_si256(_mm_loadu_si128(t.add(r * 32 + 16).cast()));
-                    let p = _mm256_xor_si256(_mm256_shuffle_epi8(tl, lo), _mm256_shuffle_epi8(th, hi));
+                    let p =
+                        _mm256_xor_si256(_mm256_shuffle_epi8(tl, lo), _mm256_shuffle_epi8(th, hi));
                     *a = _mm256_xor_si256(*a, p);
                 }
             } else {
