@@ -45,6 +45,9 @@ pub struct Plan {
     /// Nibble tables (`lo` in bytes 0..16, `hi` in bytes 16..32), group-major: group `g` starts
     /// at `g * GROUP * k` and holds, for each input `j`, the entries of its rows in order.
     tables: Vec<[u8; 32]>,
+    /// The same coefficients as 8×8 bit matrices for GFNI's `gf2p8affineqb`, in the order of
+    /// `tables` (see [`affine_matrix`]).
+    affine: Vec<u64>,
     /// `kinds[g * k + j]`: the [`KIND_ZERO`]/[`KIND_XOR`]/[`KIND_GENERAL`] of input `j` in group `g`.
     kinds: Vec<u8>,
 }
@@ -63,6 +66,9 @@ pub(crate) struct Group<'a> {
     pub size: usize,
     /// `tables[j * size + r]` for input `j` and row `first + r`.
     pub tables: &'a [[u8; 32]],
+    /// `affine[j * size + r]`, like `tables`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub affine: &'a [u64],
     /// `kinds[j]`.
     pub kinds: &'a [u8],
     /// Row-major `size × k` coefficients.
@@ -78,6 +84,7 @@ impl Plan {
         let rows = coeffs.len() / k;
         let t = gf::tables();
         let mut tables = Vec::with_capacity(rows * k);
+        let mut affine = Vec::with_capacity(rows * k);
         let mut kinds = Vec::with_capacity(rows.div_ceil(GROUP) * k);
         for first in (0..rows).step_by(GROUP) {
             let size = GROUP.min(rows - first);
@@ -92,6 +99,7 @@ impl Plan {
                         e[16 + i] = m[i << 4];
                     }
                     tables.push(e);
+                    affine.push(affine_matrix(c));
                     kind = kind.max(match c {
                         0 => KIND_ZERO,
                         1 => KIND_XOR,
@@ -106,6 +114,7 @@ impl Plan {
             k,
             coeffs: coeffs.to_vec(),
             tables,
+            affine,
             kinds,
         }
     }
@@ -134,6 +143,7 @@ impl Plan {
                 first,
                 size,
                 tables: &self.tables[first * k..(first + size) * k],
+                affine: &self.affine[first * k..(first + size) * k],
                 kinds: &self.kinds[g * k..(g + 1) * k],
                 coeffs: &self.coeffs[first * k..(first + size) * k],
             }
@@ -152,6 +162,23 @@ impl Plan {
         );
         len
     }
+}
+
+/// Multiplication by `c` as the 8×8 bit matrix of x86 GFNI's `gf2p8affineqb`: output bit `i`
+/// of a byte is the parity of `x AND` byte `7 - i` of the matrix, so byte `7 - i` holds, at bit
+/// `j`, bit `i` of `c·2^j` (multiplication by `c` is linear over GF(2), so the images of the
+/// eight basis bytes `2^j` determine it). This works for any field polynomial, 0x11D included.
+pub(crate) fn affine_matrix(c: u8) -> u64 {
+    let m = &gf::tables().mul[c as usize];
+    let mut q = 0u64;
+    for i in 0..8 {
+        let mut row = 0u8;
+        for j in 0..8 {
+            row |= ((m[1 << j] >> i) & 1) << j;
+        }
+        q |= u64::from(row) << (8 * (7 - i));
+    }
+    q
 }
 
 /// A matrix-times-blocks kernel: `outputs[r] = Σ_j plan.coeffs[r][j] · inputs[j]`. Every input
@@ -240,6 +267,9 @@ pub fn available() -> Vec<(&'static str, KernelFn)> {
         }
         if std::is_x86_feature_detected!("avx2") {
             v.push(("avx2", super::x86::avx2 as KernelFn));
+            if std::is_x86_feature_detected!("gfni") {
+                v.push(("gfni-avx2", super::x86::gfni_avx2 as KernelFn));
+            }
         }
     }
     #[cfg(target_arch = "aarch64")]
@@ -247,4 +277,37 @@ pub fn available() -> Vec<(&'static str, KernelFn)> {
         v.push(("neon", super::neon::neon as KernelFn));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affine_matrix_known_answers() {
+        // Intel documents 0x0102040810204080 as the identity matrix of gf2p8affineqb.
+        assert_eq!(affine_matrix(1), 0x0102_0408_1020_4080);
+        assert_eq!(affine_matrix(0), 0);
+        // Bit-level emulation of the instruction (Intel's pseudo-code) against the field.
+        let emulate = |q: u64, x: u8| -> u8 {
+            (0..8).fold(0u8, |acc, i| {
+                let row = (q >> (8 * (7 - i))) as u8;
+                acc | ((((row & x).count_ones() & 1) as u8) << i)
+            })
+        };
+        for c in 0..=255u8 {
+            let q = affine_matrix(c);
+            for x in 0..=255u8 {
+                assert_eq!(emulate(q, x), gf::mul(c, x), "c={c} x={x}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_width_is_whole_vectors() {
+        for k in 1..=256 {
+            let w = chunk_width(k);
+            assert!(w % 64 == 0 && (64..=4096).contains(&w), "k={k} w={w}");
+        }
+    }
 }

@@ -7,11 +7,18 @@
 //! (`vbroadcasti128`, a plain load). Bytes past the last whole vector go to
 //! [`super::kernel::nibble_tail`].
 //!
+//! Where the CPU has GFNI, `gfni_avx2` replaces the two lookups (and the nibble split) by one
+//! `vgf2p8affineqb` per coefficient, with the coefficient as an 8×8 bit matrix
+//! ([`super::kernel::affine_matrix`]). It is written with `asm!` because the GFNI intrinsics and
+//! the `gfni` target feature are newer than the crate's minimum Rust version; the instruction
+//! is only ever executed after `is_x86_feature_detected!("gfni")`.
+//!
 //! Soundness: the public entry points assert the CPU feature (a cached lookup) and the argument
 //! shapes ([`Plan::check`]) before entering the `unsafe` `#[target_feature]` code, whose loads and
 //! stores stay within `0..len` because they cover only whole vectors below `len`.
 
 use super::kernel::{chunk_width, nibble_tail, Group, Plan, KIND_GENERAL, KIND_ZERO};
+use std::arch::asm;
 use std::arch::x86_64::*;
 
 /// The AVX2 kernel (see [`super::kernel::KernelFn`]). Panics if the CPU lacks AVX2.
@@ -188,5 +195,93 @@ unsafe fn ssse3_group<const G: usize>(
             _mm_storeu_si128(outs.get_unchecked_mut(r).as_mut_ptr().add(off).cast(), *a);
         }
         off += 16;
+    }
+}
+
+/// The GFNI + AVX2 kernel (see [`super::kernel::KernelFn`]). Panics if the CPU lacks either.
+pub fn gfni_avx2(plan: &Plan, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) {
+    let len = plan.check(inputs, outputs);
+    assert!(
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("gfni"),
+        "gfni kernel on a CPU without AVX2 and GFNI"
+    );
+    let vlen = len & !31;
+    let width = chunk_width(plan.k());
+    let mut start = 0;
+    while start < vlen {
+        let end = (start + width).min(vlen);
+        for g in plan.groups() {
+            let outs = &mut outputs[g.first..g.first + g.size];
+            // SAFETY: as in `avx2`, with AVX2 and GFNI asserted; `g.affine` has the shape of
+            // `g.tables`.
+            unsafe {
+                match g.size {
+                    1 => gfni_group::<1>(&g, inputs, outs, start, end),
+                    2 => gfni_group::<2>(&g, inputs, outs, start, end),
+                    3 => gfni_group::<3>(&g, inputs, outs, start, end),
+                    4 => gfni_group::<4>(&g, inputs, outs, start, end),
+                    5 => gfni_group::<5>(&g, inputs, outs, start, end),
+                    6 => gfni_group::<6>(&g, inputs, outs, start, end),
+                    7 => gfni_group::<7>(&g, inputs, outs, start, end),
+                    _ => gfni_group::<8>(&g, inputs, outs, start, end),
+                }
+            }
+        }
+        start = end;
+    }
+    if vlen < len {
+        nibble_tail(plan, inputs, outputs, vlen);
+    }
+}
+
+/// Rows `g.first..g.first + G` over columns `start..end` (whole 32-byte vectors).
+///
+/// Safety: as [`avx2_group`], and the CPU has GFNI; `g.affine.len() == G * inputs.len()`.
+#[target_feature(enable = "avx2")]
+unsafe fn gfni_group<const G: usize>(
+    g: &Group<'_>,
+    inputs: &[&[u8]],
+    outs: &mut [&mut [u8]],
+    start: usize,
+    end: usize,
+) {
+    debug_assert!(g.size == G && outs.len() == G && (end - start) % 32 == 0);
+    let k = inputs.len();
+    let aff = g.affine.as_ptr();
+    let mut off = start;
+    while off < end {
+        let mut acc = [_mm256_setzero_si256(); G];
+        for j in 0..k {
+            let kind = *g.kinds.get_unchecked(j);
+            if kind == KIND_ZERO {
+                continue;
+            }
+            let x = _mm256_loadu_si256(inputs.get_unchecked(j).as_ptr().add(off).cast());
+            if kind == KIND_GENERAL {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let m = _mm256_set1_epi64x(*aff.add(j * G + r) as i64);
+                    let p: __m256i;
+                    // Intel syntax: p = affine(x by the matrix in each qword of m), imm8 = 0.
+                    asm!(
+                        "vgf2p8affineqb {p}, {x}, {m}, 0",
+                        p = lateout(ymm_reg) p,
+                        x = in(ymm_reg) x,
+                        m = in(ymm_reg) m,
+                        options(pure, nomem, nostack, preserves_flags)
+                    );
+                    *a = _mm256_xor_si256(*a, p);
+                }
+            } else {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    if *g.coeffs.get_unchecked(r * k + j) == 1 {
+                        *a = _mm256_xor_si256(*a, x);
+                    }
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_si256(outs.get_unchecked_mut(r).as_mut_ptr().add(off).cast(), *a);
+        }
+        off += 32;
     }
 }
