@@ -324,6 +324,9 @@ mod tests {
         (0..len).map(|_| rng.gen()).collect()
     }
 
+    /// A coefficient generator: (rng, index in the row-major matrix) -> coefficient.
+    type Pattern<'a> = dyn Fn(&mut rand::rngs::StdRng, usize) -> u8 + 'a;
+
     #[test]
     fn kernels_agree_over_lengths_and_coefficient_patterns() {
         use rand::{Rng, SeedableRng};
@@ -351,7 +354,7 @@ mod tests {
                     continue;
                 }
                 let inputs: Vec<Vec<u8>> = (0..k).map(|_| random_bytes(&mut rng, len)).collect();
-                let patterns: [&dyn Fn(&mut rand::rngs::StdRng, usize) -> u8; 5] = [
+                let patterns: [&Pattern<'_>; 5] = [
                     &|r, _| r.gen(),
                     &|_, _| 0,
                     &|_, _| 1,
