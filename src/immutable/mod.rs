@@ -79,3 +79,6 @@ fn fmt_problems(p: &[ShareProblem]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[cfg(test)]
+mod tests;
