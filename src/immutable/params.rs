@@ -200,7 +200,9 @@ mod tests {
     /// The table of digest §9 (segsize / number of segments / padded tail).
     #[test]
     fn digest_table() {
-        let table: &[(u64, [(u64, u64, u64); 5])] = &[
+        /// (segment size, segments, padded tail) for k = 1, 2, 3, 71, 101.
+        type Row = [(u64, u64, u64); 5];
+        let table: &[(u64, Row)] = &[
             (
                 131071,
                 [

@@ -182,7 +182,8 @@ impl Ueb {
     /// `next_multiple(size, needed)` (what any honest uploader writes; it bounds memory too).
     pub fn validate(&self, needed: usize, total: usize, size: u64) -> Result<Geometry, UebError> {
         let k = needed as u64;
-        if k == 0 || size == 0 || self.segment_size > size.div_ceil(k) * k {
+        let max_segment = size.div_ceil(k.max(1)).checked_mul(k);
+        if k == 0 || size == 0 || max_segment.is_none_or(|m| self.segment_size > m) {
             return Err(UebError::Inconsistent("segment_size"));
         }
         let geom = Geometry::with_segment_size(size, needed, total, self.segment_size)
