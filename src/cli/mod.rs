@@ -1,1 +1,50 @@
-//! The `lafs` command line (placeholder).
+//! The `lafs` command line.
+//!
+//! `main` hands `argv` to [`run`], which picks the personality from `argv[0]` (so the same binary
+//! can later answer as `mount.lafs`) and then parses the subcommands with clap. Commands write
+//! their result to stdout; errors go back to `main`, which prints them to stderr and exits
+//! non-zero. Secrets given on the command line never appear in error messages.
+
+pub mod debug;
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+#[derive(Parser, Debug)]
+#[command(name = "lafs", version, about = "Tahoe-LAFS compatible client")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Developer tools.
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
+}
+
+/// Which program the binary is acting as, from the file name it was invoked under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Personality {
+    Lafs,
+}
+
+pub fn personality(argv0: &std::ffi::OsStr) -> Personality {
+    // `mount.lafs` will dispatch here once the FUSE front end exists.
+    let _name = std::path::Path::new(argv0).file_name();
+    Personality::Lafs
+}
+
+/// Runs the program with these arguments (including `argv[0]`).
+pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
+    let argv0 = args.first().cloned().unwrap_or_default();
+    match personality(&argv0) {
+        Personality::Lafs => {
+            let cli = Cli::parse_from(args);
+            match cli.command {
+                Command::Debug(cmd) => debug::run(cmd),
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! CHK encoding (digest §3.2): plaintext → AES-CTR → zfec → n shares, hashes, UEB, cap.
+//!
+//! Two levels:
+//! - [`SegmentEncoder`] is pure: one plaintext segment in, the n blocks, their hashes and the
+//!   crypttext segment hash out. The segment is laid out in one buffer of `n × block_len`
+//!   bytes: the first `k` blocks are the ciphertext itself (encrypted in place, zero-padded),
+//!   the parity blocks follow, so there is no copy between encryption, coding and hashing.
+//! - [`Encoder::encode`] drives it over a [`PlaintextSource`] and a [`ShareSink`]. Segments are
+//!   encoded in batches of one per rayon thread while the previous batch is hashed into the
+//!   whole-file crypttext hash and written out, in segment order, so memory holds at most two
+//!   batches whatever the file size. Each share is written strictly sequentially: header, then
+//!   the blocks, then one trailer (trees, share hash chain, UEB), then [`ShareSink::finish`].
+//!
+//! With a convergent key the plaintext is read twice (the key is a hash of all of it).
+//! Files of at most 55 bytes become LIT caps and produce no shares.
+
+use super::layout::{self, ShareLayout};
+use super::params::{EncodingParams, Geometry, LIT_THRESHOLD};
+use super::ueb::Ueb;
+use super::{BoxError, ImmutableError};
+use crate::cap::{ChkCap, LitCap, NodeCap};
+use crate::codec::Codec;
+use crate::crypto::aes::AesCtr;
+use crate::crypto::hash::{self, tags, Hash};
+use crate::crypto::{hashtree, multihash};
+use rayon::prelude::*;
+
+/// Where the plaintext comes from. `read_at` must fill `buf` completely.
+pub trait PlaintextSource {
+    fn size(&self) -> u64;
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BoxError>;
+}
+
+/// Where share bytes go. For each share, writes come in increasing offset order with no gaps
+/// (mirroring the HTTP protocol's PATCHes of byte ranges); `finish` follows the last write.
+pub trait ShareSink {
+    fn write(&mut self, shnum: usize, offset: u64, data: &[u8]) -> Result<(), BoxError>;
+    fn finish(&mut self) -> Result<(), BoxError>;
+}
+
+/// A plaintext held in memory.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceSource<'a>(pub &'a [u8]);
+
+#[derive(Debug, thiserror::Error)]
+#[error("read past the end of the plaintext")]
+struct PastEnd;
+
+impl PlaintextSource for SliceSource<'_> {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BoxError> {
+        let start = usize::try_from(offset)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or(PastEnd)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// How the AES key of a file is chosen.
+#[derive(Clone)]
+pub enum KeySource {
+    /// Tahoe's convergent key from this secret (the raw bytes, not their base32).
+    Convergent(Vec<u8>),
+    /// 16 random bytes.
+    Random,
+    /// A given key.
+    Fixed([u8; 16]),
+}
+
+impl std::fmt::Debug for KeySource {
+    /// Never prints the secret or the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeySource::Convergent(_) => "KeySource::Convergent(..)",
+            KeySource::Random => "KeySource::Random",
+            KeySource::Fixed(_) => "KeySource::Fixed(..)",
+        })
+    }
+}
+
+/// One encoded segment; also the reusable buffer the file encoder keeps per slot.
+#[derive(Clone, Default)]
+pub struct EncodedSegment {
+    pub index: u64,
+    /// `n × block_len` bytes: block i at `i*block_len`.
+    buf: Vec<u8>,
+    block_len: usize,
+    seg_len: usize,
+    pub block_hashes: Vec<Hash>,
+    pub crypttext_hash: Hash,
+}
+
+impl EncodedSegment {
+    /// Block of share `shnum`.
+    pub fn block(&self, shnum: usize) -> &[u8] {
+        &self.buf[shnum * self.block_len..(shnum + 1) * self.block_len]
+    }
+
+    /// The segment's unpadded ciphertext (the first k blocks, concatenated, truncated).
+    pub fn crypttext(&self) -> &[u8] {
+        &self.buf[..self.seg_len]
+    }
+
+    /// Sets up the buffer for segment `seg` and returns the region the plaintext goes in.
+    fn prepare(&mut self, geom: &Geometry, seg: u64) -> &mut [u8] {
+        self.index = seg;
+        self.block_len = geom.block_len(seg) as usize;
+        self.seg_len = geom.segment_len(seg) as usize;
+        let k = geom.needed;
+        let total = geom.total * self.block_len;
+        self.buf.resize(total, 0);
+        // Zero padding of the last piece(s); parity is overwritten by the codec.
+        self.buf[self.seg_len..k * self.block_len].fill(0);
+        &mut self.buf[..self.seg_len]
+    }
+}
+
+/// The pure per-segment step.
+#[derive(Clone)]
+pub struct SegmentEncoder {
+    codec: Codec,
+    key: [u8; 16],
+    geom: Geometry,
+}
+
+impl std::fmt::Debug for SegmentEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentEncoder")
+            .field("geom", &self.geom)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SegmentEncoder {
+    pub fn new(geom: Geometry, key: [u8; 16]) -> Result<Self, ImmutableError> {
+        Ok(SegmentEncoder {
+            codec: Codec::new(geom.needed, geom.total)?,
+            key,
+            geom,
+        })
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geom
+    }
+
+    /// Encodes segment `seg` from its plaintext (exactly `segment_len(seg)` bytes).
+    pub fn encode_segment(
+        &self,
+        seg: u64,
+        plaintext: &[u8],
+    ) -> Result<EncodedSegment, ImmutableError> {
+        if seg >= self.geom.num_segments || plaintext.len() as u64 != self.geom.segment_len(seg) {
+            return Err(ImmutableError::BadParameters(
+                "segment number or length does not match the geometry",
+            ));
+        }
+        let mut out = EncodedSegment::default();
+        out.prepare(&self.geom, seg).copy_from_slice(plaintext);
+        self.encode_prepared(&mut out)?;
+        Ok(out)
+    }
+
+    /// Encrypts, codes and hashes a prepared segment whose plaintext is in `crypttext()`.
+    fn encode_prepared(&self, s: &mut EncodedSegment) -> Result<(), ImmutableError> {
+        let (k, n, bl) = (self.geom.needed, self.geom.total, s.block_len);
+        AesCtr::at(&self.key, self.geom.segment_offset(s.index)).apply(&mut s.buf[..s.seg_len]);
+        s.crypttext_hash = hash::crypttext_segment_hash(&s.buf[..s.seg_len]);
+        if n > k {
+            let (data, parity) = s.buf.split_at_mut(k * bl);
+            let inputs: Vec<&[u8]> = data.chunks_exact(bl).collect();
+            let mut outputs: Vec<&mut [u8]> = parity.chunks_exact_mut(bl).collect();
+            self.codec.encode(&inputs, &mut outputs)?;
+        }
+        let blocks: Vec<&[u8]> = s.buf.chunks_exact(bl).collect();
+        s.block_hashes = multihash::tagged_hash_many(tags::BLOCK, &blocks);
+        Ok(())
+    }
+}
+
+/// The file encoder's settings.
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    pub params: EncodingParams,
+    pub key: KeySource,
+    /// Write layout v2 even when v1 would do (Tahoe's `FORCE_V2`, for tests).
+    #[doc(hidden)]
+    pub force_v2: bool,
+}
+
+/// The largest number of segments encoded at once (bounds memory on many-core machines).
+const MAX_BATCH: usize = 32;
+
+impl Encoder {
+    pub fn new(params: EncodingParams, key: KeySource) -> Self {
+        Encoder {
+            params,
+            key,
+            force_v2: false,
+        }
+    }
+
+    /// Encodes the whole source into `sink` and returns the read cap.
+    pub fn encode<P, S>(&self, source: &mut P, sink: &mut S) -> Result<NodeCap, ImmutableError>
+    where
+        P: PlaintextSource + ?Sized,
+        S: ShareSink + Send + ?Sized,
+    {
+        self.params.validate()?;
+        let size = source.size();
+        if size <= LIT_THRESHOLD {
+            let mut data = vec![0u8; size as usize];
+            source
+                .read_at(0, &mut data)
+                .map_err(ImmutableError::Source)?;
+            return Ok(NodeCap::Lit(LitCap { data }));
+        }
+        let geom = Geometry::new(size, &self.params)?;
+        let key = match &self.key {
+            KeySource::Fixed(k) => *k,
+            KeySource::Random => rand::random(),
+            KeySource::Convergent(secret) => convergent_key(source, &geom, secret)?,
+        };
+        let (k, n) = (geom.needed, geom.total);
+        let seg_enc = SegmentEncoder::new(geom.clone(), key)?;
+        let layout = ShareLayout::new(&geom, self.force_v2);
+        let header = layout.header();
+        for sh in 0..n {
+            sink.write(sh, 0, &header)
+                .map_err(|source| ImmutableError::Sink { shnum: sh, source })?;
+        }
+
+        let nseg = geom.num_segments;
+        let batch = rayon::current_num_threads().clamp(1, MAX_BATCH);
+        let mut cur: Vec<EncodedSegment> = vec![EncodedSegment::default(); batch];
+        let mut prev: Vec<EncodedSegment> = vec![EncodedSegment::default(); batch];
+        let mut prev_count = 0usize;
+        let mut state = Collected {
+            block_hashes: vec![Vec::with_capacity(nseg as usize); n],
+            crypttext_hashes: Vec::with_capacity(nseg as usize),
+            crypttext_hasher: hash::crypttext_hasher(),
+        };
+        let data_offset = layout.offsets.data;
+        let mut next = 0u64;
+        while next < nseg {
+            let count = ((nseg - next) as usize).min(batch);
+            for (j, slot) in cur.iter_mut().take(count).enumerate() {
+                let seg = next + j as u64;
+                let region = slot.prepare(&geom, seg);
+                source
+                    .read_at(geom.segment_offset(seg), region)
+                    .map_err(ImmutableError::Source)?;
+            }
+            let (encoded, written) = rayon::join(
+                || {
+                    cur[..count]
+                        .par_iter_mut()
+                        .try_for_each(|s| seg_enc.encode_prepared(s))
+                },
+                || state.drain(&prev[..prev_count], &geom, data_offset, sink),
+            );
+            encoded?;
+            written?;
+            std::mem::swap(&mut cur, &mut prev);
+            prev_count = count;
+            next += count as u64;
+        }
+        state.drain(&prev[..prev_count], &geom, data_offset, sink)?;
+        drop((cur, prev));
+
+        let crypttext_hash = state.crypttext_hasher.finalize();
+        let ct_tree = hashtree::build(&state.crypttext_hashes);
+        let block_trees: Vec<Vec<Hash>> = state
+            .block_hashes
+            .par_iter()
+            .map(|h| hashtree::build(h))
+            .collect();
+        let share_roots: Vec<Hash> = block_trees.iter().map(|t| t[0]).collect();
+        let share_tree = hashtree::build(&share_roots);
+        let ueb = Ueb::for_file(&geom, crypttext_hash, ct_tree[0], share_tree[0]).to_bytes();
+        let ueb_hash = hash::uri_extension_hash(&ueb);
+        for (sh, tree) in block_trees.iter().enumerate() {
+            let chain: Vec<(usize, Hash)> = layout::share_hash_chain_indices(n, sh)
+                .into_iter()
+                .map(|i| (i, share_tree[i]))
+                .collect();
+            let trailer = layout::trailer(&layout, &ct_tree, tree, &chain, &ueb);
+            sink.write(sh, layout.offsets.plaintext_hash_tree, &trailer)
+                .map_err(|source| ImmutableError::Sink { shnum: sh, source })?;
+        }
+        sink.finish().map_err(ImmutableError::SinkFinish)?;
+        Ok(NodeCap::Chk(ChkCap {
+            key,
+            ueb_hash,
+            needed: k as u32,
+            total: n as u32,
+            size,
+        }))
+    }
+}
+
+/// What the in-order stage accumulates.
+struct Collected {
+    block_hashes: Vec<Vec<Hash>>,
+    crypttext_hashes: Vec<Hash>,
+    crypttext_hasher: hash::TaggedHasher,
+}
+
+impl Collected {
+    fn drain<S: ShareSink + ?Sized>(
+        &mut self,
+        segs: &[EncodedSegment],
+        geom: &Geometry,
+        data_offset: u64,
+        sink: &mut S,
+    ) -> Result<(), ImmutableError> {
+        for s in segs {
+            self.crypttext_hasher.update(s.crypttext());
+            self.crypttext_hashes.push(s.crypttext_hash);
+            let offset = data_offset + geom.block_offset(s.index);
+            for (sh, hashes) in self.block_hashes.iter_mut().enumerate() {
+                hashes.push(s.block_hashes[sh]);
+                sink.write(sh, offset, s.block(sh))
+                    .map_err(|source| ImmutableError::Sink { shnum: sh, source })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The convergent key: one pass over the whole plaintext.
+fn convergent_key<P: PlaintextSource + ?Sized>(
+    source: &mut P,
+    geom: &Geometry,
+    secret: &[u8],
+) -> Result<[u8; 16], ImmutableError> {
+    let mut hasher = hash::convergence_hasher(geom.needed, geom.total, geom.segment_size, secret);
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK.min(geom.size) as usize];
+    let mut off = 0;
+    while off < geom.size {
+        let len = CHUNK.min(geom.size - off) as usize;
+        source
+            .read_at(off, &mut buf[..len])
+            .map_err(ImmutableError::Source)?;
+        hasher.update(&buf[..len]);
+        off += len as u64;
+    }
+    Ok(hash::convergent_key(hasher))
+}
+
+/// A file encoded in memory: the cap and the share bodies by share number (none for LIT).
+#[derive(Clone, Debug)]
+pub struct EncodedFile {
+    pub cap: NodeCap,
+    pub shares: Vec<Vec<u8>>,
+}
+
+/// Encodes `plaintext` entirely in memory.
+pub fn encode_bytes(
+    plaintext: &[u8],
+    params: &EncodingParams,
+    key: &KeySource,
+) -> Result<EncodedFile, ImmutableError> {
+    encode_bytes_with(plaintext, &Encoder::new(params.clone(), key.clone()))
+}
+
+/// [`encode_bytes`] with a fully configured [`Encoder`].
+pub fn encode_bytes_with(plaintext: &[u8], enc: &Encoder) -> Result<EncodedFile, ImmutableError> {
+    let mut store = super::store::MemoryShares::default();
+    let cap = enc.encode(&mut SliceSource(plaintext), &mut store)?;
+    Ok(EncodedFile {
+        cap,
+        shares: store.shares,
+    })
+}
+
+/// Encodes a file from `source` into `sink` (see [`Encoder::encode`]).
+pub fn encode_file<P, S>(
+    source: &mut P,
+    sink: &mut S,
+    params: &EncodingParams,
+    key: &KeySource,
+) -> Result<NodeCap, ImmutableError>
+where
+    P: PlaintextSource + ?Sized,
+    S: ShareSink + Send + ?Sized,
+{
+    Encoder::new(params.clone(), key.clone()).encode(source, sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Digest §2 worked example: 'a'×56, conv "aaaaaaaaaaaaaaaa", 3-of-10, max seg 131072.
+    #[test]
+    fn digest_worked_example() {
+        let p = EncodingParams {
+            needed: 3,
+            happy: 7,
+            total: 10,
+            max_segment_size: 131072,
+        };
+        let f = encode_bytes(
+            &[b'a'; 56],
+            &p,
+            &KeySource::Convergent(b"aaaaaaaaaaaaaaaa".to_vec()),
+        )
+        .unwrap();
+        assert_eq!(
+            f.cap.to_string(),
+            "URI:CHK:hah7mxwfpqemm7icdh3hwsa5fa:6epvxt2uxh42obpnfn4wkrplqml7voh7aqpnqnapu7ffcyn2hk3q:3:10:56"
+        );
+        assert_eq!(f.shares.len(), 10);
+        // Share size formula of digest §3.6: 0x24 + 19 + 3*32 + 5*34 + 4 + len(UEB).
+        let body = layout::parse_share_body(&f.shares[0]).unwrap();
+        assert_eq!(
+            f.shares[0].len(),
+            0x24 + 19 + 3 * 32 + 5 * 34 + 4 + body.ueb.len()
+        );
+    }
+
+    #[test]
+    fn lit_threshold() {
+        let p = EncodingParams::default();
+        let f = encode_bytes(b"", &p, &KeySource::Random).unwrap();
+        assert_eq!(f.cap.to_string(), "URI:LIT:");
+        assert!(f.shares.is_empty());
+        let f = encode_bytes(&[b'x'; 55], &p, &KeySource::Random).unwrap();
+        assert!(matches!(f.cap, NodeCap::Lit(_)));
+        let f = encode_bytes(&[b'x'; 56], &p, &KeySource::Random).unwrap();
+        assert!(matches!(f.cap, NodeCap::Chk(_)));
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let k = KeySource::Convergent(b"sekrit".to_vec());
+        assert!(!format!("{k:?}").contains("sekrit"));
+    }
+}
