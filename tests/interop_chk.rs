@@ -1,7 +1,8 @@
 //! Interop: CHK shares written by real Tahoe-LAFS 1.20 are byte-identical to ours.
 //!
 //! One loopback grid (tests/interop/tahoe_grid.py) with two clients, one per encoding, and a
-//! fixed convergence secret. For each case the file is uploaded with `tahoe put`, every share
+//! fixed convergence secret. For each case the file is uploaded through a Tahoe client node
+//! (`PUT /uri`, what `tahoe put` does), every share
 //! file is read from the servers' `storage/shares/<si[:2]>/<si>/<shnum>`, the immutable container
 //! (digest §7) is stripped, and:
 //! - independently of our encoder, the body is checked against the digest (§3.6: layout v1,
@@ -23,7 +24,7 @@ use lafs::immutable::{encode_bytes, EncodingParams, KeySource};
 
 /// Exactly 32 bytes, like the secret a real node keeps in `private/convergence`.
 const SECRET: &[u8; 32] = b"lafs interop: convergence secret";
-const CMD_TIMEOUT: Duration = Duration::from_secs(120);
+const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Deterministic, incompressible-looking plaintext (xorshift64*), different per `seed`.
 fn plaintext(len: usize, seed: u64) -> Vec<u8> {
@@ -55,7 +56,10 @@ fn strip_container(file: &[u8]) -> &[u8] {
         .len()
         .checked_sub(12 + 72 * leases)
         .expect("file holds header and leases");
-    assert_eq!(data_len, body_len, "container data length = allocated body size");
+    assert_eq!(
+        data_len, body_len,
+        "container data length = allocated body size"
+    );
     &file[12..12 + body_len]
 }
 
@@ -89,8 +93,16 @@ fn check_body(case: &str, shnum: u32, body: &[u8], cap: &str, max_segsize: u64) 
     let g = geometry(size, k, max_segsize);
 
     assert_eq!(be32(body, 0), 1, "{case} sh{shnum}: body layout v1");
-    assert_eq!(u64::from(be32(body, 4)), g.segsize / k, "{case} sh{shnum}: block size");
-    assert_eq!(u64::from(be32(body, 8)), g.share_size, "{case} sh{shnum}: data size");
+    assert_eq!(
+        u64::from(be32(body, 4)),
+        g.segsize / k,
+        "{case} sh{shnum}: block size"
+    );
+    assert_eq!(
+        u64::from(be32(body, 8)),
+        g.share_size,
+        "{case} sh{shnum}: data size"
+    );
     assert_eq!(be32(body, 12), 0x24, "{case} sh{shnum}: data offset");
     let ueb_off = be32(body, 32) as usize;
     let ueb_len = be32(body, ueb_off) as usize;
@@ -107,6 +119,13 @@ fn check_body(case: &str, shnum: u32, body: &[u8], cap: &str, max_segsize: u64) 
     let chain = u64::from(n.next_power_of_two().trailing_zeros()) + 1;
     let expect = 0x24 + g.share_size + 3 * (2 * p - 1) * 32 + chain * 34 + 4 + ueb_len as u64;
     assert_eq!(body.len() as u64, expect, "{case} sh{shnum}: body size");
+}
+
+/// The lowercase base32 storage index of a CHK cap string.
+fn chk_storage_index(cap: &str) -> String {
+    let key_b32 = cap.split(':').nth(2).expect("CHK cap key field");
+    let key = lafs::util::base32::decode(key_b32).expect("cap key is base32");
+    lafs::util::base32::encode(&lafs::crypto::hash::storage_index_hash(&key))
 }
 
 /// Index of the first differing byte, for a readable failure on multi-MB bodies.
@@ -185,7 +204,7 @@ fn tahoe_chk_shares_equal_ours() {
 
     // 5 servers: happy ≤ 5, so 3-of-10 places two shares per server; placement does not affect
     // share contents, and fewer nodes start faster.
-    let grid = Grid::up(&venv, 5, &clients, SECRET, Duration::from_secs(120));
+    let grid = Grid::up(&venv, 5, &clients, SECRET, Duration::from_secs(90));
     let grid_ready = started.elapsed();
     eprintln!("tahoe grid up in {grid_ready:.1?}");
 
@@ -193,7 +212,8 @@ fn tahoe_chk_shares_equal_ours() {
         let t = Instant::now();
         let data = plaintext(case.size, i as u64 + 1);
         let cap = grid.put(case.client, &data, CMD_TIMEOUT);
-        let shares = grid.shares(&cap, CMD_TIMEOUT);
+        // The storage index by our derivation: if it were wrong, no share would be found.
+        let shares = grid.shares_of_si(&chk_storage_index(&cap), CMD_TIMEOUT);
         eprintln!(
             "{}: tahoe put + share scan in {:.1?}",
             case.name,
@@ -218,8 +238,18 @@ fn tahoe_chk_shares_equal_ours() {
         };
         let ours = encode_bytes(&data, &params, &KeySource::Convergent(SECRET.to_vec()))
             .unwrap_or_else(|e| panic!("{}: encode_bytes failed: {e}", case.name));
-        assert_eq!(ours.cap.to_string(), cap, "{}: our cap vs Tahoe's", case.name);
-        assert_eq!(ours.shares.len(), case.total as usize, "{}: share count", case.name);
+        assert_eq!(
+            ours.cap.to_string(),
+            cap,
+            "{}: our cap vs Tahoe's",
+            case.name
+        );
+        assert_eq!(
+            ours.shares.len(),
+            case.total as usize,
+            "{}: share count",
+            case.name
+        );
 
         for s in &shares {
             let file = std::fs::read(&s.path).expect("read share file");

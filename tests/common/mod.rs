@@ -42,9 +42,8 @@ pub fn tahoe_venv() -> Option<PathBuf> {
 /// `let Some(dir) = common::require("the test vectors", common::vectors_dir()) else { return };`.
 pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
     if found.is_none() {
-        let msg = format!(
-            "{what} not found (set LAFS_VECTORS_DIR / LAFS_TAHOE_VENV, or run .ci/setup)"
-        );
+        let msg =
+            format!("{what} not found (set LAFS_VECTORS_DIR / LAFS_TAHOE_VENV, or run .ci/setup)");
         if ci() {
             panic!("{msg}; CI=true, so this is a failure");
         }

@@ -82,7 +82,10 @@ impl Grid {
             .arg("--lifetime")
             .arg(LIFETIME.as_secs().to_string());
         for c in clients {
-            let seg = c.max_segment_size.map(|s| s.to_string()).unwrap_or_default();
+            let seg = c
+                .max_segment_size
+                .map(|s| s.to_string())
+                .unwrap_or_default();
             cmd.arg("--client").arg(format!(
                 "{}:{}:{}:{}:{}",
                 c.name, c.needed, c.happy, c.total, seg
@@ -96,7 +99,7 @@ impl Grid {
             .expect("spawn tahoe_grid.py up");
         let stdin = supervisor.stdin.take();
         let stdout = supervisor.stdout.take().expect("supervisor stdout");
-        let mut grid = Grid {
+        let grid = Grid {
             dir,
             python,
             script,
@@ -182,19 +185,22 @@ impl Grid {
         out.trim().to_string()
     }
 
-    /// Every share file of `cap` on the grid's servers (storage index from `tahoe debug dump-cap`).
-    pub fn shares(&self, cap: &str, timeout: Duration) -> Vec<ShareFile> {
+    /// Every share file of `cap` on the grid's servers, with the storage index from
+    /// `tahoe debug dump-cap` (Tahoe's own derivation; costs a Tahoe process start).
+    pub fn shares_of_cap(&self, cap: &str, timeout: Duration) -> Vec<ShareFile> {
+        self.shares_by(&["--cap", cap], timeout)
+    }
+
+    /// Every share file of storage index `si` (lowercase base32) on the grid's servers.
+    pub fn shares_of_si(&self, si: &str, timeout: Duration) -> Vec<ShareFile> {
+        self.shares_by(&["--si", si], timeout)
+    }
+
+    fn shares_by(&self, which: &[&str], timeout: Duration) -> Vec<ShareFile> {
         let dir = self.grid_dir();
-        let out = self.run(
-            &[
-                "shares",
-                "--dir",
-                dir.to_str().expect("utf-8 temp path"),
-                "--cap",
-                cap,
-            ],
-            timeout,
-        );
+        let mut args = vec!["shares", "--dir", dir.to_str().expect("utf-8 temp path")];
+        args.extend_from_slice(which);
+        let out = self.run(&args, timeout);
         let v: serde_json::Value = serde_json::from_str(&out).expect("shares JSON");
         v["shares"]
             .as_array()

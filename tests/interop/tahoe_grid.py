@@ -22,7 +22,7 @@ Commands (see `--help` of each):
     up      create + start, wait until every client sees every server, then supervise
     create  only create the node directories and grid.json
     start   start an already created grid, wait, then supervise
-    put     `tahoe put` through a client; prints the cap
+    put     upload through a client (PUT /uri, or `tahoe put` with --cli); prints the cap
     get     `tahoe get` through a client; writes the file
     shares  list the share files of a storage index (or a cap) on every server, as JSON
     down    stop a grid started by `up`/`start` (supervised or detached)
@@ -51,6 +51,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 GRID_JSON = "grid.json"
@@ -480,8 +481,15 @@ class Grid:
 
     # ---- operations ----------------------------------------------------------------------------
 
-    def put(self, path, client=None, mutable=False, fmt=None, timeout=120):
+    def put(self, path, client=None, mutable=False, fmt=None, timeout=120, cli=False):
+        """Uploads a file through a client node; returns the cap.
+
+        By default this is the web API call `tahoe put` makes (`PUT /uri`), which saves starting
+        a Tahoe CLI process (seconds on a loaded machine); `cli=True` runs `tahoe put` itself.
+        """
         c = self.client(client)
+        if not cli:
+            return self._put_web(c, path, mutable, fmt, timeout)
         argv = [self.tahoe, "-d", c["dir"], "put"]
         if mutable:
             argv.append("--mutable")
@@ -491,6 +499,28 @@ class Grid:
         out = run_checked(argv, timeout, "tahoe put via %s" % c["name"]).strip()
         if not out.startswith("URI:"):
             raise GridError("tahoe put printed no cap: %r" % out[:200])
+        return out
+
+    def _put_web(self, c, path, mutable, fmt, timeout):
+        query = []
+        if mutable:
+            query.append("mutable=true")
+        if fmt:
+            query.append("format=%s" % urllib.parse.quote(fmt))
+        url = c["web_url"] + "uri" + ("?" + "&".join(query) if query else "")
+        with open(path, "rb") as f:
+            data = f.read()
+        req = urllib.request.Request(url, data=data, method="PUT")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                out = r.read().decode("utf-8").strip()
+        except urllib.error.HTTPError as e:
+            raise GridError("PUT /uri via %s: HTTP %d: %s" % (
+                c["name"], e.code, e.read().decode("utf-8", "replace")[:2000]))
+        except OSError as e:
+            raise GridError("PUT /uri via %s failed: %s" % (c["name"], e))
+        if not out.startswith("URI:"):
+            raise GridError("PUT /uri returned no cap: %r" % out[:200])
         return out
 
     def get(self, cap, dest, client=None, timeout=120):
@@ -581,10 +611,6 @@ def _is_tahoe_node(pid):
 
 
 # ---- supervision -------------------------------------------------------------------------------
-
-
-class _Stop(Exception):
-    pass
 
 
 def supervise(grid, procs, lifetime, watch_stdin):
@@ -681,6 +707,7 @@ def main(argv=None):
     p.add_argument("--mutable", action="store_true")
     p.add_argument("--format", default=None, help="chk, sdmf or mdmf")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--cli", action="store_true", help="run `tahoe put` instead of PUT /uri")
     p.add_argument("file")
     p = sub.add_parser("get", help="download a cap to a file")
     p.add_argument("--dir", required=True)
@@ -726,7 +753,7 @@ def main(argv=None):
             grid.stop()
         elif args.cmd == "put":
             print(Grid.load(args.dir).put(args.file, client=args.client, mutable=args.mutable,
-                                          fmt=args.format, timeout=args.timeout))
+                                          fmt=args.format, timeout=args.timeout, cli=args.cli))
         elif args.cmd == "get":
             Grid.load(args.dir).get(args.cap, args.dest, client=args.client, timeout=args.timeout)
         elif args.cmd == "shares":
