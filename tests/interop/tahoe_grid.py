@@ -463,7 +463,7 @@ class Grid:
             time.sleep(0.1)
         for name, p in procs.items():
             if p.poll() is None:
-                log("node %s ignored SIGTERM; killing" % name)
+                log("node %s still running %ss after SIGTERM; killing" % (name, STOP_GRACE_SECONDS))
                 _signal_group(p.pid, signal.SIGKILL)
                 try:
                     p.wait(timeout=5)
@@ -471,7 +471,7 @@ class Grid:
                     log("node %s (pid %d) did not die after SIGKILL" % (name, p.pid))
         for name, pid in pids.items():
             if _is_tahoe_node(pid):
-                log("node %s ignored SIGTERM; killing" % name)
+                log("node %s still running %ss after SIGTERM; killing" % (name, STOP_GRACE_SECONDS))
                 _signal_group(pid, signal.SIGKILL)
         for n in self.nodes():
             n["pid"] = None
