@@ -4,8 +4,9 @@
 //!
 //! - formats, which do no I/O and work on bytes and traits: [`util`] (base32, netstrings),
 //!   [`crypto`] (tagged SHA-256d hashes, AES-CTR, Merkle trees), [`codec`] (the zfec-identical
-//!   erasure code), [`cap`] (capabilities) and [`immutable`] (CHK files);
-//! - the command line, in `cli` (private to the binary side of the crate).
+//!   erasure code), [`cap`] (capabilities), [`immutable`] (CHK files), [`mutable`] (SDMF and MDMF
+//!   files) and [`dirnode`] (directories);
+//! - the command line lives in the binary (`src/main.rs`, `src/cli`), the only place that uses `anyhow`.
 //!
 //! Invariant across every layer: a capability is a secret, so it never reaches a log line or an
 //! error message. Types that hold one implement `Debug` without printing the secret parts.
@@ -18,4 +19,3 @@ pub mod immutable;
 pub mod mutable;
 pub mod util;
 
-pub mod cli;

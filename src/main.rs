@@ -1,7 +1,9 @@
-//! The `lafs` binary: everything lives in [`lafs::cli`]; this only maps errors to an exit code.
+//! The `lafs` binary: everything lives in `cli`; this only maps errors to an exit code.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    match lafs::cli::run(std::env::args_os().collect()) {
+    match cli::run(std::env::args_os().collect()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lafs: error: {e:#}");

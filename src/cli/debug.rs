@@ -3,7 +3,7 @@
 //! `lafs debug encode` computes the CHK (or LIT) cap Tahoe 1.20 would give a file, without
 //! uploading anything: the shares are encoded and discarded.
 
-use crate::immutable::{encode_file, EncodingParams, KeySource, PlaintextSource, ShareSink};
+use lafs::immutable::{encode_file, EncodingParams, KeySource, PlaintextSource, ShareSink};
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::{Args, Subcommand};
@@ -32,7 +32,7 @@ pub struct EncodeArgs {
     #[arg(long, default_value_t = 10)]
     total: usize,
     /// Maximum segment size in bytes (it enters the convergent key).
-    #[arg(long, default_value_t = crate::immutable::params::DEFAULT_MAX_SEGMENT_SIZE)]
+    #[arg(long, default_value_t = lafs::immutable::params::DEFAULT_MAX_SEGMENT_SIZE)]
     max_segment_size: u64,
     /// The file to encode.
     file: PathBuf,
@@ -63,7 +63,7 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
 /// Decodes the convergence secret from the argument given.
 fn secret(args: &EncodeArgs) -> anyhow::Result<Vec<u8>> {
     match (&args.convergence, &args.convergence_base64) {
-        (Some(b32), None) => crate::util::base32::decode(b32.trim())
+        (Some(b32), None) => lafs::util::base32::decode(b32.trim())
             .context("--convergence is not valid Tahoe base32 (lowercase, canonical)"),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
@@ -82,7 +82,7 @@ impl PlaintextSource for FileSource {
         self.size
     }
 
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), crate::immutable::BoxError> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), lafs::immutable::BoxError> {
         self.file.seek(SeekFrom::Start(offset))?;
         self.file.read_exact(buf)?;
         Ok(())
@@ -93,10 +93,10 @@ impl PlaintextSource for FileSource {
 struct NullSink;
 
 impl ShareSink for NullSink {
-    fn write(&mut self, _: usize, _: u64, _: &[u8]) -> Result<(), crate::immutable::BoxError> {
+    fn write(&mut self, _: usize, _: u64, _: &[u8]) -> Result<(), lafs::immutable::BoxError> {
         Ok(())
     }
-    fn finish(&mut self) -> Result<(), crate::immutable::BoxError> {
+    fn finish(&mut self) -> Result<(), lafs::immutable::BoxError> {
         Ok(())
     }
 }
