@@ -18,4 +18,3 @@ pub mod dirnode;
 pub mod immutable;
 pub mod mutable;
 pub mod util;
-

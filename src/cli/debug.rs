@@ -3,10 +3,10 @@
 //! `lafs debug encode` computes the CHK (or LIT) cap Tahoe 1.20 would give a file, without
 //! uploading anything: the shares are encoded and discarded.
 
-use lafs::immutable::{encode_file, EncodingParams, KeySource, PlaintextSource, ShareSink};
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::{Args, Subcommand};
+use lafs::immutable::{encode_file, EncodingParams, KeySource, PlaintextSource, ShareSink};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
