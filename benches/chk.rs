@@ -1,10 +1,16 @@
 //! CHK throughput: encode and decode of a 64 MiB file, 3-of-10, 1 MiB segments.
 //!
-//! - encode with a convergent key on a 1-thread and a 2-thread rayon pool (shares go to a sink
-//!   that discards them, so only the encoder is measured);
-//! - decode on one thread from the systematic shares 0..3 and from parity shares 7, 8, 9.
+//! - `chk_cpu` (process CPU time, so per-core throughput whatever the machine load): encode with a
+//!   convergent key on a 1-thread rayon pool (shares go to a sink
+//!   that discards them, so only the encoder is measured) and
+//!   decode on one thread from the systematic shares 0..3 and from parity shares 7, 8, 9;
+//! - `chk_wall` (wall clock): encode on 1 and 2 threads, for the scaling.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+#[path = "cputime.rs"]
+mod cputime;
+use cputime::ProcessCpuTime;
 use lafs::cap::NodeCap;
 use lafs::immutable::{
     encode_bytes, encode_file, BoxError, Downloader, EncodingParams, KeySource, MemoryShares,
@@ -43,29 +49,38 @@ impl OutputSink for Count {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let data = plaintext();
+fn encode_with_threads<M: criterion::measurement::Measurement>(
+    g: &mut criterion::BenchmarkGroup<'_, M>,
+    data: &[u8],
+    threads: usize,
+) {
     let params = EncodingParams::default();
     let key = KeySource::Convergent(vec![7u8; 32]);
-    let mut g = c.benchmark_group("chk");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    g.bench_function(
+        format!("encode_64MiB_3of10_convergent_{threads}thread"),
+        |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    encode_file(&mut SliceSource(data), &mut Discard, &params, &key).unwrap()
+                })
+            })
+        },
+    );
+}
+
+/// Per-core figures: process CPU time, one worker thread.
+fn per_core(c: &mut Criterion<ProcessCpuTime>) {
+    let data = plaintext();
+    let mut g = c.benchmark_group("chk_cpu");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(SIZE as u64));
-    for threads in [1usize, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        g.bench_function(
-            format!("encode_64MiB_3of10_convergent_{threads}thread"),
-            |b| {
-                b.iter(|| {
-                    pool.install(|| {
-                        encode_file(&mut SliceSource(&data), &mut Discard, &params, &key).unwrap()
-                    })
-                })
-            },
-        );
-    }
+    encode_with_threads(&mut g, &data, 1);
+    let params = EncodingParams::default();
+    let key = KeySource::Convergent(vec![7u8; 32]);
     let f = encode_bytes(&data, &params, &key).unwrap();
     let NodeCap::Chk(cap) = f.cap else {
         panic!("CHK expected")
@@ -87,5 +102,22 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// Scaling across threads is a wall-clock question.
+fn scaling(c: &mut Criterion) {
+    let data = plaintext();
+    let mut g = c.benchmark_group("chk_wall");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(SIZE as u64));
+    for threads in [1usize, 2] {
+        encode_with_threads(&mut g, &data, threads);
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(ProcessCpuTime);
+    targets = per_core
+}
+criterion_group!(wall, scaling);
+criterion_main!(cpu, wall);

@@ -1,4 +1,5 @@
-//! Erasure codec throughput (input bytes per second, one core), per available kernel:
+//! Erasure codec throughput (input bytes per CPU-second of the process, i.e. per core), per
+//! available kernel:
 //! - `encode_3of10`: Tahoe's default 3-of-10 on a 131073-byte segment (3 pieces of 43691 B);
 //! - `decode_3of10`: the same segment rebuilt from shares 7, 8, 9 (the worst case: every piece
 //!   is missing, so all three are recomputed from parity);
@@ -8,6 +9,10 @@
 //!   only as a yardstick.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+#[path = "cputime.rs"]
+mod cputime;
+use cputime::ProcessCpuTime;
 use lafs::codec::{kernel, Codec};
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 use std::hint::black_box;
@@ -29,7 +34,7 @@ fn pieces(k: usize, bl: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn bench_encode(c: &mut Criterion, group: &str, k: usize, n: usize, bl: usize) {
+fn bench_encode(c: &mut Criterion<ProcessCpuTime>, group: &str, k: usize, n: usize, bl: usize) {
     let data = pieces(k, bl);
     let ins: Vec<&[u8]> = data.iter().map(|v| &v[..]).collect();
     let mut parity = vec![vec![0u8; bl]; n - k];
@@ -47,7 +52,7 @@ fn bench_encode(c: &mut Criterion, group: &str, k: usize, n: usize, bl: usize) {
     g.finish();
 }
 
-fn bench_decode_3of10(c: &mut Criterion) {
+fn bench_decode_3of10(c: &mut Criterion<ProcessCpuTime>) {
     let (k, n, bl) = (3, 10, 43691);
     let data = pieces(k, bl);
     let ins: Vec<&[u8]> = data.iter().map(|v| &v[..]).collect();
@@ -77,7 +82,7 @@ fn bench_decode_3of10(c: &mut Criterion) {
     assert_eq!(out, data, "decode_3of10 must rebuild the input");
 }
 
-fn bench_anchor(c: &mut Criterion) {
+fn bench_anchor(c: &mut Criterion<ProcessCpuTime>) {
     let (k, m, bl) = (3, 7, 43692);
     let data = pieces(k, bl);
     let mut g = c.benchmark_group("anchor_reed_solomon_simd");
@@ -115,12 +120,16 @@ fn bench_anchor(c: &mut Criterion) {
     g.finish();
 }
 
-fn benches(c: &mut Criterion) {
+fn benches(c: &mut Criterion<ProcessCpuTime>) {
     bench_encode(c, "encode_3of10", 3, 10, 43691);
     bench_decode_3of10(c);
     bench_encode(c, "encode_2of3", 2, 3, 65536);
     bench_anchor(c);
 }
 
-criterion_group!(codec_benches, benches);
+criterion_group! {
+    name = codec_benches;
+    config = Criterion::default().with_measurement(ProcessCpuTime);
+    targets = benches
+}
 criterion_main!(codec_benches);
