@@ -15,6 +15,7 @@ pub mod codec;
 pub mod crypto;
 pub mod dirnode;
 pub mod immutable;
+pub mod storage;
 pub mod util;
 
 pub mod cli;
