@@ -82,8 +82,13 @@ pub fn parse_header(bytes: &[u8]) -> Result<ImmutableHeader, ContainerError> {
         u32::from_be_bytes(a)
     };
     let v = word(0);
-    let version = ImmutableVersion::from_u32(v).ok_or(ContainerError::UnknownImmutableVersion(v))?;
-    Ok(ImmutableHeader { version, data_length_field: word(4), num_leases: word(8) })
+    let version =
+        ImmutableVersion::from_u32(v).ok_or(ContainerError::UnknownImmutableVersion(v))?;
+    Ok(ImmutableHeader {
+        version,
+        data_length_field: word(4),
+        num_leases: word(8),
+    })
 }
 
 /// An immutable container over a byte store.
@@ -106,12 +111,18 @@ impl<S: ByteStore> ImmutableShare<S> {
         max_size: u64,
         first: &LeaseRecord,
     ) -> Result<Self, ContainerError> {
-        let lease_offset =
-            HEADER_LEN.checked_add(max_size).ok_or(ContainerError::Corrupt("size overflow"))?;
+        let lease_offset = HEADER_LEN
+            .checked_add(max_size)
+            .ok_or(ContainerError::Corrupt("size overflow"))?;
         store.set_len(0)?;
         store.write_all_at(0, &encode_header(version, max_size, 0))?;
-        let mut share =
-            ImmutableShare { store, version, num_leases: 0, lease_offset, max_size: Some(max_size) };
+        let mut share = ImmutableShare {
+            store,
+            version,
+            num_leases: 0,
+            lease_offset,
+            max_size: Some(max_size),
+        };
         share.add_lease(first)?;
         Ok(share)
     }
@@ -122,7 +133,10 @@ impl<S: ByteStore> ImmutableShare<S> {
         let len = store.len()?;
         let leases = u64::from(header.num_leases) * LEASE_LEN;
         let lease_offset = len.checked_sub(leases).filter(|o| *o >= HEADER_LEN).ok_or(
-            ContainerError::Truncated { needed: HEADER_LEN + leases, have: len },
+            ContainerError::Truncated {
+                needed: HEADER_LEN + leases,
+                have: len,
+            },
         )?;
         Ok(ImmutableShare {
             store,
@@ -176,7 +190,11 @@ impl<S: ByteStore> ImmutableShare<S> {
     /// All lease records, in order.
     pub fn leases(&self) -> Result<Vec<LeaseRecord>, ContainerError> {
         // num_leases was validated against the store length in open(), so this is bounded.
-        let raw = read_checked(&self.store, self.lease_offset, u64::from(self.num_leases) * LEASE_LEN)?;
+        let raw = read_checked(
+            &self.store,
+            self.lease_offset,
+            u64::from(self.num_leases) * LEASE_LEN,
+        )?;
         Ok(raw
             .chunks_exact(IMMUTABLE_LEASE_LEN)
             .map(|c| {
@@ -201,14 +219,21 @@ impl<S: ByteStore> ImmutableShare<S> {
 
     /// Appends a lease (record first, then the count).
     pub fn add_lease(&mut self, lease: &LeaseRecord) -> Result<(), ContainerError> {
-        let n = self.num_leases.checked_add(1).ok_or(ContainerError::Corrupt("lease count overflow"))?;
+        let n = self
+            .num_leases
+            .checked_add(1)
+            .ok_or(ContainerError::Corrupt("lease count overflow"))?;
         self.write_lease_at(self.num_leases, lease)?;
         self.write_count(n)
     }
 
     /// Renews the first lease whose renew secret matches, moving its expiration forward only
     /// (never backwards). Returns whether a lease matched.
-    pub fn renew_lease(&mut self, renew_secret: &[u8; 32], new_expiration: u32) -> Result<bool, ContainerError> {
+    pub fn renew_lease(
+        &mut self,
+        renew_secret: &[u8; 32],
+        new_expiration: u32,
+    ) -> Result<bool, ContainerError> {
         let storage = self.version.secret_storage();
         for (i, mut lease) in self.leases()?.into_iter().enumerate() {
             if lease.renew_matches(storage, renew_secret) {
@@ -233,7 +258,14 @@ impl<S: ByteStore> ImmutableShare<S> {
     ) -> Result<(), ContainerError> {
         if !self.renew_lease(renew_secret, expiration)? {
             let storage = self.version.secret_storage();
-            let lease = LeaseRecord::new(storage, owner_num, renew_secret, cancel_secret, expiration, [0; 20]);
+            let lease = LeaseRecord::new(
+                storage,
+                owner_num,
+                renew_secret,
+                cancel_secret,
+                expiration,
+                [0; 20],
+            );
             self.add_lease(&lease)?;
         }
         Ok(())
@@ -242,7 +274,10 @@ impl<S: ByteStore> ImmutableShare<S> {
     /// Keeps only the leases for which `keep` is true, packing them in their original order
     /// and truncating the store. Returns the number kept (0 means the caller should delete the
     /// share, as Tahoe's `cancel_lease` does).
-    pub fn retain_leases(&mut self, mut keep: impl FnMut(&LeaseRecord) -> bool) -> Result<u32, ContainerError> {
+    pub fn retain_leases(
+        &mut self,
+        mut keep: impl FnMut(&LeaseRecord) -> bool,
+    ) -> Result<u32, ContainerError> {
         let leases = self.leases()?;
         let kept: Vec<LeaseRecord> = leases.into_iter().filter(|l| keep(l)).collect();
         // kept.len() ≤ num_leases, a u32.
@@ -254,7 +289,8 @@ impl<S: ByteStore> ImmutableShare<S> {
             self.write_lease_at(i as u32, lease)?;
         }
         self.write_count(n)?;
-        self.store.set_len(self.lease_offset + u64::from(n) * LEASE_LEN)?;
+        self.store
+            .set_len(self.lease_offset + u64::from(n) * LEASE_LEN)?;
         Ok(n)
     }
 

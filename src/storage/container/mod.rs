@@ -41,6 +41,8 @@ pub enum ContainerError {
 }
 
 /// Positioned access to the bytes of one container.
+// `len` is fallible, so the `is_empty` convention does not apply.
+#[allow(clippy::len_without_is_empty)]
 pub trait ByteStore {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
@@ -100,7 +102,9 @@ pub(crate) fn read_checked<S: ByteStore + ?Sized>(
     len: u64,
 ) -> Result<Vec<u8>, ContainerError> {
     let have = store.len()?;
-    let needed = offset.checked_add(len).ok_or(ContainerError::Corrupt("offset overflow"))?;
+    let needed = offset
+        .checked_add(len)
+        .ok_or(ContainerError::Corrupt("offset overflow"))?;
     if needed > have {
         return Err(ContainerError::Truncated { needed, have });
     }
@@ -116,7 +120,9 @@ pub(crate) fn read_array<const N: usize, S: ByteStore + ?Sized>(
     offset: u64,
 ) -> Result<[u8; N], ContainerError> {
     let have = store.len()?;
-    let needed = offset.checked_add(N as u64).ok_or(ContainerError::Corrupt("offset overflow"))?;
+    let needed = offset
+        .checked_add(N as u64)
+        .ok_or(ContainerError::Corrupt("offset overflow"))?;
     if needed > have {
         return Err(ContainerError::Truncated { needed, have });
     }

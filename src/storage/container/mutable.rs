@@ -100,10 +100,12 @@ impl std::fmt::Debug for MutableHeader {
 
 /// Parses the 100-byte fixed header.
 pub fn parse_header(bytes: &[u8]) -> Result<MutableHeader, ContainerError> {
-    let h = bytes.get(..HEADER_LEN as usize).ok_or(ContainerError::Truncated {
-        needed: HEADER_LEN,
-        have: bytes.len() as u64,
-    })?;
+    let h = bytes
+        .get(..HEADER_LEN as usize)
+        .ok_or(ContainerError::Truncated {
+            needed: HEADER_LEN,
+            have: bytes.len() as u64,
+        })?;
     let version = MutableVersion::from_magic(h).ok_or(ContainerError::UnknownMutableMagic)?;
     let mut nodeid = [0u8; 20];
     nodeid.copy_from_slice(&h[32..52]);
@@ -114,11 +116,21 @@ pub fn parse_header(bytes: &[u8]) -> Result<MutableHeader, ContainerError> {
     let data_length = u64::from_be_bytes(q);
     q.copy_from_slice(&h[92..100]);
     let extra_lease_offset = u64::from_be_bytes(q);
-    Ok(MutableHeader { version, write_enabler_nodeid: nodeid, write_enabler: we, data_length, extra_lease_offset })
+    Ok(MutableHeader {
+        version,
+        write_enabler_nodeid: nodeid,
+        write_enabler: we,
+        data_length,
+        extra_lease_offset,
+    })
 }
 
 /// The bytes of a fresh, empty container (472 bytes).
-pub fn fresh_container(version: MutableVersion, nodeid: &NodeId, write_enabler: &[u8; 32]) -> Vec<u8> {
+pub fn fresh_container(
+    version: MutableVersion,
+    nodeid: &NodeId,
+    write_enabler: &[u8; 32],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRESH_LEN as usize);
     out.extend_from_slice(version.magic());
     out.extend_from_slice(nodeid);
@@ -140,7 +152,12 @@ pub struct MutableShare<S> {
 
 impl<S: ByteStore> MutableShare<S> {
     /// Initialises an empty store as a fresh container.
-    pub fn create(mut store: S, version: MutableVersion, nodeid: &NodeId, write_enabler: &[u8; 32]) -> Result<Self, ContainerError> {
+    pub fn create(
+        mut store: S,
+        version: MutableVersion,
+        nodeid: &NodeId,
+        write_enabler: &[u8; 32],
+    ) -> Result<Self, ContainerError> {
         store.set_len(0)?;
         store.write_all_at(0, &fresh_container(version, nodeid, write_enabler))?;
         Self::open(store)
@@ -153,7 +170,9 @@ impl<S: ByteStore> MutableShare<S> {
             .checked_add(header.data_length)
             .ok_or(ContainerError::Corrupt("data length overflow"))?;
         if data_end > header.extra_lease_offset {
-            return Err(ContainerError::Corrupt("data length exceeds container capacity"));
+            return Err(ContainerError::Corrupt(
+                "data length exceeds container capacity",
+            ));
         }
         let count = u32::from_be_bytes(read_array::<4, _>(&store, header.extra_lease_offset)?);
         let needed = header.extra_lease_offset + 4 + u64::from(count) * LEASE_LEN;
@@ -161,7 +180,11 @@ impl<S: ByteStore> MutableShare<S> {
         if needed > have {
             return Err(ContainerError::Truncated { needed, have });
         }
-        Ok(MutableShare { store, header, num_extra_leases: count })
+        Ok(MutableShare {
+            store,
+            header,
+            num_extra_leases: count,
+        })
     }
 
     pub fn header(&self) -> &MutableHeader {
@@ -193,7 +216,10 @@ impl<S: ByteStore> MutableShare<S> {
     /// How many bytes the container would grow by if `offset..offset+len` were written: what
     /// a caller checks against available space before writing.
     pub fn growth_for_write(&self, offset: u64, len: u64) -> u64 {
-        match offset.checked_add(len).and_then(|e| e.checked_add(DATA_OFFSET)) {
+        match offset
+            .checked_add(len)
+            .and_then(|e| e.checked_add(DATA_OFFSET))
+        {
             Some(end) => end.saturating_sub(self.header.extra_lease_offset),
             None => u64::MAX,
         }
@@ -201,7 +227,9 @@ impl<S: ByteStore> MutableShare<S> {
 
     /// Writes share data following Tahoe's growth rule.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), ContainerError> {
-        let end = offset.checked_add(data.len() as u64).ok_or(ContainerError::TooLarge)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(ContainerError::TooLarge)?;
         if end >= self.header.data_length {
             if DATA_OFFSET + end > self.header.extra_lease_offset {
                 if end > MAX_MUTABLE_SHARE_SIZE {
@@ -210,7 +238,10 @@ impl<S: ByteStore> MutableShare<S> {
                 self.move_extra_leases(DATA_OFFSET + end)?;
             }
             if offset > self.header.data_length {
-                self.zero_fill(DATA_OFFSET + self.header.data_length, offset - self.header.data_length)?;
+                self.zero_fill(
+                    DATA_OFFSET + self.header.data_length,
+                    offset - self.header.data_length,
+                )?;
             }
             self.set_data_length(end)?;
         }
@@ -254,7 +285,8 @@ impl<S: ByteStore> MutableShare<S> {
         // share data), then write the block at its new place, then point the header at it.
         self.zero_fill(old, block_len)?;
         self.store.write_all_at(new_offset, &block)?;
-        self.store.write_all_at(EXTRA_LEASE_OFFSET_AT, &new_offset.to_be_bytes())?;
+        self.store
+            .write_all_at(EXTRA_LEASE_OFFSET_AT, &new_offset.to_be_bytes())?;
         self.header.extra_lease_offset = new_offset;
         Ok(())
     }
@@ -263,7 +295,11 @@ impl<S: ByteStore> MutableShare<S> {
         if slot < HEADER_LEASE_SLOTS {
             Some(HEADER_LEN + u64::from(slot) * LEASE_LEN)
         } else if slot - HEADER_LEASE_SLOTS < self.num_extra_leases {
-            Some(self.header.extra_lease_offset + 4 + u64::from(slot - HEADER_LEASE_SLOTS) * LEASE_LEN)
+            Some(
+                self.header.extra_lease_offset
+                    + 4
+                    + u64::from(slot - HEADER_LEASE_SLOTS) * LEASE_LEN,
+            )
         } else {
             None
         }
@@ -274,12 +310,21 @@ impl<S: ByteStore> MutableShare<S> {
     }
 
     fn read_slot(&self, slot: u32) -> Result<LeaseRecord, ContainerError> {
-        let off = self.slot_offset(slot).ok_or(ContainerError::Corrupt("no such lease slot"))?;
-        Ok(LeaseRecord::from_mutable_bytes(&read_array::<MUTABLE_LEASE_LEN, _>(&self.store, off)?))
+        let off = self
+            .slot_offset(slot)
+            .ok_or(ContainerError::Corrupt("no such lease slot"))?;
+        Ok(LeaseRecord::from_mutable_bytes(&read_array::<
+            MUTABLE_LEASE_LEN,
+            _,
+        >(
+            &self.store, off
+        )?))
     }
 
     fn write_slot(&mut self, slot: u32, lease: &LeaseRecord) -> Result<(), ContainerError> {
-        let off = self.slot_offset(slot).ok_or(ContainerError::Corrupt("no such lease slot"))?;
+        let off = self
+            .slot_offset(slot)
+            .ok_or(ContainerError::Corrupt("no such lease slot"))?;
         self.store.write_all_at(off, &lease.to_mutable_bytes())?;
         Ok(())
     }
@@ -305,16 +350,24 @@ impl<S: ByteStore> MutableShare<S> {
                 return self.write_slot(slot, lease);
             }
         }
-        let n = self.num_extra_leases.checked_add(1).ok_or(ContainerError::Corrupt("lease count overflow"))?;
+        let n = self
+            .num_extra_leases
+            .checked_add(1)
+            .ok_or(ContainerError::Corrupt("lease count overflow"))?;
         let off = self.header.extra_lease_offset + 4 + u64::from(self.num_extra_leases) * LEASE_LEN;
         self.store.write_all_at(off, &lease.to_mutable_bytes())?;
-        self.store.write_all_at(self.header.extra_lease_offset, &n.to_be_bytes())?;
+        self.store
+            .write_all_at(self.header.extra_lease_offset, &n.to_be_bytes())?;
         self.num_extra_leases = n;
         Ok(())
     }
 
     /// Renews the first occupied lease whose renew secret matches (forward only).
-    pub fn renew_lease(&mut self, renew_secret: &[u8; 32], new_expiration: u32) -> Result<bool, ContainerError> {
+    pub fn renew_lease(
+        &mut self,
+        renew_secret: &[u8; 32],
+        new_expiration: u32,
+    ) -> Result<bool, ContainerError> {
         let storage = self.header.version.secret_storage();
         for (slot, mut lease) in self.leases()? {
             if lease.renew_matches(storage, renew_secret) {
@@ -339,7 +392,14 @@ impl<S: ByteStore> MutableShare<S> {
     ) -> Result<(), ContainerError> {
         if !self.renew_lease(renew_secret, expiration)? {
             let storage = self.header.version.secret_storage();
-            let lease = LeaseRecord::new(storage, owner_num, renew_secret, cancel_secret, expiration, *nodeid);
+            let lease = LeaseRecord::new(
+                storage,
+                owner_num,
+                renew_secret,
+                cancel_secret,
+                expiration,
+                *nodeid,
+            );
             self.add_lease(&lease)?;
         }
         Ok(())
@@ -347,7 +407,10 @@ impl<S: ByteStore> MutableShare<S> {
 
     /// Blanks every occupied slot for which `keep` is false (Tahoe's `cancel_lease` writes a
     /// blank record and does not pack). Returns the number of occupied slots left.
-    pub fn retain_leases(&mut self, mut keep: impl FnMut(&LeaseRecord) -> bool) -> Result<usize, ContainerError> {
+    pub fn retain_leases(
+        &mut self,
+        mut keep: impl FnMut(&LeaseRecord) -> bool,
+    ) -> Result<usize, ContainerError> {
         let blank = LeaseRecord::blank(self.header.version.secret_storage());
         let mut left = 0;
         for (slot, lease) in self.leases()? {

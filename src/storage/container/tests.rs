@@ -20,7 +20,10 @@ fn mutable_magics_match_digest() {
     v2.extend_from_slice(&[0xc3, 0x55, 0x21, 0x99, 0x25]);
     assert_eq!(mutable::MAGIC_V2.as_slice(), v2.as_slice());
     // Independently: the 5 bytes are tagged_hash("allmydata_mutable_container_header", text)[:5].
-    let h = crate::crypto::hash::tagged_hash(b"allmydata_mutable_container_header", b"Tahoe mutable container v2\n");
+    let h = crate::crypto::hash::tagged_hash(
+        b"allmydata_mutable_container_header",
+        b"Tahoe mutable container v2\n",
+    );
     assert_eq!(&h[..5], &[0xc3, 0x55, 0x21, 0x99, 0x25]);
     let mut v1 = b"Tahoe mutable container v1\n".to_vec();
     v1.extend_from_slice(&[0x75, 0x09, 0x44, 0x03, 0x8e]);
@@ -70,7 +73,10 @@ fn immutable_create_known_bytes() {
     assert_eq!(share.store(), &want);
     assert_eq!(detect_kind(&want), Some(ShareKind::Immutable));
     // Saturated data-length field for large allocations.
-    assert_eq!(immutable::encode_header(ImmutableVersion::V2, 1 << 40, 0), [0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+    assert_eq!(
+        immutable::encode_header(ImmutableVersion::V2, 1 << 40, 0),
+        [0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]
+    );
 }
 
 #[test]
@@ -78,8 +84,14 @@ fn immutable_reads_clamp_and_writes_bounded() {
     let lease = LeaseRecord::new(SecretStorage::Blake2b, 0, &[1; 32], &[2; 32], 100, [0; 20]);
     let mut share = ImmutableShare::create(Vec::new(), ImmutableVersion::V2, 10, &lease).unwrap();
     share.write(0, b"0123456789").unwrap();
-    assert!(matches!(share.write(8, b"abc"), Err(ContainerError::OutOfBounds { .. })));
-    assert!(matches!(share.write(u64::MAX, b"a"), Err(ContainerError::OutOfBounds { .. })));
+    assert!(matches!(
+        share.write(8, b"abc"),
+        Err(ContainerError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        share.write(u64::MAX, b"a"),
+        Err(ContainerError::OutOfBounds { .. })
+    ));
     let reopened = ImmutableShare::open(share.into_store()).unwrap();
     assert_eq!(reopened.data_len(), 10);
     assert_eq!(reopened.read(8, 100).unwrap(), b"89");
@@ -97,11 +109,23 @@ fn immutable_reads_clamp_and_writes_bounded() {
 fn immutable_renew_vs_append_and_retain() {
     let lease = LeaseRecord::new(SecretStorage::Blake2b, 0, &[1; 32], &[2; 32], 100, [0; 20]);
     let mut share = ImmutableShare::create(Vec::new(), ImmutableVersion::V2, 4, &lease).unwrap();
-    share.add_or_renew_lease(1, &[1; 32], &[2; 32], 200).unwrap(); // renews
-    share.add_or_renew_lease(1, &[1; 32], &[2; 32], 150).unwrap(); // never backwards
-    share.add_or_renew_lease(1, &[3; 32], &[4; 32], 300).unwrap(); // appends
+    share
+        .add_or_renew_lease(1, &[1; 32], &[2; 32], 200)
+        .unwrap(); // renews
+    share
+        .add_or_renew_lease(1, &[1; 32], &[2; 32], 150)
+        .unwrap(); // never backwards
+    share
+        .add_or_renew_lease(1, &[3; 32], &[4; 32], 300)
+        .unwrap(); // appends
     let leases = share.leases().unwrap();
-    assert_eq!(leases.iter().map(|l| (l.owner_num, l.expiration)).collect::<Vec<_>>(), vec![(0, 200), (1, 300)]);
+    assert_eq!(
+        leases
+            .iter()
+            .map(|l| (l.owner_num, l.expiration))
+            .collect::<Vec<_>>(),
+        vec![(0, 200), (1, 300)]
+    );
     assert_eq!(share.store().len(), 12 + 4 + 2 * 72);
     assert_eq!(share.retain_leases(|l| l.expiration > 250).unwrap(), 1);
     assert_eq!(share.store().len(), 12 + 4 + 72);
@@ -112,7 +136,9 @@ fn immutable_renew_vs_append_and_retain() {
 fn mutable_leases_slots_and_extra_block_moves_on_growth() {
     let mut share = MutableShare::create(Vec::new(), MutableVersion::V2, &NODE, &WE).unwrap();
     for i in 0..5u8 {
-        share.add_or_renew_lease(1, &[i; 32], &[i; 32], 1000 + u32::from(i), &NODE).unwrap();
+        share
+            .add_or_renew_lease(1, &[i; 32], &[i; 32], 1000 + u32::from(i), &NODE)
+            .unwrap();
     }
     // 4 header slots + 1 extra lease after the (empty) data.
     let bytes = share.store().clone();
@@ -141,11 +167,20 @@ fn mutable_leases_slots_and_extra_block_moves_on_growth() {
     assert_eq!(share.read(0, 100).unwrap(), b"abc\0\0Q");
     assert_eq!(share.leases().unwrap().len(), 5);
     // Renew matches the 5th (extra) lease.
-    share.add_or_renew_lease(1, &[4; 32], &[4; 32], 5000, &NODE).unwrap();
+    share
+        .add_or_renew_lease(1, &[4; 32], &[4; 32], 5000, &NODE)
+        .unwrap();
     assert_eq!(share.leases().unwrap()[4].1.expiration, 5000);
     // Blank two, then a new lease refills the first empty slot.
-    assert_eq!(share.retain_leases(|l| l.expiration != 1000 && l.expiration != 1002).unwrap(), 3);
-    share.add_or_renew_lease(1, &[9; 32], &[9; 32], 7, &NODE).unwrap();
+    assert_eq!(
+        share
+            .retain_leases(|l| l.expiration != 1000 && l.expiration != 1002)
+            .unwrap(),
+        3
+    );
+    share
+        .add_or_renew_lease(1, &[9; 32], &[9; 32], 7, &NODE)
+        .unwrap();
     let slots: Vec<u32> = share.leases().unwrap().iter().map(|(s, _)| *s).collect();
     assert_eq!(slots, vec![0, 1, 3, 4]);
 }
@@ -153,7 +188,9 @@ fn mutable_leases_slots_and_extra_block_moves_on_growth() {
 #[test]
 fn mutable_v1_leases_are_cleartext() {
     let mut share = MutableShare::create(Vec::new(), MutableVersion::V1, &NODE, &WE).unwrap();
-    share.add_or_renew_lease(1, &[5; 32], &[6; 32], 42, &NODE).unwrap();
+    share
+        .add_or_renew_lease(1, &[5; 32], &[6; 32], 42, &NODE)
+        .unwrap();
     let b = share.store();
     assert_eq!(&b[108..140], &[5; 32]);
     assert_eq!(&b[140..172], &[6; 32]);
@@ -163,16 +200,34 @@ fn mutable_v1_leases_are_cleartext() {
 fn corrupt_mutable_headers_are_typed_errors() {
     let mut c = mutable::fresh_container(MutableVersion::V2, &NODE, &WE);
     c[84..92].copy_from_slice(&1000u64.to_be_bytes()); // data length beyond capacity
-    assert!(matches!(MutableShare::open(c.clone()), Err(ContainerError::Corrupt(_))));
+    assert!(matches!(
+        MutableShare::open(c.clone()),
+        Err(ContainerError::Corrupt(_))
+    ));
     let mut c = mutable::fresh_container(MutableVersion::V2, &NODE, &WE);
     c[468..472].copy_from_slice(&be32(u32::MAX)); // absurd extra-lease count
-    assert!(matches!(MutableShare::open(c), Err(ContainerError::Truncated { .. })));
-    assert!(matches!(MutableShare::open(vec![0u8; 10]), Err(ContainerError::Truncated { .. })));
-    assert!(matches!(MutableShare::open(vec![0u8; 600]), Err(ContainerError::UnknownMutableMagic)));
+    assert!(matches!(
+        MutableShare::open(c),
+        Err(ContainerError::Truncated { .. })
+    ));
+    assert!(matches!(
+        MutableShare::open(vec![0u8; 10]),
+        Err(ContainerError::Truncated { .. })
+    ));
+    assert!(matches!(
+        MutableShare::open(vec![0u8; 600]),
+        Err(ContainerError::UnknownMutableMagic)
+    ));
     let mut im = immutable::encode_header(ImmutableVersion::V2, 0, 0).to_vec();
     im[8..12].copy_from_slice(&be32(u32::MAX));
-    assert!(matches!(ImmutableShare::open(im), Err(ContainerError::Truncated { .. })));
-    assert!(matches!(ImmutableShare::open(vec![0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0]), Err(ContainerError::UnknownImmutableVersion(3))));
+    assert!(matches!(
+        ImmutableShare::open(im),
+        Err(ContainerError::Truncated { .. })
+    ));
+    assert!(matches!(
+        ImmutableShare::open(vec![0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0]),
+        Err(ContainerError::UnknownImmutableVersion(3))
+    ));
 }
 
 proptest! {

@@ -61,7 +61,12 @@ pub fn disk_stats(dir: &Path, reserved: u64) -> io::Result<DiskStats> {
         st
     };
     #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-    let (frsize, blocks, bfree, bavail) = (st.f_frsize as u64, st.f_blocks as u64, st.f_bfree as u64, st.f_bavail as u64);
+    let (frsize, blocks, bfree, bavail) = (
+        st.f_frsize as u64,
+        st.f_blocks as u64,
+        st.f_bfree as u64,
+        st.f_bavail as u64,
+    );
     let total = frsize.saturating_mul(blocks);
     let free_for_root = frsize.saturating_mul(bfree);
     let free_for_nonroot = frsize.saturating_mul(bavail);

@@ -14,7 +14,7 @@
 use std::fs;
 use std::io;
 
-use super::{is_shnum_name, lock_free_remove, DiskStore, StoreError};
+use super::{is_shnum_name, remove_share_file, DiskStore, StoreError};
 use crate::storage::container::immutable::ImmutableShare;
 use crate::storage::container::lease::LeaseRecord;
 use crate::storage::container::mutable::MutableShare;
@@ -26,7 +26,9 @@ use crate::util::base32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpirationMode {
     /// `expire.mode = age`, with `expire.override_lease_duration` in seconds.
-    Age { override_lease_duration: Option<u64> },
+    Age {
+        override_lease_duration: Option<u64>,
+    },
     /// `expire.mode = cutoff-date`, with `expire.cutoff_date` as unix seconds.
     CutoffDate { cutoff: u64 },
 }
@@ -47,7 +49,9 @@ impl Default for ExpirationPolicy {
     fn default() -> Self {
         ExpirationPolicy {
             enabled: false,
-            mode: ExpirationMode::Age { override_lease_duration: None },
+            mode: ExpirationMode::Age {
+                override_lease_duration: None,
+            },
             immutable: true,
             mutable: true,
         }
@@ -67,8 +71,12 @@ impl ExpirationPolicy {
         let expiration = u64::from(expiration);
         let granted = expiration.saturating_sub(LEASE_DURATION_SECS);
         match self.mode {
-            ExpirationMode::Age { override_lease_duration: Some(limit) } => now.saturating_sub(granted) > limit,
-            ExpirationMode::Age { override_lease_duration: None } => now > expiration,
+            ExpirationMode::Age {
+                override_lease_duration: Some(limit),
+            } => now.saturating_sub(granted) > limit,
+            ExpirationMode::Age {
+                override_lease_duration: None,
+            } => now > expiration,
             ExpirationMode::CutoffDate { cutoff } => granted < cutoff,
         }
     }
@@ -115,7 +123,11 @@ fn sorted_names(dir: &std::path::Path) -> Result<Vec<String>, StoreError> {
 impl DiskStore {
     /// Examines up to `max_buckets` buckets after `cursor`, expiring leases and deleting
     /// shares as the policy says. Call periodically; bounded work per call.
-    pub fn gc_step(&self, cursor: &mut GcCursor, max_buckets: usize) -> Result<GcReport, StoreError> {
+    pub fn gc_step(
+        &self,
+        cursor: &mut GcCursor,
+        max_buckets: usize,
+    ) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
         let prefixes: Vec<String> = sorted_names(&self.shares_dir)?
             .into_iter()
@@ -155,14 +167,16 @@ impl DiskStore {
         let policy = self.cfg.expiration;
         let bucket = self.bucket_dir(si);
         for name in sorted_names(&bucket)? {
-            let Some(shnum) = is_shnum_name(&name) else { continue };
+            let Some(shnum) = is_shnum_name(&name) else {
+                continue;
+            };
             report.shares_examined += 1;
             let path = bucket.join(&name);
             match self.gc_share(&path, policy, now) {
                 Ok((expired, delete)) => {
                     report.leases_expired += expired;
                     if delete {
-                        lock_free_remove(&path)?;
+                        remove_share_file(&path)?;
                         report.shares_deleted += 1;
                     }
                 }
@@ -175,11 +189,20 @@ impl DiskStore {
     }
 
     /// Returns (number of expired leases, whether the share should now be deleted).
-    fn gc_share(&self, path: &std::path::Path, policy: ExpirationPolicy, now: u64) -> Result<(usize, bool), StoreError> {
-        let file = fs::OpenOptions::new().read(true).write(policy.enabled).open(path)?;
+    fn gc_share(
+        &self,
+        path: &std::path::Path,
+        policy: ExpirationPolicy,
+        now: u64,
+    ) -> Result<(usize, bool), StoreError> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(policy.enabled)
+            .open(path)?;
         let mut prefix = [0u8; 32];
         let n = std::os::unix::fs::FileExt::read_at(&file, &mut prefix, 0)?;
-        let kind = detect_kind(prefix.get(..n).unwrap_or_default()).ok_or(StoreError::WrongShareType(0))?;
+        let kind = detect_kind(prefix.get(..n).unwrap_or_default())
+            .ok_or(StoreError::WrongShareType(0))?;
         let expired = |l: &LeaseRecord| policy.lease_expired(kind, l.expiration, now);
         match kind {
             ShareKind::Mutable => {

@@ -76,7 +76,11 @@ pub enum StoreError {
     ConflictingWrite(Range<u64>),
     /// An upload write reaches past the allocated size.
     #[error("write of {len} bytes at {offset} exceeds the allocated size {allocated}")]
-    OutOfBounds { offset: u64, len: u64, allocated: u64 },
+    OutOfBounds {
+        offset: u64,
+        len: u64,
+        allocated: u64,
+    },
     /// Abort of an upload that has already completed (405).
     #[error("share upload already complete")]
     AlreadyComplete,
@@ -227,7 +231,11 @@ impl DiskStore {
     /// Opens (creating directories as needed) a store using the system clock. Wipes
     /// `shares/incoming/`.
     pub fn open(cfg: StoreConfig) -> Result<Self, StoreError> {
-        let clock: Clock = Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default());
+        let clock: Clock = Arc::new(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+        });
         Self::open_with_clock(cfg, clock)
     }
 
@@ -287,7 +295,10 @@ impl DiskStore {
 
     fn incoming_path(&self, si: &StorageIndex, shnum: ShareNum) -> PathBuf {
         let s = si_b2a(si);
-        self.incoming_dir.join(&s[..2]).join(&s).join(shnum.to_string())
+        self.incoming_dir
+            .join(&s[..2])
+            .join(&s)
+            .join(shnum.to_string())
     }
 
     fn share_path(&self, si: &StorageIndex, shnum: ShareNum) -> PathBuf {
@@ -309,7 +320,10 @@ impl DiskStore {
 
     /// Sum of the sizes of all in-progress allocations.
     pub fn allocated_size(&self) -> u64 {
-        lock(&self.uploads).values().map(|u| lock(u).max_size).fold(0u64, u64::saturating_add)
+        lock(&self.uploads)
+            .values()
+            .map(|u| lock(u).max_size)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Share numbers present (numeric file names) in the bucket of `si`, mutable or immutable;
@@ -345,12 +359,19 @@ impl DiskStore {
         self.expire_stale_uploads();
         let expiration = self.lease_expiration();
         let _g = self.stripe(si);
-        let mut remaining = self.available_space()?.saturating_sub(self.allocated_size());
+        let mut remaining = self
+            .available_space()?
+            .saturating_sub(self.allocated_size());
         let already_have = self.list_shares(si)?;
         for &shnum in &already_have {
-            let file = OpenOptions::new().read(true).write(true).open(self.share_path(si, shnum))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.share_path(si, shnum))?;
             let mut share = match ImmutableShare::open(file) {
-                Err(ContainerError::UnknownImmutableVersion(_)) => return Err(StoreError::WrongShareType(shnum)),
+                Err(ContainerError::UnknownImmutableVersion(_)) => {
+                    return Err(StoreError::WrongShareType(shnum))
+                }
                 other => other?,
             };
             share.add_or_renew_lease(0, renew_secret, cancel_secret, expiration)?;
@@ -359,7 +380,10 @@ impl DiskStore {
         let mut uploads = lock(&self.uploads);
         for &shnum in sharenums {
             let incoming = self.incoming_path(si, shnum);
-            if already_have.contains(&shnum) || uploads.contains_key(&(*si, shnum)) || incoming.exists() {
+            if already_have.contains(&shnum)
+                || uploads.contains_key(&(*si, shnum))
+                || incoming.exists()
+            {
                 continue;
             }
             if remaining < allocated_size {
@@ -368,9 +392,20 @@ impl DiskStore {
             if let Some(dir) = incoming.parent() {
                 fs::create_dir_all(dir)?;
             }
-            let file = OpenOptions::new().read(true).write(true).create_new(true).open(&incoming)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&incoming)?;
             let version = ImmutableVersion::V2;
-            let lease = LeaseRecord::new(version.secret_storage(), 0, renew_secret, cancel_secret, expiration, [0; 20]);
+            let lease = LeaseRecord::new(
+                version.secret_storage(),
+                0,
+                renew_secret,
+                cancel_secret,
+                expiration,
+                [0; 20],
+            );
             let share = ImmutableShare::create(file, version, allocated_size, &lease)?;
             remaining -= allocated_size;
             uploads.insert(
@@ -387,11 +422,22 @@ impl DiskStore {
             );
             allocated.insert(shnum);
         }
-        Ok(Allocation { already_have, allocated })
+        Ok(Allocation {
+            already_have,
+            allocated,
+        })
     }
 
-    fn upload_handle(&self, si: &StorageIndex, shnum: ShareNum, secret: &[u8]) -> Result<Arc<Mutex<Upload>>, StoreError> {
-        let handle = lock(&self.uploads).get(&(*si, shnum)).cloned().ok_or(StoreError::NotFound)?;
+    fn upload_handle(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        secret: &[u8],
+    ) -> Result<Arc<Mutex<Upload>>, StoreError> {
+        let handle = lock(&self.uploads)
+            .get(&(*si, shnum))
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
         if !ct_eq(&lock(&handle).secret, secret) {
             return Err(StoreError::BadUploadSecret);
         }
@@ -417,7 +463,13 @@ impl DiskStore {
         let len = data.len() as u64;
         let end = match offset.checked_add(len) {
             Some(e) if e <= up.max_size => e,
-            _ => return Err(StoreError::OutOfBounds { offset, len, allocated: up.max_size }),
+            _ => {
+                return Err(StoreError::OutOfBounds {
+                    offset,
+                    len,
+                    allocated: up.max_size,
+                })
+            }
         };
         // Compare against every already-written chunk overlapping [offset, end).
         for (s, e) in overlapping(&up.written, offset, end) {
@@ -433,7 +485,10 @@ impl DiskStore {
         up.last_write = self.now_secs();
         let written: u64 = up.written.iter().map(|(s, e)| e - s).sum();
         if written < up.max_size {
-            return Ok(WriteOutcome { complete: false, required: required_ranges(&up.written, up.max_size) });
+            return Ok(WriteOutcome {
+                complete: false,
+                required: required_ranges(&up.written, up.max_size),
+            });
         }
         // Complete: make the bytes durable, then move into place atomically.
         up.share.store().sync_all()?;
@@ -452,11 +507,19 @@ impl DiskStore {
         drop(up);
         lock(&self.uploads).remove(&(*si, shnum));
         remove_incoming_parents(&incoming);
-        Ok(WriteOutcome { complete: true, required: Vec::new() })
+        Ok(WriteOutcome {
+            complete: true,
+            required: Vec::new(),
+        })
     }
 
     /// Ranges of an in-progress upload still to be written.
-    pub fn required_ranges(&self, si: &StorageIndex, shnum: ShareNum, upload_secret: &[u8]) -> Result<Vec<Range<u64>>, StoreError> {
+    pub fn required_ranges(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &[u8],
+    ) -> Result<Vec<Range<u64>>, StoreError> {
         let handle = self.upload_handle(si, shnum, upload_secret)?;
         let up = lock(&handle);
         Ok(required_ranges(&up.written, up.max_size))
@@ -464,9 +527,16 @@ impl DiskStore {
 
     /// Aborts an in-progress upload and deletes its partial share. `AlreadyComplete` if the
     /// share is complete, `NotFound` if it is unknown.
-    pub fn abort_immutable(&self, si: &StorageIndex, shnum: ShareNum, upload_secret: &[u8]) -> Result<(), StoreError> {
+    pub fn abort_immutable(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &[u8],
+    ) -> Result<(), StoreError> {
         let handle = match self.upload_handle(si, shnum, upload_secret) {
-            Err(StoreError::NotFound) if self.share_path(si, shnum).exists() => return Err(StoreError::AlreadyComplete),
+            Err(StoreError::NotFound) if self.share_path(si, shnum).exists() => {
+                return Err(StoreError::AlreadyComplete)
+            }
             other => other?,
         };
         let mut up = lock(&handle);
@@ -488,7 +558,10 @@ impl DiskStore {
     /// a server may also call it periodically.
     pub fn expire_stale_uploads(&self) {
         let now = self.now_secs();
-        let all: Vec<(UploadKey, Arc<Mutex<Upload>>)> = lock(&self.uploads).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let all: Vec<(UploadKey, Arc<Mutex<Upload>>)> = lock(&self.uploads)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         for ((si, shnum), handle) in all {
             let mut up = lock(&handle);
             if !up.finished && now.saturating_sub(up.last_write) > UPLOAD_TIMEOUT_SECS {
@@ -497,16 +570,31 @@ impl DiskStore {
         }
     }
 
-    fn open_immutable(&self, si: &StorageIndex, shnum: ShareNum) -> Result<ImmutableShare<File>, StoreError> {
+    fn open_immutable(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+    ) -> Result<ImmutableShare<File>, StoreError> {
         let file = open_existing(&self.share_path(si, shnum))?;
         match ImmutableShare::open(file) {
-            Err(ContainerError::UnknownImmutableVersion(_)) => Err(StoreError::WrongShareType(shnum)),
+            Err(ContainerError::UnknownImmutableVersion(_)) => {
+                Err(StoreError::WrongShareType(shnum))
+            }
             other => Ok(other?),
         }
     }
 
-    fn open_mutable(&self, path: &Path, shnum: ShareNum, write: bool) -> Result<MutableShare<File>, StoreError> {
-        let file = if write { OpenOptions::new().read(true).write(true).open(path) } else { File::open(path) };
+    fn open_mutable(
+        &self,
+        path: &Path,
+        shnum: ShareNum,
+        write: bool,
+    ) -> Result<MutableShare<File>, StoreError> {
+        let file = if write {
+            OpenOptions::new().read(true).write(true).open(path)
+        } else {
+            File::open(path)
+        };
         let file = file.map_err(not_found)?;
         match MutableShare::open(file) {
             Err(ContainerError::UnknownMutableMagic) => Err(StoreError::WrongShareType(shnum)),
@@ -515,24 +603,44 @@ impl DiskStore {
     }
 
     /// Length of a complete immutable share's data.
-    pub fn immutable_share_len(&self, si: &StorageIndex, shnum: ShareNum) -> Result<u64, StoreError> {
+    pub fn immutable_share_len(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+    ) -> Result<u64, StoreError> {
         Ok(self.open_immutable(si, shnum)?.data_len())
     }
 
     /// Reads a complete immutable share, clamped to its length (empty past the end). The HTTP
     /// layer should bound `len` per response chunk.
-    pub fn read_immutable(&self, si: &StorageIndex, shnum: ShareNum, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    pub fn read_immutable(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
         Ok(self.open_immutable(si, shnum)?.read(offset, len)?)
     }
 
     /// Data length of a mutable share.
     pub fn mutable_share_len(&self, si: &StorageIndex, shnum: ShareNum) -> Result<u64, StoreError> {
-        Ok(self.open_mutable(&self.share_path(si, shnum), shnum, false)?.data_len())
+        Ok(self
+            .open_mutable(&self.share_path(si, shnum), shnum, false)?
+            .data_len())
     }
 
     /// Reads a mutable share, clamped to its data length.
-    pub fn read_mutable(&self, si: &StorageIndex, shnum: ShareNum, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
-        Ok(self.open_mutable(&self.share_path(si, shnum), shnum, false)?.read(offset, len)?)
+    pub fn read_mutable(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .open_mutable(&self.share_path(si, shnum), shnum, false)?
+            .read(offset, len)?)
     }
 
     /// Tahoe's `slot_testv_and_readv_and_writev` (digest §4.5), with lease renewal.
@@ -578,7 +686,10 @@ impl DiskStore {
         }
         let mut data = BTreeMap::new();
         for (shnum, share) in &shares {
-            let reads = read_vector.iter().map(|r| share.read(r.offset, r.size)).collect::<Result<Vec<_>, _>>()?;
+            let reads = read_vector
+                .iter()
+                .map(|r| share.read(r.offset, r.size))
+                .collect::<Result<Vec<_>, _>>()?;
             data.insert(*shnum, reads);
         }
         if !success {
@@ -590,7 +701,10 @@ impl DiskStore {
             if tw.new_length == Some(0) {
                 continue;
             }
-            let ends = tw.write.iter().map(|w| w.offset.saturating_add(w.data.len() as u64));
+            let ends = tw
+                .write
+                .iter()
+                .map(|w| w.offset.saturating_add(w.data.len() as u64));
             let max_end = ends.max().unwrap_or(0);
             growth = growth.saturating_add(match shares.get(shnum) {
                 Some(share) => share.growth_for_write(max_end, 0),
@@ -612,7 +726,15 @@ impl DiskStore {
                 continue;
             }
             let tmp = self.mutable_tmp_path();
-            let result = self.write_mutable_copy(&tmp, shares.contains_key(shnum).then_some(path.as_path()), write_enabler, tw, renew_secret, cancel_secret, expiration);
+            let result = self.write_mutable_copy(
+                &tmp,
+                shares.contains_key(shnum).then_some(path.as_path()),
+                write_enabler,
+                tw,
+                renew_secret,
+                cancel_secret,
+                expiration,
+            );
             if let Err(e) = result {
                 let _ = fs::remove_file(&tmp);
                 return Err(e);
@@ -626,7 +748,9 @@ impl DiskStore {
 
     fn mutable_tmp_path(&self) -> PathBuf {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        self.incoming_dir.join(MUTABLE_TMP_DIR).join(format!("{}-{n}", std::process::id()))
+        self.incoming_dir
+            .join(MUTABLE_TMP_DIR)
+            .join(format!("{}-{n}", std::process::id()))
     }
 
     /// Builds the new version of one mutable share in `tmp` and fsyncs it.
@@ -648,7 +772,11 @@ impl DiskStore {
                 MutableShare::open(file)?
             }
             None => {
-                let file = OpenOptions::new().read(true).write(true).create_new(true).open(tmp)?;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(tmp)?;
                 MutableShare::create(file, MutableVersion::V2, &self.cfg.nodeid, write_enabler)?
             }
         };
@@ -665,20 +793,39 @@ impl DiskStore {
 
     /// Adds a lease (owner 1) to every share of `si`, or renews the one whose renew secret
     /// matches. `NotFound` if the server holds no share of `si`.
-    pub fn add_lease(&self, si: &StorageIndex, renew_secret: &[u8; 32], cancel_secret: &[u8; 32]) -> Result<(), StoreError> {
+    pub fn add_lease(
+        &self,
+        si: &StorageIndex,
+        renew_secret: &[u8; 32],
+        cancel_secret: &[u8; 32],
+    ) -> Result<(), StoreError> {
         let expiration = self.lease_expiration();
         let _g = self.stripe(si);
         let mut found = false;
         for shnum in self.list_shares(si)? {
-            let file = OpenOptions::new().read(true).write(true).open(self.share_path(si, shnum))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.share_path(si, shnum))?;
             let mut prefix = [0u8; 32];
             let n = std::os::unix::fs::FileExt::read_at(&file, &mut prefix, 0)?;
             match detect_kind(prefix.get(..n).unwrap_or_default()) {
                 Some(ShareKind::Mutable) => {
-                    MutableShare::open(file)?.add_or_renew_lease(1, renew_secret, cancel_secret, expiration, &self.cfg.nodeid)?;
+                    MutableShare::open(file)?.add_or_renew_lease(
+                        1,
+                        renew_secret,
+                        cancel_secret,
+                        expiration,
+                        &self.cfg.nodeid,
+                    )?;
                 }
                 Some(ShareKind::Immutable) => {
-                    ImmutableShare::open(file)?.add_or_renew_lease(1, renew_secret, cancel_secret, expiration)?;
+                    ImmutableShare::open(file)?.add_or_renew_lease(
+                        1,
+                        renew_secret,
+                        cancel_secret,
+                        expiration,
+                    )?;
                 }
                 None => continue,
             }
@@ -692,12 +839,20 @@ impl DiskStore {
     }
 
     /// Leases of one share (for inspection and tests).
-    pub fn leases(&self, si: &StorageIndex, shnum: ShareNum) -> Result<Vec<LeaseRecord>, StoreError> {
+    pub fn leases(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+    ) -> Result<Vec<LeaseRecord>, StoreError> {
         let file = open_existing(&self.share_path(si, shnum))?;
         let mut prefix = [0u8; 32];
         let n = std::os::unix::fs::FileExt::read_at(&file, &mut prefix, 0)?;
         match detect_kind(prefix.get(..n).unwrap_or_default()) {
-            Some(ShareKind::Mutable) => Ok(MutableShare::open(file)?.leases()?.into_iter().map(|(_, l)| l).collect()),
+            Some(ShareKind::Mutable) => Ok(MutableShare::open(file)?
+                .leases()?
+                .into_iter()
+                .map(|(_, l)| l)
+                .collect()),
             Some(ShareKind::Immutable) => Ok(ImmutableShare::open(file)?.leases()?),
             None => Err(StoreError::WrongShareType(shnum)),
         }
@@ -706,7 +861,13 @@ impl DiskStore {
     /// Records a client's corruption claim in `corruption-advisories/` (Tahoe's file name
     /// and text). `NotFound` if the share does not exist. Silently skipped when there is no
     /// space for the report, as Tahoe does.
-    pub fn advise_corrupt(&self, kind: ShareKind, si: &StorageIndex, shnum: ShareNum, reason: &str) -> Result<(), StoreError> {
+    pub fn advise_corrupt(
+        &self,
+        kind: ShareKind,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         if !self.list_shares(si)?.contains(&shnum) {
             return Err(StoreError::NotFound);
         }
@@ -758,7 +919,11 @@ fn remove_incoming_parents(incoming: &Path) {
 fn overlapping(written: &BTreeMap<u64, u64>, start: u64, end: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     // The range beginning at or before `start` may overlap, as may all beginning before `end`.
-    let first = written.range(..=start).next_back().map(|(s, _)| *s).unwrap_or(start);
+    let first = written
+        .range(..=start)
+        .next_back()
+        .map(|(s, _)| *s)
+        .unwrap_or(start);
     for (&s, &e) in written.range(first..end) {
         let (a, b) = (s.max(start), e.min(end));
         if a < b {
@@ -774,8 +939,16 @@ fn insert_range(written: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64) 
         return;
     }
     let touching: Vec<(u64, u64)> = {
-        let first = written.range(..=start).next_back().map(|(s, _)| *s).unwrap_or(start);
-        written.range(first..=end).filter(|(_, &e)| e >= start).map(|(&s, &e)| (s, e)).collect()
+        let first = written
+            .range(..=start)
+            .next_back()
+            .map(|(s, _)| *s)
+            .unwrap_or(start);
+        written
+            .range(first..=end)
+            .filter(|(_, &e)| e >= start)
+            .map(|(&s, &e)| (s, e))
+            .collect()
     };
     for (s, e) in touching {
         written.remove(&s);
@@ -809,7 +982,12 @@ fn iso_utc(t: Duration) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    let base = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60);
+    let base = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
     if micros == 0 {
         base
     } else {
@@ -833,7 +1011,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Deletes a share file (caller holds the stripe lock) and fsyncs its directory.
-fn lock_free_remove(path: &Path) -> Result<(), StoreError> {
+fn remove_share_file(path: &Path) -> Result<(), StoreError> {
     fs::remove_file(path)?;
     if let Some(dir) = path.parent() {
         fsutil::sync_dir(dir)?;
