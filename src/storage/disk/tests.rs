@@ -749,7 +749,7 @@ fn arb_tw() -> impl Strategy<Value = TestWriteVectors> {
     );
     let write =
         proptest::collection::vec((0u64..60, proptest::collection::vec(0u8..3, 0..20)), 0..3);
-    let nl = prop_oneof![4 => Just(None), 1 => Just(Some(0u64)), 1 => (1u64..50).prop_map(Some)];
+    let nl = prop_oneof![3 => Just(None), 1 => Just(Some(0u64)), 3 => (1u64..30).prop_map(Some)];
     (test, write, nl).prop_map(|(t, w, new_length)| TestWriteVectors {
         test: t
             .into_iter()
@@ -780,9 +780,9 @@ fn arb_op() -> impl Strategy<Value = (bool, BTreeMap<ShareNum, TestWriteVectors>
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
     #[test]
-    fn mutable_store_matches_model(ops in proptest::collection::vec(arb_op(), 1..12)) {
+    fn mutable_store_matches_model(ops in proptest::collection::vec(arb_op(), 1..16)) {
         let fx = fixture();
         let mut model = Model::default();
         for (bad_we, v, reads) in ops {
