@@ -17,4 +17,5 @@ pub mod crypto;
 pub mod dirnode;
 pub mod immutable;
 pub mod mutable;
+pub mod storage;
 pub mod util;
