@@ -15,6 +15,7 @@ pub mod codec;
 pub mod crypto;
 pub mod dirnode;
 pub mod immutable;
+pub mod protocol;
 pub mod util;
 
 pub mod cli;
