@@ -75,11 +75,14 @@ impl Upload {
     }
 }
 
+/// A mutable slot: the write enabler and the shares.
+type Slot = (Vec<u8>, BTreeMap<ShareNum, Vec<u8>>);
+
 #[derive(Default)]
 struct State {
     immutable: HashMap<StorageIndex, BTreeMap<ShareNum, Vec<u8>>>,
     uploads: HashMap<(StorageIndex, ShareNum), Upload>,
-    mutable: HashMap<StorageIndex, (Vec<u8>, BTreeMap<ShareNum, Vec<u8>>)>,
+    mutable: HashMap<StorageIndex, Slot>,
     leases: HashMap<StorageIndex, usize>,
     corruption: Vec<(ShareKind, StorageIndex, ShareNum, String)>,
     used: u64,
