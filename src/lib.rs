@@ -17,5 +17,6 @@ pub mod crypto;
 pub mod dirnode;
 pub mod immutable;
 pub mod mutable;
+pub mod protocol;
 pub mod storage;
 pub mod util;

@@ -1,0 +1,825 @@
+//! An async client for one HTTPS storage server, addressed by its NURL.
+//!
+//! Design: a small pool of idle HTTP/1.1 connections over tokio-rustls (pinned by the NURL's
+//! SPKI hash, no SNI, no ALPN). A request takes an idle connection or dials a new one; after
+//! the response body has been read the connection goes back to the pool. A request that hyper
+//! reports as never sent (a stale pooled connection) is retried on a fresh connection whatever
+//! its method; requests that may have reached the server are retried only when idempotent
+//! (GET, lease PUT), at most [`ClientOptions::retries`] times.
+//!
+//! Headers on every request: `Authorization: Tahoe-LAFS <b64(swissnum)>`,
+//! `Accept: application/cbor` (never `*/*`, which Tahoe answers with 406), one
+//! `X-Tahoe-Authorization` line per secret, and `Content-Type: application/cbor` on CBOR bodies.
+//!
+//! Invariants: errors never contain the swissnum, secrets, or server-provided bodies (a Tahoe
+//! 400 body can echo the secret headers); every response body is size-limited; every request
+//! has a deadline.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use rustls::pki_types::ServerName;
+
+use super::messages::{
+    AllocateRequest, AllocateResponse, CorruptRequest, MessageError, ReadTestWriteRequest,
+    ReadTestWriteResponse, RequiredRange, ShareList, ShareNum, VersionInfo, WriteResponse,
+    CBOR_MIME, MAX_CBOR_RESPONSE,
+};
+use super::nurl::{Nurl, NurlError};
+use super::tls::{client_config, TlsError};
+use super::StorageIndex;
+use super::{authorization_value, secret_header_value, si_to_path, LeaseSecrets, SecretKind};
+
+/// Client errors. None of them carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The NURL is malformed.
+    #[error(transparent)]
+    Nurl(#[from] NurlError),
+    /// `pb+tor` NURLs need a Tor connection, which this client does not dial.
+    #[error("Tor NURLs are not supported by this client")]
+    TorUnsupported,
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// TCP connect or TLS handshake failed (including a pin mismatch).
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The request did not finish in time.
+    #[error("request to {endpoint} timed out")]
+    Timeout {
+        /// Which endpoint.
+        endpoint: &'static str,
+    },
+    /// The HTTP exchange failed (connection reset, malformed response...).
+    #[error("HTTP failure on {endpoint}: {reason}")]
+    Http {
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// The server answered 404.
+    #[error("{endpoint}: not found")]
+    NotFound {
+        /// Which endpoint.
+        endpoint: &'static str,
+    },
+    /// The server answered an unexpected status.
+    #[error("{endpoint}: unexpected HTTP status {status}")]
+    Status {
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// The status code.
+        status: u16,
+    },
+    /// The response had the wrong Content-Type.
+    #[error("{endpoint}: expected Content-Type {expected}, got {got:?}")]
+    ContentType {
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// Expected type.
+        expected: &'static str,
+        /// Received type.
+        got: String,
+    },
+    /// The response body exceeds the limit.
+    #[error("{endpoint}: response body exceeds {limit} bytes")]
+    TooLarge {
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// The CBOR body is invalid.
+    #[error("{endpoint}: {source}")]
+    Message {
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// The decoding error.
+        source: MessageError,
+    },
+    /// The response violates the protocol (bad Content-Range, length mismatch...).
+    #[error("{endpoint}: protocol violation: {problem}")]
+    Protocol {
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// What was wrong.
+        problem: &'static str,
+    },
+    /// A request argument is invalid (e.g. an empty corruption reason).
+    #[error("invalid argument: {0}")]
+    Argument(&'static str),
+}
+
+/// Client tuning.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// TCP connect + TLS handshake deadline.
+    pub connect_timeout: Duration,
+    /// Deadline of one request, including reading the response body.
+    pub request_timeout: Duration,
+    /// Extra attempts for idempotent requests after a connection failure.
+    pub retries: u32,
+    /// Idle connections kept for reuse.
+    pub max_idle: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            retries: 2,
+            max_idle: 8,
+        }
+    }
+}
+
+/// The result of an immutable write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadProgress {
+    /// True when the share is complete (HTTP 201).
+    pub finished: bool,
+    /// Ranges the server still needs.
+    pub required: Vec<RequiredRange>,
+}
+
+struct Inner {
+    addr: String,
+    host_header: HeaderValue,
+    server_name: ServerName<'static>,
+    auth: HeaderValue,
+    connector: tokio_rustls::TlsConnector,
+    options: ClientOptions,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+/// A client for one storage server. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct StorageClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StorageClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageClient")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the caller wants from a response.
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+/// One request, reusable across retries.
+struct Call {
+    endpoint: &'static str,
+    method: Method,
+    path: String,
+    secrets: Vec<(SecretKind, Vec<u8>)>,
+    extra: Vec<(http::HeaderName, String)>,
+    body: Bytes,
+    cbor_body: bool,
+    idempotent: bool,
+    limit: usize,
+}
+
+enum Attempt {
+    /// Never reached the server: retry on a fresh connection.
+    NotSent(ClientError),
+    /// May have reached the server.
+    Failed(ClientError),
+}
+
+impl StorageClient {
+    /// A client for the server of `nurl` (`pb://<pin>@<host>:<port>/<swissnum>#v=1`).
+    pub fn new(nurl: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        let nurl = Nurl::parse(nurl)?;
+        if nurl.tor {
+            return Err(ClientError::TorUnsupported);
+        }
+        let config = client_config(nurl.pin.clone())?;
+        let bracketed = if nurl.host.contains(':') {
+            format!("[{}]", nurl.host)
+        } else {
+            nurl.host.clone()
+        };
+        let addr = format!("{bracketed}:{}", nurl.port);
+        // SNI is disabled in the config; the name only has to be syntactically valid.
+        let server_name = match nurl.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(nurl.host.clone())
+                .unwrap_or_else(|_| ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())),
+        };
+        let host_header = HeaderValue::from_str(&addr)
+            .map_err(|_| NurlError::Malformed("host is not a valid header value"))?;
+        let mut auth = HeaderValue::from_str(&authorization_value(nurl.swissnum.as_bytes()))
+            .map_err(|_| NurlError::Malformed("bad swissnum"))?;
+        auth.set_sensitive(true);
+        Ok(StorageClient {
+            inner: Arc::new(Inner {
+                addr,
+                host_header,
+                server_name,
+                auth,
+                connector: tokio_rustls::TlsConnector::from(config),
+                options,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let inner = &self.inner;
+        let err = |reason: String| ClientError::Connect {
+            addr: inner.addr.clone(),
+            reason,
+        };
+        let fut = async {
+            let tcp = tokio::net::TcpStream::connect(&inner.addr)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            let tls = inner
+                .connector
+                .connect(inner.server_name.clone(), tcp)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(sender)
+        };
+        tokio::time::timeout(inner.options.connect_timeout, fut)
+            .await
+            .map_err(|_| err("timed out".into()))?
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.inner.idle.lock().ok()?;
+        while let Some(s) = idle.pop() {
+            if s.is_ready() && !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, s: SendRequest<Full<Bytes>>) {
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            if idle.len() < self.inner.options.max_idle && !s.is_closed() {
+                idle.push(s);
+            }
+        }
+    }
+
+    fn build(&self, call: &Call) -> Result<Request<Full<Bytes>>, ClientError> {
+        let bad = |_| ClientError::Argument("unencodable header");
+        let mut req = Request::builder()
+            .method(call.method.clone())
+            .uri(call.path.as_str())
+            .header(http::header::HOST, self.inner.host_header.clone())
+            .header(http::header::AUTHORIZATION, self.inner.auth.clone())
+            .header(http::header::ACCEPT, CBOR_MIME);
+        for (kind, secret) in &call.secrets {
+            let mut v = HeaderValue::from_str(&secret_header_value(*kind, secret)).map_err(bad)?;
+            v.set_sensitive(true);
+            req = req.header(super::headers::X_TAHOE_AUTHORIZATION, v);
+        }
+        for (name, value) in &call.extra {
+            req = req.header(name, HeaderValue::from_str(value).map_err(bad)?);
+        }
+        if call.cbor_body {
+            req = req.header(http::header::CONTENT_TYPE, CBOR_MIME);
+        }
+        req.body(Full::new(call.body.clone()))
+            .map_err(|_| ClientError::Argument("unbuildable request"))
+    }
+
+    async fn attempt(&self, call: &Call) -> Result<Reply, Attempt> {
+        let endpoint = call.endpoint;
+        let mut sender = match self.take_idle() {
+            Some(s) => s,
+            // Nothing reached the server when dialing fails.
+            None => self.connect().await.map_err(Attempt::NotSent)?,
+        };
+        let req = self.build(call).map_err(Attempt::Failed)?;
+        let response = match sender.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => {
+                let err = ClientError::Http {
+                    endpoint,
+                    reason: e.error().to_string(),
+                };
+                // A request hyper hands back was never written: safe to resend anywhere.
+                return Err(if e.take_message().is_some() {
+                    Attempt::NotSent(err)
+                } else {
+                    Attempt::Failed(err)
+                });
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let limited = http_body_util::Limited::new(body, call.limit);
+        let body = match limited.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                return Err(Attempt::Failed(
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        ClientError::TooLarge {
+                            endpoint,
+                            limit: call.limit,
+                        }
+                    } else {
+                        ClientError::Http {
+                            endpoint,
+                            reason: e.to_string(),
+                        }
+                    },
+                ))
+            }
+        };
+        self.put_idle(sender);
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    async fn send(&self, call: Call) -> Result<Reply, ClientError> {
+        let deadline = self.inner.options.request_timeout;
+        let endpoint = call.endpoint;
+        let run = async {
+            let mut tries = 0u32;
+            loop {
+                match self.attempt(&call).await {
+                    Ok(r) => return Ok(r),
+                    Err(Attempt::NotSent(e)) | Err(Attempt::Failed(e))
+                        if tries >= self.inner.options.retries =>
+                    {
+                        return Err(e)
+                    }
+                    Err(Attempt::NotSent(_)) => {}
+                    Err(Attempt::Failed(e)) if !call.idempotent => return Err(e),
+                    Err(Attempt::Failed(_)) => {
+                        tokio::time::sleep(Duration::from_millis(100 << tries.min(4))).await;
+                    }
+                }
+                tries += 1;
+            }
+        };
+        tokio::time::timeout(deadline, run)
+            .await
+            .map_err(|_| ClientError::Timeout { endpoint })?
+    }
+
+    fn call(endpoint: &'static str, method: Method, path: String) -> Call {
+        let idempotent = method == Method::GET;
+        Call {
+            endpoint,
+            method,
+            path,
+            secrets: Vec::new(),
+            extra: Vec::new(),
+            body: Bytes::new(),
+            cbor_body: false,
+            idempotent,
+            limit: MAX_CBOR_RESPONSE,
+        }
+    }
+
+    /// Checks a 2xx CBOR reply and returns its body; other statuses become errors.
+    fn cbor_body(
+        reply: Reply,
+        endpoint: &'static str,
+        ok: &[StatusCode],
+    ) -> Result<Bytes, ClientError> {
+        if !ok.contains(&reply.status) {
+            return Err(status_error(endpoint, reply.status));
+        }
+        let ct = content_type(&reply.headers);
+        if ct != CBOR_MIME {
+            return Err(ClientError::ContentType {
+                endpoint,
+                expected: CBOR_MIME,
+                got: ct,
+            });
+        }
+        Ok(reply.body)
+    }
+
+    /// `GET /storage/v1/version`.
+    pub async fn version(&self) -> Result<VersionInfo, ClientError> {
+        const EP: &str = "version";
+        let reply = self
+            .send(Self::call(EP, Method::GET, "/storage/v1/version".into()))
+            .await?;
+        let body = Self::cbor_body(reply, EP, &[StatusCode::OK])?;
+        VersionInfo::from_cbor(&body).map_err(|source| ClientError::Message {
+            endpoint: EP,
+            source,
+        })
+    }
+
+    /// `POST /storage/v1/immutable/:si`: allocates share uploads.
+    pub async fn allocate_buckets(
+        &self,
+        si: &StorageIndex,
+        lease: &LeaseSecrets,
+        upload_secret: &[u8],
+        share_numbers: &BTreeSet<ShareNum>,
+        allocated_size: u64,
+    ) -> Result<AllocateResponse, ClientError> {
+        const EP: &str = "allocate";
+        if upload_secret.is_empty() {
+            return Err(ClientError::Argument("empty upload secret"));
+        }
+        let mut c = Self::call(
+            EP,
+            Method::POST,
+            format!("/storage/v1/immutable/{}", si_to_path(si)),
+        );
+        c.secrets = vec![
+            (SecretKind::LeaseRenew, lease.renew.to_vec()),
+            (SecretKind::LeaseCancel, lease.cancel.to_vec()),
+            (SecretKind::Upload, upload_secret.to_vec()),
+        ];
+        c.body = AllocateRequest {
+            share_numbers: share_numbers.clone(),
+            allocated_size,
+        }
+        .to_cbor()
+        .into();
+        c.cbor_body = true;
+        let body = Self::cbor_body(self.send(c).await?, EP, &[StatusCode::OK])?;
+        AllocateResponse::from_cbor(&body).map_err(|source| ClientError::Message {
+            endpoint: EP,
+            source,
+        })
+    }
+
+    /// `PATCH /storage/v1/immutable/:si/:shnum`: writes `data` at `offset`.
+    pub async fn write_share_chunk(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &[u8],
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, ClientError> {
+        const EP: &str = "immutable write";
+        if data.is_empty() {
+            return Err(ClientError::Argument("empty write"));
+        }
+        let last = offset
+            .checked_add(data.len() as u64 - 1)
+            .ok_or(ClientError::Argument("write past 2^64"))?;
+        let mut c = Self::call(
+            EP,
+            Method::PATCH,
+            format!("/storage/v1/immutable/{}/{}", si_to_path(si), shnum),
+        );
+        c.secrets = vec![(SecretKind::Upload, upload_secret.to_vec())];
+        c.extra = vec![(
+            http::header::CONTENT_RANGE,
+            format!("bytes {offset}-{last}/*"),
+        )];
+        c.body = data;
+        let reply = self.send(c).await?;
+        let finished = reply.status == StatusCode::CREATED;
+        let body = Self::cbor_body(reply, EP, &[StatusCode::OK, StatusCode::CREATED])?;
+        let resp = WriteResponse::from_cbor(&body).map_err(|source| ClientError::Message {
+            endpoint: EP,
+            source,
+        })?;
+        Ok(UploadProgress {
+            finished,
+            required: resp.required,
+        })
+    }
+
+    /// `PUT /storage/v1/immutable/:si/:shnum/abort`.
+    pub async fn abort_upload(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &[u8],
+    ) -> Result<(), ClientError> {
+        const EP: &str = "abort";
+        let mut c = Self::call(
+            EP,
+            Method::PUT,
+            format!("/storage/v1/immutable/{}/{}/abort", si_to_path(si), shnum),
+        );
+        c.secrets = vec![(SecretKind::Upload, upload_secret.to_vec())];
+        let reply = self.send(c).await?;
+        expect_status(EP, reply.status, StatusCode::OK)
+    }
+
+    async fn list(
+        &self,
+        kind: &str,
+        endpoint: &'static str,
+        si: &StorageIndex,
+    ) -> Result<BTreeSet<ShareNum>, ClientError> {
+        let c = Self::call(
+            endpoint,
+            Method::GET,
+            format!("/storage/v1/{kind}/{}/shares", si_to_path(si)),
+        );
+        let body = Self::cbor_body(self.send(c).await?, endpoint, &[StatusCode::OK])?;
+        ShareList::from_cbor(&body)
+            .map(|l| l.0)
+            .map_err(|source| ClientError::Message { endpoint, source })
+    }
+
+    /// `GET /storage/v1/immutable/:si/shares`.
+    pub async fn list_immutable_shares(
+        &self,
+        si: &StorageIndex,
+    ) -> Result<BTreeSet<ShareNum>, ClientError> {
+        self.list("immutable", "list immutable", si).await
+    }
+
+    /// `GET /storage/v1/mutable/:si/shares`.
+    pub async fn list_mutable_shares(
+        &self,
+        si: &StorageIndex,
+    ) -> Result<BTreeSet<ShareNum>, ClientError> {
+        self.list("mutable", "list mutable", si).await
+    }
+
+    async fn read(
+        &self,
+        kind: &str,
+        endpoint: &'static str,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, ClientError> {
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let last = offset
+            .checked_add(length - 1)
+            .ok_or(ClientError::Argument("read past 2^64"))?;
+        let mut c = Self::call(
+            endpoint,
+            Method::GET,
+            format!("/storage/v1/{kind}/{}/{}", si_to_path(si), shnum),
+        );
+        c.extra = vec![(http::header::RANGE, format!("bytes={offset}-{last}"))];
+        c.limit = usize::try_from(length).unwrap_or(usize::MAX);
+        let reply = self.send(c).await?;
+        if reply.status == StatusCode::NO_CONTENT {
+            return Ok(Bytes::new());
+        }
+        if reply.status != StatusCode::PARTIAL_CONTENT {
+            return Err(status_error(endpoint, reply.status));
+        }
+        let ct = content_type(&reply.headers);
+        if ct != "application/octet-stream" {
+            return Err(ClientError::ContentType {
+                endpoint,
+                expected: "application/octet-stream",
+                got: ct,
+            });
+        }
+        let bad = |problem| ClientError::Protocol { endpoint, problem };
+        let (start, end) = reply
+            .headers
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_response_content_range)
+            .ok_or(bad("missing or invalid Content-Range"))?;
+        if start != offset {
+            return Err(bad("Content-Range starts elsewhere than requested"));
+        }
+        if end - start > length {
+            return Err(bad("server sent more than requested"));
+        }
+        if reply.body.len() as u64 != end - start {
+            return Err(bad("body length differs from Content-Range"));
+        }
+        Ok(reply.body)
+    }
+
+    /// `GET /storage/v1/immutable/:si/:shnum` with `Range`: up to `length` bytes at `offset`
+    /// (shorter at the end of the share, empty past it).
+    pub async fn read_immutable_share(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, ClientError> {
+        self.read("immutable", "immutable read", si, shnum, offset, length)
+            .await
+    }
+
+    /// `GET /storage/v1/mutable/:si/:shnum` with `Range`.
+    pub async fn read_mutable_share(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, ClientError> {
+        self.read("mutable", "mutable read", si, shnum, offset, length)
+            .await
+    }
+
+    async fn corrupt(
+        &self,
+        kind: &str,
+        endpoint: &'static str,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let msg = CorruptRequest {
+            reason: reason.to_string(),
+        };
+        msg.validate()
+            .map_err(|_| ClientError::Argument("reason must be 1..=32765 bytes"))?;
+        let mut c = Self::call(
+            endpoint,
+            Method::POST,
+            format!("/storage/v1/{kind}/{}/{}/corrupt", si_to_path(si), shnum),
+        );
+        c.body = msg.to_cbor().into();
+        c.cbor_body = true;
+        let reply = self.send(c).await?;
+        expect_status(endpoint, reply.status, StatusCode::OK)
+    }
+
+    /// `POST /storage/v1/immutable/:si/:shnum/corrupt`.
+    pub async fn advise_corrupt_immutable(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        self.corrupt("immutable", "immutable corrupt", si, shnum, reason)
+            .await
+    }
+
+    /// `POST /storage/v1/mutable/:si/:shnum/corrupt`.
+    pub async fn advise_corrupt_mutable(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        self.corrupt("mutable", "mutable corrupt", si, shnum, reason)
+            .await
+    }
+
+    /// `POST /storage/v1/mutable/:si/read-test-write`. A bad write enabler is
+    /// `ClientError::Status { status: 401, .. }`.
+    pub async fn read_test_write(
+        &self,
+        si: &StorageIndex,
+        write_enabler: &[u8],
+        lease: &LeaseSecrets,
+        request: &ReadTestWriteRequest,
+    ) -> Result<ReadTestWriteResponse, ClientError> {
+        const EP: &str = "read-test-write";
+        if write_enabler.is_empty() {
+            return Err(ClientError::Argument("empty write enabler"));
+        }
+        let mut c = Self::call(
+            EP,
+            Method::POST,
+            format!("/storage/v1/mutable/{}/read-test-write", si_to_path(si)),
+        );
+        c.secrets = vec![
+            (SecretKind::WriteEnabler, write_enabler.to_vec()),
+            (SecretKind::LeaseRenew, lease.renew.to_vec()),
+            (SecretKind::LeaseCancel, lease.cancel.to_vec()),
+        ];
+        c.body = request.to_cbor().into();
+        c.cbor_body = true;
+        let body = Self::cbor_body(self.send(c).await?, EP, &[StatusCode::OK])?;
+        ReadTestWriteResponse::from_cbor(&body).map_err(|source| ClientError::Message {
+            endpoint: EP,
+            source,
+        })
+    }
+
+    /// `PUT /storage/v1/lease/:si`: adds or renews a lease on every share of `si`.
+    /// `ClientError::NotFound` when the server has no share of `si`.
+    pub async fn add_or_renew_lease(
+        &self,
+        si: &StorageIndex,
+        lease: &LeaseSecrets,
+    ) -> Result<(), ClientError> {
+        const EP: &str = "lease";
+        let mut c = Self::call(
+            EP,
+            Method::PUT,
+            format!("/storage/v1/lease/{}", si_to_path(si)),
+        );
+        c.secrets = vec![
+            (SecretKind::LeaseRenew, lease.renew.to_vec()),
+            (SecretKind::LeaseCancel, lease.cancel.to_vec()),
+        ];
+        c.idempotent = true;
+        let reply = self.send(c).await?;
+        expect_status(EP, reply.status, StatusCode::NO_CONTENT)
+    }
+}
+
+fn status_error(endpoint: &'static str, status: StatusCode) -> ClientError {
+    if status == StatusCode::NOT_FOUND {
+        ClientError::NotFound { endpoint }
+    } else {
+        ClientError::Status {
+            endpoint,
+            status: status.as_u16(),
+        }
+    }
+}
+
+fn expect_status(
+    endpoint: &'static str,
+    got: StatusCode,
+    want: StatusCode,
+) -> Result<(), ClientError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(status_error(endpoint, got))
+    }
+}
+
+/// The media type of the response, lowercased, without parameters ("" if absent).
+fn content_type(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Parses a response `Content-Range: bytes a-b/*` (or `/len`) into `[a, b+1)`.
+fn parse_response_content_range(s: &str) -> Option<(u64, u64)> {
+    let rest = s.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let num = |t: &str| -> Option<u64> {
+        (!t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let (a, b) = (num(a)?, num(b)?);
+    if b < a {
+        return None;
+    }
+    if total != "*" && num(total)? <= b {
+        return None;
+    }
+    Some((a, b.checked_add(1)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_forms() {
+        assert_eq!(parse_response_content_range("bytes 0-9/*"), Some((0, 10)));
+        assert_eq!(parse_response_content_range("bytes 5-5/6"), Some((5, 6)));
+        assert_eq!(parse_response_content_range("bytes 5-5/5"), None);
+        assert_eq!(parse_response_content_range("bytes 6-5/*"), None);
+        assert_eq!(parse_response_content_range("bytes */10"), None);
+        assert_eq!(parse_response_content_range("items 0-1/*"), None);
+    }
+}
