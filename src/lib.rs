@@ -12,7 +12,9 @@
 
 pub mod cap;
 pub mod codec;
+pub mod config;
 pub mod crypto;
+pub mod grid;
 pub mod immutable;
 pub mod util;
 
