@@ -10,7 +10,9 @@
 //! - entries are kept sorted by server id (Tahoe processes them sorted).
 //!
 //! Announcement keys lafs does not model are kept in `other` and written back. The writer emits
-//! only `storage:`; its output is what PyYAML's `safe_load` reads back to the same data.
+//! only `storage:`, as JSON (a subset of YAML that quotes every string), so that PyYAML's
+//! `safe_load` reads it back to the same data (plain YAML scalars like `yes` would turn into
+//! booleans under YAML 1.1).
 //! FURLs and NURLs contain swissnums (secrets): `Debug` hides them.
 
 use serde::{Deserialize, Serialize};
@@ -150,7 +152,9 @@ impl ServersYaml {
 
     /// The file text: `storage:` with every usable entry.
     pub fn to_yaml_string(&self) -> Result<String, ServersYamlError> {
-        serde_yaml::to_string(&Out {
+        // JSON is YAML, and it quotes every string: serde_yaml would write `yes` or `on` bare,
+        // which PyYAML (YAML 1.1) reads back as booleans.
+        serde_json::to_string_pretty(&Out {
             storage: &self.storage,
         })
         .map_err(|_| ServersYamlError::Serialize)
