@@ -13,15 +13,32 @@ const NURL: &str = "pb://JIj6ezHkdSBlHhrnezAgIC_mrVQHy4KAFyL-8ZNPGPM@example.com
 fn furl_parse_display() {
     let f = Furl::parse(FURL).unwrap();
     assert_eq!(f.to_string(), FURL);
-    assert_eq!(f.tubid().to_vec(), crate::util::base32::decode("sdsvwb4i5uasumonzikmsbfn3gy5v7db").unwrap());
-    assert_eq!(f.hints()[0].endpoint(), Some((HintKind::Tcp, "10.0.0.2", 35619)));
-    assert_eq!(f.hints()[1].endpoint(), Some((HintKind::Tor, "abc.onion", 80)));
+    assert_eq!(
+        f.tubid().to_vec(),
+        crate::util::base32::decode("sdsvwb4i5uasumonzikmsbfn3gy5v7db").unwrap()
+    );
+    assert_eq!(
+        f.hints()[0].endpoint(),
+        Some((HintKind::Tcp, "10.0.0.2", 35619))
+    );
+    assert_eq!(
+        f.hints()[1].endpoint(),
+        Some((HintKind::Tor, "abc.onion", 80))
+    );
     assert_eq!(f.hints()[2].endpoint(), Some((HintKind::Tcp, "::1", 9)));
     assert!(!format!("{f:?}").contains("v2ca4"));
     // Tahoe lowercases the TubID.
-    assert_eq!(Furl::parse(&FURL.replace("sdsvwb4i", "SDSVWB4I")).unwrap(), f);
-    for bad in ["http://x@y/z", "pb://sdsvwb4i5uasumonzikmsbfn3gy5v7db/z", "pb://short@h:1/z",
-        "pb://sdsvwb4i5uasumonzikmsbfn3gy5v7db@h:1/", "pb://sdsvwb4i5uasumonzikmsbfn3gy5v7db@h:1,,x/s"] {
+    assert_eq!(
+        Furl::parse(&FURL.replace("sdsvwb4i", "SDSVWB4I")).unwrap(),
+        f
+    );
+    for bad in [
+        "http://x@y/z",
+        "pb://sdsvwb4i5uasumonzikmsbfn3gy5v7db/z",
+        "pb://short@h:1/z",
+        "pb://sdsvwb4i5uasumonzikmsbfn3gy5v7db@h:1/",
+        "pb://sdsvwb4i5uasumonzikmsbfn3gy5v7db@h:1,,x/s",
+    ] {
         assert!(Furl::parse(bad).is_err(), "{bad}");
     }
 }
@@ -30,16 +47,27 @@ fn furl_parse_display() {
 fn nurl_parse_display() {
     let n = Nurl::parse(NURL).unwrap();
     assert_eq!(n.to_string(), NURL);
-    assert_eq!((n.host(), n.port(), n.scheme()), ("example.com", 443, NurlScheme::Pb));
+    assert_eq!(
+        (n.host(), n.port(), n.scheme()),
+        ("example.com", 443, NurlScheme::Pb)
+    );
     assert_eq!(n.base_url(), "https://example.com:443");
     assert_eq!(n.swissnum(), "eiu2i7p6d6mm4ihmss7ieou5hac3wn6b");
-    let v6 = NURL.replace("example.com", "[2001:db8::1]").replace("pb://", "pb+tor://");
+    let v6 = NURL
+        .replace("example.com", "[2001:db8::1]")
+        .replace("pb://", "pb+tor://");
     let n6 = Nurl::parse(&v6).unwrap();
     assert_eq!(n6.to_string(), v6);
     assert_eq!(n6.base_url(), "https://[2001:db8::1]:443");
-    for bad in [NURL.replace("#v=1", ""), NURL.replace("v=1", "v=2"), NURL.replace("GPM@", "GPN@"),
-        NURL.replace("GPM@", "GP@"), NURL.replace(":443", ""), NURL.replace("example.com", "2001:db8::1"),
-        NURL.replace("pb://", "https://")] {
+    for bad in [
+        NURL.replace("#v=1", ""),
+        NURL.replace("v=1", "v=2"),
+        NURL.replace("GPM@", "GPN@"),
+        NURL.replace("GPM@", "GP@"),
+        NURL.replace(":443", ""),
+        NURL.replace("example.com", "2001:db8::1"),
+        NURL.replace("pb://", "https://"),
+    ] {
         assert!(Nurl::parse(&bad).is_err(), "{bad}");
     }
 }
@@ -48,12 +76,18 @@ fn nurl_parse_display() {
 fn seeds() {
     let key = "cqiv4xn5p3mdbx4aewhiw5pvxvkpyjzxm5yrvwnrbpz7xwlhyyvq";
     let id = format!("v0-{key}");
-    assert_eq!(permutation_seed(&id, None).unwrap(), crate::util::base32::decode(key).unwrap());
+    assert_eq!(
+        permutation_seed(&id, None).unwrap(),
+        crate::util::base32::decode(key).unwrap()
+    );
     assert_eq!(permutation_seed(&id, Some("aaaa")).unwrap(), vec![0, 0]);
     assert!(permutation_seed(&id, Some("AAAA")).is_err());
     assert!(permutation_seed(&id.to_uppercase().replace("V0-", "v0-"), None).is_err());
     use sha2::Digest;
-    assert_eq!(permutation_seed("server-7", None).unwrap(), sha2::Sha256::digest(b"server-7").to_vec());
+    assert_eq!(
+        permutation_seed("server-7", None).unwrap(),
+        sha2::Sha256::digest(b"server-7").to_vec()
+    );
     let ann = Announcement {
         anonymous_storage_furl: Some(FURL.into()),
         anonymous_storage_nurls: Some(vec![NURL.into()]),
@@ -62,8 +96,14 @@ fn seeds() {
     let d = StorageServerDesc::from_announcement(&id, &ann).unwrap();
     assert_eq!(d.lease_seed, Furl::parse(FURL).unwrap().tubid());
     assert!(d.uses_http(false) && !d.uses_http(true));
-    let no_furl = Announcement { anonymous_storage_furl: None, ..ann.clone() };
-    assert_eq!(StorageServerDesc::from_announcement(&id, &no_furl), Err(ServerError::NoFurl));
+    let no_furl = Announcement {
+        anonymous_storage_furl: None,
+        ..ann.clone()
+    };
+    assert_eq!(
+        StorageServerDesc::from_announcement(&id, &no_furl),
+        Err(ServerError::NoFurl)
+    );
 }
 
 fn desc(id: &str, seed: &[u8]) -> StorageServerDesc {
@@ -112,17 +152,30 @@ fn sharemap(pairs: &[(u16, u32)]) -> BTreeMap<u16, BTreeSet<u32>> {
 fn happiness_examples() {
     // happinessutil.servers_of_happiness docstring: server 1 holds 1,2,3,4; 2 holds 6; 3 holds 3;
     // 4 holds 4; 5 holds 2 -> 5.
-    let m = sharemap(&[(1, 1), (2, 1), (3, 1), (4, 1), (6, 2), (3, 3), (4, 4), (2, 5)]);
+    let m = sharemap(&[
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (4, 1),
+        (6, 2),
+        (3, 3),
+        (4, 4),
+        (2, 5),
+    ]);
     assert_eq!(servers_of_happiness(&m), 5);
     // servers-of-happiness.rst: k=3, ten servers each holding all three shares -> 3.
-    let all: Vec<(u16, u32)> = (0..10).flat_map(|s| (0..3).map(move |sh| (sh, s))).collect();
+    let all: Vec<(u16, u32)> = (0..10)
+        .flat_map(|s| (0..3).map(move |sh| (sh, s)))
+        .collect();
     assert_eq!(servers_of_happiness(&sharemap(&all)), 3);
     assert_eq!(servers_of_happiness::<u32>(&BTreeMap::new()), 0);
 }
 
 fn brute_force(m: &BTreeMap<u16, BTreeSet<u32>>) -> usize {
     fn go(shares: &[(u16, Vec<u32>)], used: &mut BTreeSet<u32>) -> usize {
-        let Some(((_, srvs), rest)) = shares.split_first() else { return 0 };
+        let Some(((_, srvs), rest)) = shares.split_first() else {
+            return 0;
+        };
         let mut best = go(rest, used);
         for s in srvs {
             if used.insert(*s) {
@@ -132,14 +185,27 @@ fn brute_force(m: &BTreeMap<u16, BTreeSet<u32>>) -> usize {
         }
         best
     }
-    let shares: Vec<(u16, Vec<u32>)> = m.iter().map(|(k, v)| (*k, v.iter().copied().collect())).collect();
+    let shares: Vec<(u16, Vec<u32>)> = m
+        .iter()
+        .map(|(k, v)| (*k, v.iter().copied().collect()))
+        .collect();
     go(&shares, &mut BTreeSet::new())
 }
 
-fn request(n_servers: u32, readonly: &[u32], existing: &BTreeMap<u32, BTreeSet<u16>>, k: u16, happy: u16, total: u16) -> PlacementRequest<u32> {
+fn request(
+    n_servers: u32,
+    readonly: &[u32],
+    existing: &BTreeMap<u32, BTreeSet<u16>>,
+    k: u16,
+    happy: u16,
+    total: u16,
+) -> PlacementRequest<u32> {
     PlacementRequest {
         candidates: (0..n_servers)
-            .map(|id| Candidate { id, max_share_size: if readonly.contains(&id) { 10 } else { 1000 } })
+            .map(|id| Candidate {
+                id,
+                max_share_size: if readonly.contains(&id) { 10 } else { 1000 },
+            })
             .collect(),
         allocated_size: 100,
         existing: existing.clone(),
@@ -157,14 +223,27 @@ fn placement_basic() {
     assert_eq!(p.happiness, 10);
     // Only 4 servers: all shares placed, happiness 4 < 7 -> Tahoe's message.
     let err = place(&request(4, &[], &BTreeMap::new(), 3, 7, 10)).unwrap_err();
-    assert_eq!(err, PlacementError::Unhappy { peer_count: 4, k: 3, happy: 7, effective_happy: 4 });
-    assert!(err.to_string().starts_with("shares could be placed on only 4 server(s)"));
+    assert_eq!(
+        err,
+        PlacementError::Unhappy {
+            peer_count: 4,
+            k: 3,
+            happy: 7,
+            effective_happy: 4
+        }
+    );
+    assert!(err
+        .to_string()
+        .starts_with("shares could be placed on only 4 server(s)"));
     // Existing shares on a read-only server are kept there.
     let existing = BTreeMap::from([(0u32, BTreeSet::from([5u16]))]);
     let p = place(&request(12, &[0], &existing, 3, 7, 10)).unwrap();
     assert_eq!(p.shares.get(&5), Some(&0));
     assert!(p.shares.iter().all(|(s, srv)| *srv != 0 || *s == 5));
-    assert_eq!(place(&request(0, &[], &BTreeMap::new(), 3, 7, 10)), Err(PlacementError::NoServers));
+    assert_eq!(
+        place(&request(0, &[], &BTreeMap::new(), 3, 7, 10)),
+        Err(PlacementError::NoServers)
+    );
 }
 
 proptest! {
