@@ -51,6 +51,9 @@ pub enum IniError {
 pub const DEFAULT_SECTION: &str = "DEFAULT";
 const MAX_INTERPOLATION_DEPTH: usize = 10;
 
+/// Options as line lists before joining: `(name, lines)`.
+type RawOptions = Vec<(String, Vec<String>)>;
+
 /// An ordered map of options, in first-insertion order like Python's dict.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Section {
@@ -111,7 +114,7 @@ impl Ini {
         let mut ini = Ini::default();
         // Values are collected as line lists and joined at the end, as configparser does.
         let mut defaults: Vec<(String, Vec<String>)> = Vec::new();
-        let mut sections: Vec<(String, Vec<(String, Vec<String>)>)> = Vec::new();
+        let mut sections: Vec<(String, RawOptions)> = Vec::new();
         // None: before any header; Some(None): [DEFAULT]; Some(Some(i)): sections[i].
         let mut cursect: Option<Option<usize>> = None;
         let mut optname: Option<String> = None;
@@ -324,7 +327,7 @@ impl Ini {
 
 fn option_lines<'a>(
     defaults: &'a mut [(String, Vec<String>)],
-    sections: &'a mut [(String, Vec<(String, Vec<String>)>)],
+    sections: &'a mut [(String, RawOptions)],
     cs: Option<usize>,
     name: &str,
 ) -> Option<&'a mut Vec<String>> {

@@ -311,16 +311,21 @@ pub fn parse_py_int(s: &str) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
+/// `parse_abbreviated_size` refused its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unparseable size")]
+pub struct SizeError;
+
 /// Tahoe's `parse_abbreviated_size`: `None` for an empty string, else
 /// `^(\d+)([KMGTPE]?I?B?)$` on the uppercased text; `K`=1000, `KI`=1024, a bare `I` or `B` is 1.
-pub fn parse_abbreviated_size(s: &str) -> Result<Option<u64>, ()> {
+pub fn parse_abbreviated_size(s: &str) -> Result<Option<u64>, SizeError> {
     if s.is_empty() {
         return Ok(None);
     }
     let up = s.to_uppercase();
     let digits_end = up.find(|c: char| !c.is_ascii_digit()).unwrap_or(up.len());
     if digits_end == 0 {
-        return Err(());
+        return Err(SizeError);
     }
     let (num, mut suffix) = up.split_at(digits_end);
     // The regex `$` also matches before one final "\n".
@@ -338,7 +343,7 @@ pub fn parse_abbreviated_size(s: &str) -> Result<Option<u64>, ()> {
         "T" => 4,
         "P" => 5,
         "E" => 6,
-        _ => return Err(()),
+        _ => return Err(SizeError),
     };
     let base: u64 = if binary { 1024 } else { 1000 };
     let multiplier = if letter.is_empty() {
@@ -346,8 +351,8 @@ pub fn parse_abbreviated_size(s: &str) -> Result<Option<u64>, ()> {
     } else {
         base.pow(power)
     };
-    let n: u64 = num.parse().map_err(|_| ())?;
-    n.checked_mul(multiplier).map(Some).ok_or(())
+    let n: u64 = num.parse().map_err(|_| SizeError)?;
+    n.checked_mul(multiplier).map(Some).ok_or(SizeError)
 }
 
 /// Tahoe's `parse_duration`: one trailing `s` dropped, then a `day`, `month`, `mo` or `year`

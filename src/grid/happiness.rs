@@ -12,7 +12,8 @@
 //! 2. remaining shares already on writable servers are matched to them (if no such shares exist,
 //!    Tahoe's `if servermap:` falls through to the complete graph, and so does this);
 //! 3. remaining shares are matched to remaining writable servers;
-//! then unmatched ("homeless") shares go back to a writable server that already has them, else to
+//!
+//! Then unmatched ("homeless") shares go back to a writable server that already has them, else to
 //! the least-loaded writable server that has existing shares (ties by server id), else round-robin
 //! over the writable servers.
 //!
@@ -103,8 +104,8 @@ fn tahoe_matching(edges: &[Vec<usize>], num_shares: usize) -> Vec<Option<usize>>
                     }
                 };
             if n == 0 {
-                for p in 0..np {
-                    if !peer_matched[p] {
+                for (p, matched) in peer_matched.iter().enumerate() {
+                    if !matched {
                         visit(p + 1, &mut pred, &mut queue);
                     }
                 }

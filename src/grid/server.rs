@@ -119,7 +119,7 @@ pub fn permuted_servers<'a>(
     let mut keyed: Vec<(bool, [u8; 20], &StorageServerDesc)> = servers
         .iter()
         .map(|s| {
-            let unpreferred = !preferred.iter().any(|p| *p == s.server_id);
+            let unpreferred = !preferred.contains(&s.server_id);
             (
                 unpreferred,
                 permute_server_hash(storage_index, &s.permutation_seed),
@@ -127,6 +127,6 @@ pub fn permuted_servers<'a>(
             )
         })
         .collect();
-    keyed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    keyed.sort_by_key(|k| (k.0, k.1));
     keyed.into_iter().map(|(_, _, s)| s).collect()
 }
