@@ -13,8 +13,10 @@
 
 pub mod cap;
 pub mod codec;
+pub mod config;
 pub mod crypto;
 pub mod dirnode;
+pub mod grid;
 pub mod immutable;
 pub mod mutable;
 pub mod protocol;
