@@ -1,0 +1,53 @@
+//! Helpers shared by the integration tests: where the external inputs live (Tahoe's conformance
+//! vectors, the Tahoe-LAFS 1.20 venv made by `.ci/setup`) and the rule for when they are missing.
+//!
+//! The rule: a test whose input is absent prints a clear message and returns (a developer box
+//! without the vectors or without Tahoe still gets a green `cargo test`), except when the
+//! environment has `CI=true`, where absence is a failure so that CI can never pass by skipping.
+//!
+//! Each integration test is its own crate and uses only some of these helpers, hence the
+//! `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// True when running in CI (`CI=true`): missing inputs fail instead of skipping.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The directory holding `tahoe-1.20-test_vectors.yaml`: `$LAFS_VECTORS_DIR`, else
+/// `$CARGO_MANIFEST_DIR/../shared/vectors`. `None` when that directory does not exist.
+pub fn vectors_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("LAFS_VECTORS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"),
+    };
+    dir.is_dir().then_some(dir)
+}
+
+/// The Tahoe-LAFS 1.20 venv made by `.ci/setup`: `$LAFS_TAHOE_VENV`, else
+/// `$HOME/.cache/lafs/tahoe-venv` (possibly a symlink). `None` unless `bin/tahoe` and
+/// `bin/python3` exist in it.
+pub fn tahoe_venv() -> Option<PathBuf> {
+    let venv = match std::env::var_os("LAFS_TAHOE_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/lafs/tahoe-venv"),
+    };
+    (venv.join("bin/tahoe").is_file() && venv.join("bin/python3").exists()).then_some(venv)
+}
+
+/// Returns `found` when it is `Some`. When it is `None`, prints why the test is skipped and
+/// returns `None`, or panics under `CI=true`. Use as
+/// `let Some(dir) = common::require("the test vectors", common::vectors_dir()) else { return };`.
+pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
+    if found.is_none() {
+        let msg =
+            format!("{what} not found (set LAFS_VECTORS_DIR / LAFS_TAHOE_VENV, or run .ci/setup)");
+        if ci() {
+            panic!("{msg}; CI=true, so this is a failure");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}

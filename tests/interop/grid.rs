@@ -1,0 +1,290 @@
+//! Rust side of the loopback Tahoe grid: drives `tests/interop/tahoe_grid.py` (see its docstring)
+//! for the interop tests. Include it with `#[path = "interop/grid.rs"] mod grid;`.
+//!
+//! Invariants:
+//! - every wait is bounded: the grid start, each command (killed at its deadline) and the
+//!   shutdown in `Drop`;
+//! - the grid never outlives the test: the supervisor (`tahoe_grid.py up`) reads our pipe as its
+//!   stdin and stops all nodes when it closes, which happens in `Drop`, on a panic, or when the
+//!   test process dies; `--lifetime` is a last-resort bound should the pipe stay open.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Encoding parameters of one client node of the grid (Tahoe reads them at node start-up).
+pub struct ClientSpec {
+    pub name: &'static str,
+    pub needed: u32,
+    pub happy: u32,
+    pub total: u32,
+    /// `[client] shares._max_immutable_segment_size_for_testing`; `None` keeps Tahoe's 1 MiB.
+    pub max_segment_size: Option<u64>,
+}
+
+/// One share file found on a server.
+pub struct ShareFile {
+    pub server: String,
+    pub shnum: u32,
+    pub path: PathBuf,
+}
+
+/// A running grid; dropped = stopped.
+pub struct Grid {
+    dir: tempfile::TempDir,
+    python: PathBuf,
+    script: PathBuf,
+    supervisor: Child,
+    stdin: Option<ChildStdin>,
+}
+
+/// How long the supervisor may live at most, whatever happens to the test.
+const LIFETIME: Duration = Duration::from_secs(600);
+
+fn script_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/tahoe_grid.py")
+}
+
+impl Grid {
+    /// Creates and starts a grid of `servers` storage nodes and the given clients, all with the
+    /// same convergence secret; returns once every client is connected to every server.
+    pub fn up(
+        venv: &Path,
+        servers: usize,
+        clients: &[ClientSpec],
+        convergence_secret: &[u8],
+        timeout: Duration,
+    ) -> Grid {
+        let dir = tempfile::Builder::new()
+            .prefix("lafs-tahoe-grid-")
+            .tempdir()
+            .expect("create temp dir for the grid");
+        let python = venv.join("bin/python3");
+        let script = script_path();
+        let log_path = dir.path().join("supervisor.log");
+        let log = std::fs::File::create(&log_path).expect("create supervisor.log");
+        let mut cmd = Command::new(&python);
+        cmd.arg(&script)
+            .arg("--tahoe")
+            .arg(venv.join("bin/tahoe"))
+            .arg("up")
+            .arg("--dir")
+            .arg(dir.path().join("grid"))
+            .arg("--servers")
+            .arg(servers.to_string())
+            .arg("--convergence-b32")
+            .arg(lafs::util::base32::encode(convergence_secret))
+            .arg("--timeout")
+            .arg(timeout.as_secs().to_string())
+            .arg("--lifetime")
+            .arg(LIFETIME.as_secs().to_string());
+        for c in clients {
+            let seg = c
+                .max_segment_size
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            cmd.arg("--client").arg(format!(
+                "{}:{}:{}:{}:{}",
+                c.name, c.needed, c.happy, c.total, seg
+            ));
+        }
+        let mut supervisor = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tahoe_grid.py up");
+        let stdin = supervisor.stdin.take();
+        let stdout = supervisor.stdout.take().expect("supervisor stdout");
+        let grid = Grid {
+            dir,
+            python,
+            script,
+            supervisor,
+            stdin,
+        };
+
+        // Wait for the READY line, bounded. Node creation is part of `up`, so allow for it on a
+        // loaded machine on top of `timeout` (which bounds the start-up wait inside the script).
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + timeout + Duration::from_secs(150);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("READY ") => break,
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let log = grid.log();
+                    drop(grid);
+                    panic!("tahoe grid not ready in time; supervisor.log:\n{log}");
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let log = grid.log();
+                    drop(grid);
+                    panic!("tahoe grid failed to start; supervisor.log:\n{log}");
+                }
+            }
+        }
+        grid
+    }
+
+    /// The grid directory (node dirs, grid.json).
+    pub fn grid_dir(&self) -> PathBuf {
+        self.dir.path().join("grid")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("supervisor.log")).unwrap_or_default()
+    }
+
+    /// Runs a `tahoe_grid.py` subcommand on this grid; returns stdout. Panics on failure or after
+    /// `timeout` (the child is killed).
+    pub fn run(&self, args: &[&str], timeout: Duration) -> String {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&self.script).args(args);
+        let out = run_bounded(cmd, timeout);
+        assert!(
+            out.ok,
+            "tahoe_grid.py {} failed:\n{}\n{}",
+            args.first().unwrap_or(&""),
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    /// Uploads `data` with `tahoe put` through client `client`; returns the cap.
+    pub fn put(&self, client: &str, data: &[u8], timeout: Duration) -> String {
+        let file = tempfile::NamedTempFile::new_in(self.dir.path()).expect("temp file");
+        std::fs::write(file.path(), data).expect("write upload file");
+        let dir = self.grid_dir();
+        let out = self.run(
+            &[
+                "put",
+                "--dir",
+                dir.to_str().expect("utf-8 temp path"),
+                "--client",
+                client,
+                "--timeout",
+                &timeout.as_secs().to_string(),
+                file.path().to_str().expect("utf-8 temp path"),
+            ],
+            timeout + Duration::from_secs(30),
+        );
+        out.trim().to_string()
+    }
+
+    /// Every share file of `cap` on the grid's servers, with the storage index from
+    /// `tahoe debug dump-cap` (Tahoe's own derivation; costs a Tahoe process start).
+    pub fn shares_of_cap(&self, cap: &str, timeout: Duration) -> Vec<ShareFile> {
+        self.shares_by(&["--cap", cap], timeout)
+    }
+
+    /// Every share file of storage index `si` (lowercase base32) on the grid's servers.
+    pub fn shares_of_si(&self, si: &str, timeout: Duration) -> Vec<ShareFile> {
+        self.shares_by(&["--si", si], timeout)
+    }
+
+    fn shares_by(&self, which: &[&str], timeout: Duration) -> Vec<ShareFile> {
+        let dir = self.grid_dir();
+        let mut args = vec!["shares", "--dir", dir.to_str().expect("utf-8 temp path")];
+        args.extend_from_slice(which);
+        let out = self.run(&args, timeout);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("shares JSON");
+        v["shares"]
+            .as_array()
+            .expect("shares array")
+            .iter()
+            .map(|s| ShareFile {
+                server: s["server"].as_str().expect("server").to_string(),
+                shnum: u32::try_from(s["shnum"].as_u64().expect("shnum")).expect("shnum fits"),
+                path: PathBuf::from(s["path"].as_str().expect("path")),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Grid {
+    fn drop(&mut self) {
+        // Closing the supervisor's stdin makes it stop every node (bounded inside the script:
+        // SIGTERM, then SIGKILL after a grace period). Bound our own wait as well.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.supervisor.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                _ => break,
+            }
+        }
+        // The supervisor hung: kill it; its nodes then see their stdin close and exit.
+        let _ = self.supervisor.kill();
+        let _ = self.supervisor.wait();
+    }
+}
+
+/// Output of a bounded command.
+pub struct Bounded {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` with no stdin, capturing output; kills it at `timeout` (then `ok` is false and
+/// stderr says so).
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Bounded {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    // Read both pipes on threads so a chatty child never blocks on a full pipe.
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().expect("wait for command") {
+            Some(st) => break Some(st),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let mut stderr = t_err.join().unwrap_or_default();
+    if status.is_none() {
+        stderr.push_str(&format!("\n(killed after {timeout:?})"));
+    }
+    Bounded {
+        ok: status.is_some_and(|s| s.success()),
+        stdout,
+        stderr,
+    }
+}
