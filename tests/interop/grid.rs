@@ -215,6 +215,155 @@ impl Grid {
     }
 }
 
+/// One storage server of the grid, from grid.json.
+pub struct ServerInfo {
+    pub name: String,
+    /// The 20-byte node id (Foolscap TubID): write-enabler and lease seed.
+    pub nodeid: [u8; 20],
+    /// `<node dir>/storage`; shares live in `shares/<si[:2]>/<si>/<shnum>` below it.
+    pub storage_dir: PathBuf,
+}
+
+/// The answer of a web-API request.
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Grid {
+    /// grid.json as written by the harness (node dirs, ports, server node ids).
+    pub fn description(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.grid_dir().join("grid.json")).expect("grid.json");
+        serde_json::from_str(&text).expect("grid.json is JSON")
+    }
+
+    /// The storage servers with their node ids (from each server's `my_nodeid`).
+    pub fn servers(&self) -> Vec<ServerInfo> {
+        let desc = self.description();
+        desc["servers"]
+            .as_array()
+            .expect("servers array")
+            .iter()
+            .map(|s| {
+                let b32 = s["nodeid"].as_str().expect("server nodeid in grid.json");
+                let raw = lafs::util::base32::decode(b32.trim()).expect("nodeid is base32");
+                ServerInfo {
+                    name: s["name"].as_str().expect("name").to_string(),
+                    nodeid: raw.as_slice().try_into().expect("20-byte nodeid"),
+                    storage_dir: PathBuf::from(s["storage_dir"].as_str().expect("storage_dir")),
+                }
+            })
+            .collect()
+    }
+
+    fn client_desc(&self, client: &str) -> serde_json::Value {
+        let desc = self.description();
+        desc["clients"]
+            .as_array()
+            .expect("clients array")
+            .iter()
+            .find(|c| c["name"] == client)
+            .unwrap_or_else(|| panic!("no client {client:?} in grid.json"))
+            .clone()
+    }
+
+    /// The node directory of client `client`.
+    pub fn client_dir(&self, client: &str) -> PathBuf {
+        PathBuf::from(
+            self.client_desc(client)["dir"]
+                .as_str()
+                .expect("client dir"),
+        )
+    }
+
+    /// One HTTP/1.0 request to client `client`'s web API (`target` = path and query, already
+    /// percent-encoded). Bounded: connect, every read and every write time out at `timeout`, and
+    /// the whole exchange is abandoned after it.
+    pub fn http(
+        &self,
+        client: &str,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> HttpResponse {
+        use std::io::Write;
+        let port = self.client_desc(client)["web_port"]
+            .as_u64()
+            .expect("client web_port");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port as u16));
+        let deadline = Instant::now() + timeout;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).expect("connect web API");
+        s.set_read_timeout(Some(timeout)).expect("read timeout");
+        s.set_write_timeout(Some(timeout)).expect("write timeout");
+        // HTTP/1.0 without keep-alive: the server closes after the answer and never chunks it.
+        let head = format!(
+            "{method} {target} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).expect("send request");
+        s.write_all(body).expect("send body");
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{method} {target}: no complete answer within {timeout:?}"
+            );
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("{method} {target}: reading the answer: {e}"),
+            }
+        }
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("HTTP answer has a header");
+        let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let status: u16 = headers
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("HTTP status code");
+        let mut body = raw[split + 4..].to_vec();
+        if headers
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        HttpResponse { status, body }
+    }
+}
+
+/// Decodes a chunked HTTP body (should an HTTP/1.0 answer use it anyway).
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = String::from_utf8_lossy(&b[..eol]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        b = &b[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
 impl Drop for Grid {
     fn drop(&mut self) {
         // Closing the supervisor's stdin makes it stop every node (bounded inside the script:
