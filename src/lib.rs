@@ -12,6 +12,7 @@
 //! error message. Types that hold one implement `Debug` without printing the secret parts.
 
 pub mod cap;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crypto;
