@@ -7,7 +7,8 @@
 //! (digest §7) is stripped, and:
 //! - independently of our encoder, the body is checked against the digest (§3.6: layout v1,
 //!   total size formula, UEB hash = the cap's UEB hash);
-//! - the cap and every body must equal `lafs::immutable::encode_bytes` of the same plaintext.
+//! - the cap and every body must equal `lafs::immutable::encode_bytes` of the same plaintext;
+//! - `lafs debug encode`, given the secret as a node's `private/convergence` text, prints the same cap.
 //!
 //! Needs the venv from `.ci/setup` (skips with a message without it, fails under CI=true). The
 //! whole test is bounded: grid start, each command and the shutdown have deadlines.
@@ -37,6 +38,37 @@ fn plaintext(len: usize, seed: u64) -> Vec<u8> {
             (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
         })
         .collect()
+}
+
+/// Runs `lafs debug encode` the way a user would: the secret as the base32 text of a node's
+/// `private/convergence` file (with its trailing newline), the file on disk, and the
+/// `--max-segment-size` flag only where the case departs from the 1 MiB default.
+fn debug_encode_cli(data: &[u8], case: &Case) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("plaintext");
+    std::fs::write(&file, data).expect("write plaintext");
+    let secret = format!("{}\n", lafs::util::base32::encode(SECRET));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lafs"));
+    cmd.args(["debug", "encode", "--convergence", secret.as_str()])
+        .args(["--needed", &case.needed.to_string()])
+        .args(["--total", &case.total.to_string()]);
+    if case.max_segment_size != 1 << 20 {
+        cmd.args(["--max-segment-size", &case.max_segment_size.to_string()]);
+    }
+    let out = cmd.arg(&file).output().expect("run lafs");
+    assert!(
+        out.status.success(),
+        "{}: lafs debug encode failed: {}",
+        case.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 stdout");
+    assert!(
+        stdout.ends_with('\n') && stdout.lines().count() == 1,
+        "{}: one line of output",
+        case.name
+    );
+    stdout.trim_end().to_string()
 }
 
 fn be32(b: &[u8], off: usize) -> u32 {
@@ -248,6 +280,12 @@ fn tahoe_chk_shares_equal_ours() {
             ours.shares.len(),
             case.total as usize,
             "{}: share count",
+            case.name
+        );
+        assert_eq!(
+            debug_encode_cli(&data, case),
+            cap,
+            "{}: `lafs debug encode` vs Tahoe's cap",
             case.name
         );
 
