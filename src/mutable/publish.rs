@@ -104,6 +104,11 @@ fn checkstring_test(cs: Vec<u8>) -> TestVector {
 
 /// Sends one `read-test-write` per share write, all concurrently (writes to one server are
 /// independent requests: each carries its own test vector).
+///
+/// A write that fails with a server error (not a refused test) and carries a whole share is
+/// placed again on another server that has not failed, as a new share (create test), preferring
+/// the least loaded server, until every share is placed or no server is left. Partial writes
+/// (in-place MDMF updates) are not relocated: a partial share elsewhere would be garbage.
 #[allow(clippy::too_many_arguments)]
 async fn send_writes(
     servers: &[&dyn MutableServer],
@@ -119,35 +124,67 @@ async fn send_writes(
     let read_vector = [(0u64, layout::checkstring_len(format) as u64)];
     let mut written = Vec::new();
     let mut refused = Vec::new();
-    let sends = ops.into_iter().filter_map(|op| {
-        let server = *servers.get(op.server)?;
-        let secrets = write_secrets(writer, server, &params.lease_secret);
-        let mut tw = BTreeMap::new();
-        tw.insert(
-            op.shnum,
-            TestWriteVectors {
-                test: vec![op.test],
-                write: op.write,
-                new_length: None,
-            },
-        );
-        let (idx, shnum) = (op.server, op.shnum);
-        let si = &si;
-        let read_vector = &read_vector;
-        Some(async move {
-            let r = server.read_test_write(si, &secrets, &tw, read_vector).await;
-            (idx, shnum, r)
-        })
-    });
-    for (server, shnum, r) in futures::future::join_all(sends).await {
-        match r {
-            Ok(r) if r.success => written.push((server, shnum)),
-            Ok(_) => refused.push((server, shnum)),
-            Err(e) => problems.push(ShareProblem {
-                server,
+    let mut dead: BTreeSet<usize> = BTreeSet::new();
+    let mut load: BTreeMap<usize, usize> = BTreeMap::new();
+    for op in &ops {
+        *load.entry(op.server).or_default() += 1;
+    }
+    let mut pending = ops;
+    while !pending.is_empty() {
+        let sends = pending.into_iter().filter_map(|op| {
+            let server = *servers.get(op.server)?;
+            let secrets = write_secrets(writer, server, &params.lease_secret);
+            let mut tw = BTreeMap::new();
+            tw.insert(
+                op.shnum,
+                TestWriteVectors {
+                    test: vec![op.test],
+                    write: op.write,
+                    new_length: None,
+                },
+            );
+            let (idx, shnum) = (op.server, op.shnum);
+            let si = &si;
+            let read_vector = &read_vector;
+            Some(async move {
+                let r = server.read_test_write(si, &secrets, &tw, read_vector).await;
+                let write = tw.remove(&shnum).map(|v| v.write).unwrap_or_default();
+                (idx, shnum, write, r)
+            })
+        });
+        let mut retry = Vec::new();
+        for (server, shnum, write, r) in futures::future::join_all(sends).await {
+            match r {
+                Ok(r) if r.success => written.push((server, shnum)),
+                Ok(_) => refused.push((server, shnum)),
+                Err(e) => {
+                    dead.insert(server);
+                    problems.push(ShareProblem {
+                        server,
+                        shnum,
+                        error: ShareError::Storage(e),
+                    });
+                    if write.len() == 1 && write.first().is_some_and(|w| w.0 == 0) {
+                        retry.push((shnum, write));
+                    }
+                }
+            }
+        }
+        pending = Vec::new();
+        for (shnum, write) in retry {
+            let target = (0..servers.len())
+                .filter(|i| !dead.contains(i))
+                .min_by_key(|i| (load.get(i).copied().unwrap_or(0), *i));
+            let Some(target) = target else {
+                break;
+            };
+            *load.entry(target).or_default() += 1;
+            pending.push(WriteOp {
+                server: target,
                 shnum,
-                error: ShareError::Storage(e),
-            }),
+                test: create_test(),
+                write,
+            });
         }
     }
     if !refused.is_empty() {
