@@ -137,10 +137,23 @@ impl DirectoryStore for NetDirStore {
                 map
             }
         };
-        let out = self
+        let out = match self
             .rt
             .block_on(self.client.publish_against(cap, &mut map, &new))
-            .map_err(backend)?;
+        {
+            Ok(out) => out,
+            Err(e) => {
+                let e = backend(e);
+                if e == StoreError::Conflict {
+                    // Two writers that collided retry at once and collide again: a random
+                    // pause desynchronises them.
+                    std::thread::sleep(std::time::Duration::from_millis(
+                        5 + rand::random::<u64>() % 50,
+                    ));
+                }
+                return Err(e);
+            }
+        };
         self.publishes.fetch_add(1, Ordering::SeqCst);
         Ok((out.seqnum, None))
     }

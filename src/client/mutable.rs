@@ -212,6 +212,29 @@ fn is_corruption(p: &ShareProblem) -> bool {
     !matches!(p.error, ShareError::Storage(_)) && p.shnum != ShareNum::MAX
 }
 
+/// How many times a read is retried when the shares it mapped changed before their blocks were
+/// fetched (another writer publishing at the same time).
+const READ_RETRIES: u32 = 3;
+
+/// Whether a read that found too few good blocks, or only rejected shares, should map again
+/// (after a short pause): the shares may have been rewritten while they were read. Bad shares that stay bad fail again
+/// and the error is returned after [`READ_RETRIES`].
+async fn retry_read<T>(r: &Result<T, MutableError>, attempt: &mut u32) -> bool {
+    let changing = matches!(
+        r,
+        Err(MutableError::NotEnoughShares { .. }) | Err(MutableError::NoVersions { problems: 1.. })
+    );
+    if !changing || *attempt >= READ_RETRIES {
+        return false;
+    }
+    *attempt += 1;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        10 * u64::from(*attempt) + rand::random::<u64>() % 20,
+    ))
+    .await;
+    true
+}
+
 impl MutableClient {
     /// A client over `servers`. `lease_secret` is the node's `private/secret` lease secret;
     /// `keys` pre-generates RSA keys for new files and directories.
@@ -345,10 +368,16 @@ impl MutableClient {
         let si = reader.storage_index;
         let p = self.placement(&si)?;
         let refs = p.refs();
-        let mut map = retrieve::map_update(&refs, reader).await;
-        let r = retrieve::retrieve_with_map(&refs, reader, &mut map, range).await;
-        self.advise(&p, &si, &map.problems).await;
-        r
+        let mut attempt = 0;
+        loop {
+            let mut map = retrieve::map_update(&refs, reader).await;
+            let r = retrieve::retrieve_with_map(&refs, reader, &mut map, range).await;
+            if retry_read(&r, &mut attempt).await {
+                continue;
+            }
+            self.advise(&p, &si, &map.problems).await;
+            return r;
+        }
     }
 
     /// Replaces the contents (a new version with seqnum = highest seen + 1).
@@ -429,10 +458,16 @@ impl MutableClient {
         let si = writer.reader.storage_index;
         let p = self.placement(&si)?;
         let refs = p.refs();
-        let mut map = retrieve::map_update_for_write(&refs, &writer).await;
-        let r = retrieve::retrieve_with_map(&refs, &writer.reader, &mut map, None).await;
-        self.advise(&p, &si, &map.problems).await;
-        Ok((r?, map))
+        let mut attempt = 0;
+        loop {
+            let mut map = retrieve::map_update_for_write(&refs, &writer).await;
+            let r = retrieve::retrieve_with_map(&refs, &writer.reader, &mut map, None).await;
+            if retry_read(&r, &mut attempt).await {
+                continue;
+            }
+            self.advise(&p, &si, &map.problems).await;
+            return Ok((r?, map));
+        }
     }
 
     /// Publishes `contents` tested against a map from [`MutableClient::read_for_write`]. The
