@@ -165,7 +165,7 @@ async fn verify_metadata(
 
 /// What one share's mapping produced.
 enum ShareOutcome {
-    Verified(SeenShare, ShareHeader, Vec<Hash>),
+    Verified(SeenShare, Box<ShareHeader>, Vec<Hash>),
     Rejected(Option<SeenShare>, ShareProblem),
 }
 
@@ -210,7 +210,7 @@ async fn map_server(
             raw_header: raw,
         };
         match verify_metadata(server, si, shnum, &seen.raw_header, fingerprint).await {
-            Ok((header, leaves)) => ShareOutcome::Verified(seen, header, leaves),
+            Ok((header, leaves)) => ShareOutcome::Verified(seen, Box::new(header), leaves),
             Err(error) => ShareOutcome::Rejected(
                 Some(seen),
                 ShareProblem {
@@ -244,7 +244,7 @@ pub async fn map_update(servers: &[&dyn MutableServer], reader: &ReaderKeys) -> 
                 map.verified.push(VerifiedShare {
                     server: seen.server,
                     shnum: seen.shnum,
-                    header,
+                    header: *header,
                     block_leaves,
                 });
                 map.seen.push(seen);
