@@ -307,7 +307,7 @@ fn retrieve_from_disk(
     );
     let mem = load_memory_servers(servers, &si, &shares);
     let refs: Vec<&dyn MutableServer> = mem.iter().map(|m| m as &dyn MutableServer).collect();
-    let got = retrieve::retrieve(&refs, &writer.reader, None)
+    let got = futures::executor::block_on(retrieve::retrieve(&refs, &writer.reader, None))
         .unwrap_or_else(|e| panic!("{what}: our retrieve failed: {e}"));
     assert!(
         got.problems.is_empty(),
@@ -728,13 +728,23 @@ fn lafs_to_tahoe(grid: &Grid, servers: &[ServerInfo], chk_cap: &str) {
 
     // Files.
     let sdmf_data = plaintext(5000, 200);
-    let (sdmf_cap, _) =
-        publish::create(&refs, &keypair(), MutableFormat::Sdmf, &sdmf_data, &params)
-            .expect("our SDMF create");
+    let (sdmf_cap, _) = futures::executor::block_on(publish::create(
+        &refs,
+        &keypair(),
+        MutableFormat::Sdmf,
+        &sdmf_data,
+        &params,
+    ))
+    .expect("our SDMF create");
     let mdmf_data = plaintext(300_000, 201);
-    let (mdmf_cap, _) =
-        publish::create(&refs, &keypair(), MutableFormat::Mdmf, &mdmf_data, &params)
-            .expect("our MDMF create");
+    let (mdmf_cap, _) = futures::executor::block_on(publish::create(
+        &refs,
+        &keypair(),
+        MutableFormat::Mdmf,
+        &mdmf_data,
+        &params,
+    ))
+    .expect("our MDMF create");
     let sdmf_str = Cap::File(NodeCap::MutableWrite(sdmf_cap.clone())).to_string();
     let mdmf_str = Cap::File(NodeCap::MutableWrite(mdmf_cap.clone())).to_string();
 
@@ -779,8 +789,14 @@ fn lafs_to_tahoe(grid: &Grid, servers: &[ServerInfo], chk_cap: &str) {
         ),
     );
     let body = dir.pack().expect("pack our directory");
-    let (dir_file_cap, _) = publish::create(&refs, &dir_keys, MutableFormat::Sdmf, &body, &params)
-        .expect("our directory create");
+    let (dir_file_cap, _) = futures::executor::block_on(publish::create(
+        &refs,
+        &dir_keys,
+        MutableFormat::Sdmf,
+        &body,
+        &params,
+    ))
+    .expect("our directory create");
     let dir_str = Cap::Dir(NodeCap::MutableWrite(dir_file_cap.clone())).to_string();
 
     // Onto Tahoe's disks.

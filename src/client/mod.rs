@@ -8,6 +8,9 @@
 //! Invariants: no share byte is used before its hash chain to the cap (or signature) is verified,
 //! and a write operation returns success only once happiness is met.
 
+pub mod directory;
+pub mod mutable;
+
 use crate::grid::server::{permuted_servers, StorageServerDesc};
 use crate::protocol::client::StorageClient;
 use std::collections::HashMap;

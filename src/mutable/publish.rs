@@ -102,9 +102,15 @@ fn checkstring_test(cs: Vec<u8>) -> TestVector {
     }
 }
 
-/// Sends one `read-test-write` per share write.
+/// Sends one `read-test-write` per share write, all concurrently (writes to one server are
+/// independent requests: each carries its own test vector).
+///
+/// A write that fails with a server error (not a refused test) and carries a whole share is
+/// placed again on another server that has not failed, as a new share (create test), preferring
+/// the least loaded server, until every share is placed or no server is left. Partial writes
+/// (in-place MDMF updates) are not relocated: a partial share elsewhere would be garbage.
 #[allow(clippy::too_many_arguments)]
-fn send_writes(
+async fn send_writes(
     servers: &[&dyn MutableServer],
     writer: &WriterKeys,
     params: &PublishParams,
@@ -118,28 +124,67 @@ fn send_writes(
     let read_vector = [(0u64, layout::checkstring_len(format) as u64)];
     let mut written = Vec::new();
     let mut refused = Vec::new();
-    for op in ops {
-        let Some(server) = servers.get(op.server) else {
-            continue;
-        };
-        let secrets = write_secrets(writer, *server, &params.lease_secret);
-        let mut tw = BTreeMap::new();
-        tw.insert(
-            op.shnum,
-            TestWriteVectors {
-                test: vec![op.test],
-                write: op.write,
-                new_length: None,
-            },
-        );
-        match server.read_test_write(&si, &secrets, &tw, &read_vector) {
-            Ok(r) if r.success => written.push((op.server, op.shnum)),
-            Ok(_) => refused.push((op.server, op.shnum)),
-            Err(e) => problems.push(ShareProblem {
-                server: op.server,
-                shnum: op.shnum,
-                error: ShareError::Storage(e),
-            }),
+    let mut dead: BTreeSet<usize> = BTreeSet::new();
+    let mut load: BTreeMap<usize, usize> = BTreeMap::new();
+    for op in &ops {
+        *load.entry(op.server).or_default() += 1;
+    }
+    let mut pending = ops;
+    while !pending.is_empty() {
+        let sends = pending.into_iter().filter_map(|op| {
+            let server = *servers.get(op.server)?;
+            let secrets = write_secrets(writer, server, &params.lease_secret);
+            let mut tw = BTreeMap::new();
+            tw.insert(
+                op.shnum,
+                TestWriteVectors {
+                    test: vec![op.test],
+                    write: op.write,
+                    new_length: None,
+                },
+            );
+            let (idx, shnum) = (op.server, op.shnum);
+            let si = &si;
+            let read_vector = &read_vector;
+            Some(async move {
+                let r = server.read_test_write(si, &secrets, &tw, read_vector).await;
+                let write = tw.remove(&shnum).map(|v| v.write).unwrap_or_default();
+                (idx, shnum, write, r)
+            })
+        });
+        let mut retry = Vec::new();
+        for (server, shnum, write, r) in futures::future::join_all(sends).await {
+            match r {
+                Ok(r) if r.success => written.push((server, shnum)),
+                Ok(_) => refused.push((server, shnum)),
+                Err(e) => {
+                    dead.insert(server);
+                    problems.push(ShareProblem {
+                        server,
+                        shnum,
+                        error: ShareError::Storage(e),
+                    });
+                    if write.len() == 1 && write.first().is_some_and(|w| w.0 == 0) {
+                        retry.push((shnum, write));
+                    }
+                }
+            }
+        }
+        pending = Vec::new();
+        for (shnum, write) in retry {
+            let target = (0..servers.len())
+                .filter(|i| !dead.contains(i))
+                .min_by_key(|i| (load.get(i).copied().unwrap_or(0), *i));
+            let Some(target) = target else {
+                break;
+            };
+            *load.entry(target).or_default() += 1;
+            pending.push(WriteOp {
+                server: target,
+                shnum,
+                test: create_test(),
+                write,
+            });
         }
     }
     if !refused.is_empty() {
@@ -171,7 +216,7 @@ fn check_params(params: &PublishParams) -> Result<(), MutableError> {
 
 /// Creates a new mutable file with `contents` under a fresh key pair (take it from a
 /// [`super::keys::KeyPool`]); returns its write cap.
-pub fn create(
+pub async fn create(
     servers: &[&dyn MutableServer],
     keypair: &SigningKeyPair,
     format: MutableFormat,
@@ -202,25 +247,26 @@ pub fn create(
         1,
         ops,
         Vec::new(),
-    )?;
+    )
+    .await?;
     Ok((writer.write_cap(format), out))
 }
 
 /// Replaces the contents of the file with `contents` (a new version, seqnum = highest + 1).
-pub fn overwrite(
+pub async fn overwrite(
     servers: &[&dyn MutableServer],
     cap: &MutableWriteCap,
     contents: &[u8],
     params: &PublishParams,
 ) -> Result<PublishOutcome, MutableError> {
     let writer = WriterKeys::from_cap(cap);
-    let mut map = map_update_for_write(servers, &writer);
-    publish_with_map(servers, cap, &mut map, contents, params)
+    let mut map = map_update_for_write(servers, &writer).await;
+    publish_with_map(servers, cap, &mut map, contents, params).await
 }
 
 /// Publishes `contents` as a new version against a map made earlier: every share the map saw is
 /// tested against the checkstring it had then.
-pub fn publish_with_map(
+pub async fn publish_with_map(
     servers: &[&dyn MutableServer],
     cap: &MutableWriteCap,
     map: &mut ServerMap,
@@ -232,7 +278,7 @@ pub fn publish_with_map(
         return Err(MutableError::NoServers);
     }
     let writer = WriterKeys::from_cap(cap);
-    let keypair = recover_private_key(servers, &writer, map)?;
+    let keypair = recover_private_key(servers, &writer, map).await?;
     let (k, n) = match map.versions().first() {
         Some(v) => (v.k, v.n),
         None => (params.k, params.n),
@@ -275,12 +321,13 @@ pub fn publish_with_map(
         ops,
         map.problems.clone(),
     )
+    .await
 }
 
 /// Writes `data` at `offset` (at most the current size; the file grows if the write runs past
 /// its end). MDMF files whose every share is healthy are updated in place, rewriting only the
 /// touched segments; otherwise (SDMF, or missing/damaged shares) the whole file is re-published.
-pub fn update(
+pub async fn update(
     servers: &[&dyn MutableServer],
     cap: &MutableWriteCap,
     offset: u64,
@@ -288,12 +335,12 @@ pub fn update(
     params: &PublishParams,
 ) -> Result<PublishOutcome, MutableError> {
     let writer = WriterKeys::from_cap(cap);
-    let mut map = map_update_for_write(servers, &writer);
-    update_with_map(servers, cap, &mut map, offset, data, params)
+    let mut map = map_update_for_write(servers, &writer).await;
+    update_with_map(servers, cap, &mut map, offset, data, params).await
 }
 
 /// [`update`] against a map made earlier.
-pub fn update_with_map(
+pub async fn update_with_map(
     servers: &[&dyn MutableServer],
     cap: &MutableWriteCap,
     map: &mut ServerMap,
@@ -317,23 +364,30 @@ pub fn update_with_map(
         .ok_or(MutableError::BadRange)?;
     if let Some(plan) = in_place_plan(map, &newest, cap.format) {
         if !data.is_empty() {
-            return update_in_place(servers, &writer, map, &newest, plan, offset, data, params)
-                .map_err(|e| explain_failure(servers, &writer, map, e));
+            let r =
+                update_in_place(servers, &writer, map, &newest, plan, offset, data, params).await;
+            return match r {
+                Ok(o) => Ok(o),
+                Err(e) => Err(explain_failure(servers, &writer, map, e).await),
+            };
         }
     }
     // Full re-publish: read everything, splice, write a whole new version.
-    let mut contents = read_version(servers, &writer.reader, map, &newest, 0, u64::MAX)
-        .map_err(|e| explain_failure(servers, &writer, map, e))?;
+    let mut contents = match read_version(servers, &writer.reader, map, &newest, 0, u64::MAX).await
+    {
+        Ok(c) => c,
+        Err(e) => return Err(explain_failure(servers, &writer, map, e).await),
+    };
     if contents.len() < end as usize {
         contents.resize(end as usize, 0);
     }
     contents[offset as usize..end as usize].copy_from_slice(data);
-    publish_with_map(servers, cap, map, &contents, params)
+    publish_with_map(servers, cap, map, &contents, params).await
 }
 
 /// A read during an update failed: if shares changed since the map was made, another writer got
 /// there first, and that is the error to report.
-fn explain_failure(
+async fn explain_failure(
     servers: &[&dyn MutableServer],
     writer: &WriterKeys,
     map: &ServerMap,
@@ -343,17 +397,19 @@ fn explain_failure(
         return err;
     }
     let si = writer.reader.storage_index;
-    let changed: Vec<(usize, ShareNum)> = map
-        .seen
-        .iter()
-        .filter(|s| {
-            let cs = s.checkstring();
-            servers
-                .get(s.server)
-                .and_then(|srv| srv.read(&si, s.shnum, 0, cs.len() as u64).ok())
-                .is_some_and(|now| now != cs)
-        })
-        .map(|s| (s.server, s.shnum))
+    let checks = map.seen.iter().map(|s| async move {
+        let cs = s.checkstring();
+        let now = match servers.get(s.server) {
+            Some(srv) => srv.read(&si, s.shnum, 0, cs.len() as u64).await.ok(),
+            None => None,
+        };
+        now.is_some_and(|now| now != cs)
+            .then_some((s.server, s.shnum))
+    });
+    let changed: Vec<(usize, ShareNum)> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
         .collect();
     if changed.is_empty() {
         err
@@ -388,7 +444,7 @@ fn in_place_plan(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn update_in_place(
+async fn update_in_place(
     servers: &[&dyn MutableServer],
     writer: &WriterKeys,
     map: &mut ServerMap,
@@ -398,7 +454,7 @@ fn update_in_place(
     data: &[u8],
     params: &PublishParams,
 ) -> Result<PublishOutcome, MutableError> {
-    let keypair = recover_private_key(servers, writer, map)?;
+    let keypair = recover_private_key(servers, writer, map).await?;
     let og = newest.geometry()?;
     let end = offset + data.len() as u64;
     let ng = Geometry::new(
@@ -421,7 +477,8 @@ fn update_in_place(
         newest,
         span_start,
         span_end - span_start,
-    )?;
+    )
+    .await?;
     buf.resize((span_end - span_start) as usize, 0);
     let at = (offset - span_start) as usize;
     buf[at..at + data.len()].copy_from_slice(data);
@@ -507,4 +564,5 @@ fn update_in_place(
         ops,
         map.problems.clone(),
     )
+    .await
 }

@@ -22,6 +22,7 @@ use super::{MutableError, ShareError, ShareProblem};
 use crate::codec::Codec;
 use crate::crypto::hash::{ssk_pubkey_fingerprint_hash, Hash};
 use crate::crypto::hashtree;
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeSet;
 use std::ops::Range;
 
@@ -104,14 +105,14 @@ impl ServerMap {
     }
 }
 
-fn read_range(
+async fn read_range(
     server: &dyn MutableServer,
     si: &[u8; 16],
     shnum: ShareNum,
     r: &Range<u64>,
 ) -> Result<Vec<u8>, ShareError> {
     let len = r.end - r.start;
-    let b = server.read(si, shnum, r.start, len)?;
+    let b = server.read(si, shnum, r.start, len).await?;
     if b.len() as u64 != len {
         return Err(ShareError::Layout(layout::LayoutError::Truncated {
             need: r.end,
@@ -122,7 +123,7 @@ fn read_range(
 }
 
 /// Validates one share's metadata (fingerprint, signature, share hash chain, block hash tree).
-fn verify_metadata(
+async fn verify_metadata(
     server: &dyn MutableServer,
     si: &[u8; 16],
     shnum: ShareNum,
@@ -133,15 +134,15 @@ fn verify_metadata(
     if shnum as usize >= header.geometry.n {
         return Err(ShareError::ShareNumberOutOfRange);
     }
-    let vk = read_range(server, si, shnum, &header.verification_key)?;
+    let vk = read_range(server, si, shnum, &header.verification_key).await?;
     if &ssk_pubkey_fingerprint_hash(&vk) != fingerprint {
         return Err(ShareError::WrongFingerprint);
     }
-    let sig = read_range(server, si, shnum, &header.signature)?;
+    let sig = read_range(server, si, shnum, &header.signature).await?;
     verify_signature(&vk, &header.prefix_bytes, &sig).map_err(|_| ShareError::BadSignature)?;
     let chain =
-        layout::parse_hash_chain(&read_range(server, si, shnum, &header.share_hash_chain)?)?;
-    let bht = layout::parse_hashes(&read_range(server, si, shnum, &header.block_hash_tree)?)?;
+        layout::parse_hash_chain(&read_range(server, si, shnum, &header.share_hash_chain).await?)?;
+    let bht = layout::parse_hashes(&read_range(server, si, shnum, &header.block_hash_tree).await?)?;
     let block_root = *bht.first().ok_or(ShareError::Layout(
         layout::LayoutError::BadBlockHashTreeLength {
             got: 0,
@@ -162,40 +163,97 @@ fn verify_metadata(
     Ok((header, leaves))
 }
 
-/// Reads and validates the header and metadata of every share of the file on every server.
-pub fn map_update(servers: &[&dyn MutableServer], reader: &ReaderKeys) -> ServerMap {
-    let si = &reader.storage_index;
-    let mut map = ServerMap::default();
-    for (idx, server) in servers.iter().enumerate() {
-        let shnums = match server.list_shares(si) {
-            Ok(s) => s,
+/// What one share's mapping produced.
+enum ShareOutcome {
+    Verified(SeenShare, Box<ShareHeader>, Vec<Hash>),
+    Rejected(Option<SeenShare>, ShareProblem),
+}
+
+/// Maps one server: lists its shares, then reads and validates each (shares concurrently).
+async fn map_server(
+    idx: usize,
+    server: &dyn MutableServer,
+    si: &[u8; 16],
+    fingerprint: &Hash,
+) -> Vec<ShareOutcome> {
+    let shnums = match server.list_shares(si).await {
+        Ok(s) => s,
+        Err(e) => {
+            // No share number to blame: report against u32::MAX ("the server").
+            return vec![ShareOutcome::Rejected(
+                None,
+                ShareProblem {
+                    server: idx,
+                    shnum: ShareNum::MAX,
+                    error: ShareError::Storage(e),
+                },
+            )];
+        }
+    };
+    let per_share = shnums.into_iter().map(|shnum| async move {
+        let raw = match server.read(si, shnum, 0, MAX_HEADER_LEN as u64).await {
+            Ok(r) => r,
             Err(e) => {
-                // No share number to blame: report against u32::MAX ("the server").
-                map.problem(idx, ShareNum::MAX, ShareError::Storage(e));
-                continue;
+                return ShareOutcome::Rejected(
+                    None,
+                    ShareProblem {
+                        server: idx,
+                        shnum,
+                        error: ShareError::Storage(e),
+                    },
+                )
             }
         };
-        for shnum in shnums {
-            let raw = match server.read(si, shnum, 0, MAX_HEADER_LEN as u64) {
-                Ok(r) => r,
-                Err(e) => {
-                    map.problem(idx, shnum, ShareError::Storage(e));
-                    continue;
-                }
-            };
-            map.seen.push(SeenShare {
-                server: idx,
-                shnum,
-                raw_header: raw.clone(),
-            });
-            match verify_metadata(*server, si, shnum, &raw, &reader.fingerprint) {
-                Ok((header, block_leaves)) => map.verified.push(VerifiedShare {
+        let seen = SeenShare {
+            server: idx,
+            shnum,
+            raw_header: raw,
+        };
+        match verify_metadata(server, si, shnum, &seen.raw_header, fingerprint).await {
+            Ok((header, leaves)) => ShareOutcome::Verified(seen, Box::new(header), leaves),
+            Err(error) => ShareOutcome::Rejected(
+                Some(seen),
+                ShareProblem {
                     server: idx,
                     shnum,
-                    header,
+                    error,
+                },
+            ),
+        }
+    });
+    futures::future::join_all(per_share).await
+}
+
+/// Reads and validates the header and metadata of every share of the file on every server. All
+/// servers are queried concurrently; the map lists results in server order (then share order),
+/// so it does not depend on which server answered first.
+pub async fn map_update(servers: &[&dyn MutableServer], reader: &ReaderKeys) -> ServerMap {
+    let si = &reader.storage_index;
+    let fingerprint = &reader.fingerprint;
+    let all = futures::future::join_all(
+        servers
+            .iter()
+            .enumerate()
+            .map(|(idx, server)| map_server(idx, *server, si, fingerprint)),
+    )
+    .await;
+    let mut map = ServerMap::default();
+    for outcome in all.into_iter().flatten() {
+        match outcome {
+            ShareOutcome::Verified(seen, header, block_leaves) => {
+                map.verified.push(VerifiedShare {
+                    server: seen.server,
+                    shnum: seen.shnum,
+                    header: *header,
                     block_leaves,
-                }),
-                Err(e) => map.problem(idx, shnum, e),
+                });
+                map.seen.push(seen);
+            }
+            ShareOutcome::Rejected(seen, problem) => {
+                if let Some(seen) = seen {
+                    map.seen.push(seen);
+                }
+                map.problems.push(problem);
             }
         }
     }
@@ -203,7 +261,7 @@ pub fn map_update(servers: &[&dyn MutableServer], reader: &ReaderKeys) -> Server
 }
 
 /// Fetches and checks segment `seg` of a verified share: returns (salt, block).
-fn fetch_block(
+async fn fetch_block(
     server: &dyn MutableServer,
     si: &[u8; 16],
     share: &VerifiedShare,
@@ -215,7 +273,7 @@ fn fetch_block(
         .ok_or(ShareError::Layout(layout::LayoutError::BadOffsets(
             "segment",
         )))?;
-    let raw = read_range(server, si, share.shnum, &r)?;
+    let raw = read_range(server, si, share.shnum, &r).await?;
     let sb = layout::split_block(h.prefix.format, &raw)?;
     let salt = sb.salt.unwrap_or(h.prefix.iv);
     let leaf = share
@@ -240,7 +298,7 @@ pub struct Retrieved {
 
 /// Reads `[offset, offset+len)` (clamped to the file) of one version from its verified shares.
 /// Shares that serve a bad block are reported in `map.problems` and not used again.
-pub fn read_version(
+pub async fn read_version(
     servers: &[&dyn MutableServer],
     reader: &ReaderKeys,
     map: &mut ServerMap,
@@ -267,20 +325,35 @@ pub fn read_version(
     let mut bad: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::with_capacity((end - start) as usize);
     for seg in first..=last {
+        // k fetches in flight; each failure is replaced by the next untried candidate, so the
+        // segment is decoded from the first k shares that answer with a valid block.
         let mut got: Vec<(usize, Vec<u8>)> = Vec::with_capacity(g.k);
         let mut salt = version.iv;
-        for (ci, c) in candidates.iter().enumerate() {
-            if got.len() == g.k {
+        let mut next = 0usize;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() + got.len() < g.k && next < candidates.len() {
+                let ci = next;
+                next += 1;
+                if bad.contains(&ci) {
+                    continue;
+                }
+                let c = &candidates[ci];
+                let si = &reader.storage_index;
+                match servers.get(c.server) {
+                    Some(server) => {
+                        in_flight.push(async move { (ci, fetch_block(*server, si, c, seg).await) })
+                    }
+                    None => {
+                        bad.insert(ci);
+                    }
+                }
+            }
+            let Some((ci, r)) = in_flight.next().await else {
                 break;
-            }
-            if bad.contains(&ci) {
-                continue;
-            }
-            let Some(server) = servers.get(c.server) else {
-                bad.insert(ci);
-                continue;
             };
-            match fetch_block(*server, &reader.storage_index, c, seg) {
+            let c = &candidates[ci];
+            match r {
                 Ok((s, b)) => {
                     salt = s;
                     got.push((c.shnum as usize, b));
@@ -291,6 +364,7 @@ pub fn read_version(
                 }
             }
         }
+        drop(in_flight);
         if got.len() < g.k {
             return Err(MutableError::NotEnoughShares {
                 needed: g.k,
@@ -312,7 +386,7 @@ pub fn read_version(
 }
 
 /// Reads the newest recoverable version from an existing map.
-pub fn retrieve_with_map(
+pub async fn retrieve_with_map(
     servers: &[&dyn MutableServer],
     reader: &ReaderKeys,
     map: &mut ServerMap,
@@ -327,7 +401,7 @@ pub fn retrieve_with_map(
     let (offset, len) = range.unwrap_or((0, u64::MAX));
     let mut last_err = None;
     for v in versions {
-        match read_version(servers, reader, map, &v, offset, len) {
+        match read_version(servers, reader, map, &v, offset, len).await {
             Ok(data) => {
                 return Ok(Retrieved {
                     data,
@@ -344,21 +418,24 @@ pub fn retrieve_with_map(
 }
 
 /// Reads the newest recoverable version of the file (or a byte range of it).
-pub fn retrieve(
+pub async fn retrieve(
     servers: &[&dyn MutableServer],
     reader: &ReaderKeys,
     range: Option<(u64, u64)>,
 ) -> Result<Retrieved, MutableError> {
-    let mut map = map_update(servers, reader);
-    retrieve_with_map(servers, reader, &mut map, range)
+    let mut map = map_update(servers, reader).await;
+    retrieve_with_map(servers, reader, &mut map, range).await
 }
 
 /// A map update for a writer: also recovers the signing key from the shares (as Tahoe's
 /// MODE_WRITE map update fetches the encrypted private key), so a later publish against this map
 /// does not depend on the shares staying unchanged.
-pub fn map_update_for_write(servers: &[&dyn MutableServer], writer: &WriterKeys) -> ServerMap {
-    let mut map = map_update(servers, &writer.reader);
-    if let Ok(k) = recover_private_key(servers, writer, &mut map) {
+pub async fn map_update_for_write(
+    servers: &[&dyn MutableServer],
+    writer: &WriterKeys,
+) -> ServerMap {
+    let mut map = map_update(servers, &writer.reader).await;
+    if let Ok(k) = recover_private_key(servers, writer, &mut map).await {
         map.signing_key = Some(k);
     }
     map
@@ -366,7 +443,7 @@ pub fn map_update_for_write(servers: &[&dyn MutableServer], writer: &WriterKeys)
 
 /// Recovers the signing key from the newest verified shares: decrypts the encrypted private key
 /// with the writekey and checks it hashes back to the writekey (the exact bytes are kept).
-pub fn recover_private_key(
+pub async fn recover_private_key(
     servers: &[&dyn MutableServer],
     writer: &WriterKeys,
     map: &mut ServerMap,
@@ -381,11 +458,13 @@ pub fn recover_private_key(
             let Some(server) = servers.get(s.server) else {
                 continue;
             };
-            let r = read_range(*server, &si, s.shnum, &s.header.enc_privkey).and_then(|enc| {
-                writer
-                    .decrypt_private_key(&enc)
-                    .map_err(|_| ShareError::BadPrivateKey)
-            });
+            let r = read_range(*server, &si, s.shnum, &s.header.enc_privkey)
+                .await
+                .and_then(|enc| {
+                    writer
+                        .decrypt_private_key(&enc)
+                        .map_err(|_| ShareError::BadPrivateKey)
+                });
             match r {
                 Ok(k) => {
                     map.signing_key = Some(k.clone());

@@ -77,31 +77,39 @@ pub struct ReadTestWriteResult {
     pub reads: BTreeMap<ShareNum, Vec<Vec<u8>>>,
 }
 
-/// One storage server, as the mutable-file layer sees it.
+/// A boxed, `Send` future: the trait below stays object-safe (`&dyn MutableServer`) while its
+/// implementations do network I/O.
+pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// One storage server, as the mutable-file layer sees it. Async so that a network implementation
+/// can serve many requests concurrently; the drivers query servers in parallel.
 pub trait MutableServer: Send + Sync {
     /// The server's 20-byte node id (Foolscap TubID): the write-enabler and lease seed.
     fn node_id(&self) -> [u8; 20];
 
     /// The share numbers the server holds for `si` (empty when none).
-    fn list_shares(&self, si: &StorageIndex) -> Result<BTreeSet<ShareNum>, StorageError>;
+    fn list_shares<'a>(
+        &'a self,
+        si: &'a StorageIndex,
+    ) -> BoxFut<'a, Result<BTreeSet<ShareNum>, StorageError>>;
 
     /// Up to `len` bytes of a share from `offset` (shorter at the end of the share).
-    fn read(
-        &self,
-        si: &StorageIndex,
+    fn read<'a>(
+        &'a self,
+        si: &'a StorageIndex,
         shnum: ShareNum,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<u8>, StorageError>;
+    ) -> BoxFut<'a, Result<Vec<u8>, StorageError>>;
 
     /// Tahoe's `slot_testv_and_readv_and_writev`.
-    fn read_test_write(
-        &self,
-        si: &StorageIndex,
-        secrets: &WriteSecrets,
-        tw_vectors: &BTreeMap<ShareNum, TestWriteVectors>,
-        read_vector: &[ReadVector],
-    ) -> Result<ReadTestWriteResult, StorageError>;
+    fn read_test_write<'a>(
+        &'a self,
+        si: &'a StorageIndex,
+        secrets: &'a WriteSecrets,
+        tw_vectors: &'a BTreeMap<ShareNum, TestWriteVectors>,
+        read_vector: &'a [ReadVector],
+    ) -> BoxFut<'a, Result<ReadTestWriteResult, StorageError>>;
 }
 
 struct StoredShare {
@@ -184,7 +192,50 @@ impl MutableServer for MemoryServer {
         self.node_id
     }
 
-    fn list_shares(&self, si: &StorageIndex) -> Result<BTreeSet<ShareNum>, StorageError> {
+    fn list_shares<'a>(
+        &'a self,
+        si: &'a StorageIndex,
+    ) -> BoxFut<'a, Result<BTreeSet<ShareNum>, StorageError>> {
+        Box::pin(std::future::ready(MemoryServer::list_shares(self, si)))
+    }
+
+    fn read<'a>(
+        &'a self,
+        si: &'a StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        len: u64,
+    ) -> BoxFut<'a, Result<Vec<u8>, StorageError>> {
+        Box::pin(std::future::ready(MemoryServer::read(
+            self, si, shnum, offset, len,
+        )))
+    }
+
+    fn read_test_write<'a>(
+        &'a self,
+        si: &'a StorageIndex,
+        secrets: &'a WriteSecrets,
+        tw_vectors: &'a BTreeMap<ShareNum, TestWriteVectors>,
+        read_vector: &'a [ReadVector],
+    ) -> BoxFut<'a, Result<ReadTestWriteResult, StorageError>> {
+        Box::pin(std::future::ready(MemoryServer::read_test_write(
+            self,
+            si,
+            secrets,
+            tw_vectors,
+            read_vector,
+        )))
+    }
+}
+
+/// The synchronous server model (the trait implementation above wraps these in ready futures).
+impl MemoryServer {
+    /// The node id.
+    pub fn node_id(&self) -> [u8; 20] {
+        self.node_id
+    }
+
+    pub fn list_shares(&self, si: &StorageIndex) -> Result<BTreeSet<ShareNum>, StorageError> {
         Ok(self
             .lock()?
             .get(si)
@@ -192,7 +243,7 @@ impl MutableServer for MemoryServer {
             .unwrap_or_default())
     }
 
-    fn read(
+    pub fn read(
         &self,
         si: &StorageIndex,
         shnum: ShareNum,
@@ -207,7 +258,8 @@ impl MutableServer for MemoryServer {
         Ok(read_clamped(&s.data, offset, len))
     }
 
-    fn read_test_write(
+    /// Tahoe's `slot_testv_and_readv_and_writev`.
+    pub fn read_test_write(
         &self,
         si: &StorageIndex,
         secrets: &WriteSecrets,

@@ -2,12 +2,84 @@
 
 use super::keys::{ReaderKeys, SigningKeyPair, WriterKeys};
 use super::layout::{self, Share, ShareHeader};
-use super::publish::{create, overwrite, publish_with_map, update, update_with_map, PublishParams};
-use super::retrieve::{map_update_for_write, retrieve};
+use super::publish::{PublishOutcome, PublishParams};
+use super::retrieve::{Retrieved, ServerMap};
 use super::storage::{MemoryServer, MutableServer};
 use super::{MutableError, ShareError};
 use crate::cap::{MutableFormat, MutableWriteCap, NodeCap};
 use std::sync::OnceLock;
+
+// The drivers are async; `MemoryServer` answers with ready futures, so a trivial executor runs
+// them. These wrappers keep the tests below in their synchronous shape.
+use futures::executor::block_on;
+
+fn create(
+    servers: &[&dyn MutableServer],
+    keypair: &SigningKeyPair,
+    format: MutableFormat,
+    contents: &[u8],
+    params: &PublishParams,
+) -> Result<(MutableWriteCap, PublishOutcome), MutableError> {
+    block_on(super::publish::create(
+        servers, keypair, format, contents, params,
+    ))
+}
+
+fn overwrite(
+    servers: &[&dyn MutableServer],
+    cap: &MutableWriteCap,
+    contents: &[u8],
+    params: &PublishParams,
+) -> Result<PublishOutcome, MutableError> {
+    block_on(super::publish::overwrite(servers, cap, contents, params))
+}
+
+fn publish_with_map(
+    servers: &[&dyn MutableServer],
+    cap: &MutableWriteCap,
+    map: &mut ServerMap,
+    contents: &[u8],
+    params: &PublishParams,
+) -> Result<PublishOutcome, MutableError> {
+    block_on(super::publish::publish_with_map(
+        servers, cap, map, contents, params,
+    ))
+}
+
+fn update(
+    servers: &[&dyn MutableServer],
+    cap: &MutableWriteCap,
+    offset: u64,
+    data: &[u8],
+    params: &PublishParams,
+) -> Result<PublishOutcome, MutableError> {
+    block_on(super::publish::update(servers, cap, offset, data, params))
+}
+
+fn update_with_map(
+    servers: &[&dyn MutableServer],
+    cap: &MutableWriteCap,
+    map: &mut ServerMap,
+    offset: u64,
+    data: &[u8],
+    params: &PublishParams,
+) -> Result<PublishOutcome, MutableError> {
+    block_on(super::publish::update_with_map(
+        servers, cap, map, offset, data, params,
+    ))
+}
+
+fn map_update_for_write(servers: &[&dyn MutableServer], writer: &WriterKeys) -> ServerMap {
+    block_on(super::retrieve::map_update_for_write(servers, writer))
+}
+
+fn retrieve(
+    servers: &[&dyn MutableServer],
+    reader: &ReaderKeys,
+    range: Option<(u64, u64)>,
+) -> Result<Retrieved, MutableError> {
+    block_on(super::retrieve::retrieve(servers, reader, range))
+}
 
 fn key() -> &'static SigningKeyPair {
     static K: OnceLock<SigningKeyPair> = OnceLock::new();
