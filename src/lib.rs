@@ -17,5 +17,6 @@ pub mod dirnode;
 pub mod immutable;
 pub mod mutable;
 pub mod util;
+pub mod vfs;
 
 pub mod cli;
