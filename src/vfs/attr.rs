@@ -109,12 +109,15 @@ impl Attr {
 }
 
 fn ns_from_secs(t: f64) -> i64 {
-    let ns = (t * 1e9).round();
-    if ns.is_finite() {
-        ns.clamp(i64::MIN as f64, i64::MAX as f64) as i64
-    } else {
-        0
+    // Whole seconds and the fraction separately, summed as integers: `t * 1e9` loses up to
+    // 256 ns at today's times (f64 has 53 bits), while the fraction of a float time is exact.
+    if !t.is_finite() {
+        return 0;
     }
+    let whole = t.floor();
+    let frac = ((t - whole) * 1e9).round() as i64;
+    let whole = whole.clamp(-9.2e9, 9.2e9) as i64;
+    whole.saturating_mul(1_000_000_000).saturating_add(frac)
 }
 
 fn secs_from_ns(ns: i64) -> f64 {
@@ -167,7 +170,10 @@ pub fn from_metadata(md: &Metadata, is_dir: bool, owner: (u32, u32)) -> Attr {
             })
     });
     let mut xattrs = BTreeMap::new();
-    if let Some(x) = lafs.and_then(|o| o.get("xattrs")).and_then(Value::as_object) {
+    if let Some(x) = lafs
+        .and_then(|o| o.get("xattrs"))
+        .and_then(Value::as_object)
+    {
         for (k, v) in x {
             if let Some(b) = v.as_str().and_then(|s| B64.decode(s).ok()) {
                 xattrs.insert(k.clone(), b);
@@ -251,7 +257,10 @@ mod tests {
     fn defaults_for_tahoe_tool_entries() {
         let m = md(r#"{"tahoe": {"linkcrtime": 10.0, "linkmotime": 12.5}}"#);
         let f = from_metadata(&m, false, (1000, 1000));
-        assert_eq!((f.kind, f.perm, f.uid, f.gid), (FileKind::File, 0o644, 1000, 1000));
+        assert_eq!(
+            (f.kind, f.perm, f.uid, f.gid),
+            (FileKind::File, 0o644, 1000, 1000)
+        );
         assert_eq!(f.mtime_ns, 12_500_000_000);
         let d = from_metadata(&m, true, (1000, 1000));
         assert_eq!((d.kind, d.perm), (FileKind::Dir, 0o755));

@@ -192,7 +192,9 @@ impl MemBackend {
 /// write cap that `readonly()` maps to it, so the store keys by the read-only form.
 fn read_key(cap: &str) -> String {
     let c = Cap::parse(cap);
-    c.readonly().map(|r| r.to_string()).unwrap_or_else(|| cap.to_string())
+    c.readonly()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| cap.to_string())
 }
 
 impl Backend for MemBackend {
@@ -222,7 +224,9 @@ impl Backend for MemBackend {
     fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>> {
         Box::pin(async move {
             let data = self.get_bytes(cap).ok_or(BackendError::NotFound)?;
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
             let end = start
                 .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
                 .min(data.len());

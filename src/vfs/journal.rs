@@ -81,7 +81,9 @@ fn sync_dir(p: &Path) -> Result<(), String> {
 impl Record {
     fn to_json(&self) -> Value {
         match &self.op {
-            Op::Remove => json!({"seq": self.seq, "dir": self.dir, "name": self.name, "op": "remove"}),
+            Op::Remove => {
+                json!({"seq": self.seq, "dir": self.dir, "name": self.name, "op": "remove"})
+            }
             Op::Set { target, metadata } => {
                 let mut v = json!({"seq": self.seq, "dir": self.dir, "name": self.name, "op": "set",
                     "metadata": metadata.to_json()});
@@ -101,8 +103,7 @@ impl Record {
         let op = match v.get("op")?.as_str()? {
             "remove" => Op::Remove,
             "set" => {
-                let metadata =
-                    Metadata::from_json(v.get("metadata")?.as_str()?.as_bytes()).ok()?;
+                let metadata = Metadata::from_json(v.get("metadata")?.as_str()?.as_bytes()).ok()?;
                 let target = match (v.get("cap"), v.get("file")) {
                     (Some(c), _) => Target::Cap(c.as_str()?.to_string()),
                     (None, Some(f)) => Target::File(f.as_u64()?),
@@ -112,12 +113,7 @@ impl Record {
             }
             _ => return None,
         };
-        Some(Record {
-            seq,
-            dir,
-            name,
-            op,
-        })
+        Some(Record { seq, dir, name, op })
     }
 }
 

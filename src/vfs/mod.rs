@@ -202,6 +202,9 @@ struct CacheFile {
     errors: u64,
     last_error: Option<String>,
     ino: Option<Ino>,
+    /// The cap of this content when it was uploaded while still open (fsync of an open file):
+    /// the cache file stays for the writer and is dropped for this cap once closed and unchanged.
+    clean_cap: Option<String>,
 }
 
 struct Handle {
@@ -227,6 +230,8 @@ struct State {
     segs: SegCache,
     /// Dir cap -> inode, for the loaded directories.
     dir_ino: HashMap<String, Ino>,
+    /// Writers waiting for cache space (the flusher then uploads without waiting for the delay).
+    space_waiters: usize,
 }
 
 struct Inner {
@@ -357,7 +362,13 @@ impl State {
         let n = self.node(ino)?;
         let a = &n.attr;
         let nlink = match &n.dir {
-            Some(d) => 2 + d.children.values().filter(|c| self.nodes.get(c).is_some_and(|n| n.dir.is_some())).count() as u32,
+            Some(d) => {
+                2 + d
+                    .children
+                    .values()
+                    .filter(|c| self.nodes.get(c).is_some_and(|n| n.dir.is_some()))
+                    .count() as u32
+            }
             None => 1,
         };
         Ok(FileAttr {
@@ -533,13 +544,21 @@ impl State {
                 errors: 0,
                 last_error: None,
                 ino,
+                clean_cap: None,
             },
         );
         Ok(())
     }
 
     /// A node for an entry (from the grid or from a journal record).
-    fn node_from_entry(&mut self, parent: Ino, name: &str, target: Target, md: Metadata, owner: (u32, u32)) -> Node {
+    fn node_from_entry(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        target: Target,
+        md: Metadata,
+        owner: (u32, u32),
+    ) -> Node {
         let parent_writable = self
             .nodes
             .get(&parent)
@@ -632,6 +651,7 @@ impl Vfs {
             uploads_done: 0,
             segs: SegCache::new(cfg.segment_cache),
             dir_ino: HashMap::new(),
+            space_waiters: 0,
         };
         st.nodes.insert(ROOT_INO, root);
         st.dir_ino.insert(root_cap.to_string(), ROOT_INO);
@@ -728,6 +748,7 @@ impl Vfs {
             c.file.set_len(size).map_err(cache_err)?;
             c.size = size;
             c.gen += 1;
+            c.clean_cap = None;
             let n = st.node_mut(ino)?;
             n.attr.mtime_ns = now;
         }
@@ -819,6 +840,7 @@ impl Vfs {
                     c.file.set_len(0).map_err(cache_err)?;
                     c.size = 0;
                     c.gen += 1;
+                    c.clean_cap = None;
                 }
                 let now = now_ns();
                 let n = st.node_mut(ino)?;
@@ -886,7 +908,15 @@ impl Vfs {
         self.inner.wait_synced(ino, true).await
     }
 
-    pub async fn create(&self, parent: Ino, name: &OsStr, mode: u32, flags: i32, uid: u32, gid: u32) -> Result<(FileAttr, u64)> {
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(FileAttr, u64)> {
         let name = check_name(name)?;
         self.inner.load_dir(parent).await?;
         let mut st = self.lock();
@@ -902,7 +932,16 @@ impl Vfs {
             return Ok((st.file_attr(ino)?, fh));
         }
         let fid = st.journal.new_file().map_err(VfsError::Cache)?;
-        let ino = st.insert_new(parent, &name, Target::File(fid), FileKind::File, mode, uid, gid, now_ns());
+        let ino = st.insert_new(
+            parent,
+            &name,
+            Target::File(fid),
+            FileKind::File,
+            mode,
+            uid,
+            gid,
+            now_ns(),
+        );
         st.add_cache(fid, 0, Some(ino))?;
         st.record_node(ino)?;
         let _ = dir;
@@ -915,7 +954,14 @@ impl Vfs {
         Ok((attr, fh))
     }
 
-    pub async fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<FileAttr> {
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr> {
         let name = check_name(name)?;
         self.inner.load_dir(parent).await?;
         {
@@ -932,7 +978,16 @@ impl Vfs {
         if st.child(parent, &name)?.is_some() {
             return Err(VfsError::Exists);
         }
-        let ino = st.insert_new(parent, &name, Target::Cap(cap), FileKind::Dir, mode, uid, gid, now_ns());
+        let ino = st.insert_new(
+            parent,
+            &name,
+            Target::Cap(cap),
+            FileKind::Dir,
+            mode,
+            uid,
+            gid,
+            now_ns(),
+        );
         if let Some(d) = &mut st.node_mut(ino)?.dir {
             d.writable = true;
             d.loaded_at = Some(Instant::now());
@@ -948,22 +1003,40 @@ impl Vfs {
 
     /// mknod: regular files, fifos, sockets and device nodes (stored as entries naming an empty
     /// LIT file, with the type in `st_mode` and the device number in `lafs.rdev`).
-    pub async fn mknod(&self, parent: Ino, name: &OsStr, mode: u32, rdev: u64, uid: u32, gid: u32) -> Result<FileAttr> {
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr> {
         let kind = FileKind::from_mode(mode).unwrap_or(FileKind::File);
         if kind == FileKind::File {
-            let (a, fh) = self.create(parent, name, mode, libc::O_EXCL | libc::O_WRONLY, uid, gid).await?;
+            let (a, fh) = self
+                .create(parent, name, mode, libc::O_EXCL | libc::O_WRONLY, uid, gid)
+                .await?;
             self.release(a.ino, fh).await?;
             return Ok(a);
         }
         if kind == FileKind::Dir || kind == FileKind::Symlink {
             return Err(VfsError::Invalid("mknod of a directory or symlink"));
         }
-        self.new_special(parent, name, kind, mode, uid, gid, |a| a.rdev = rdev, &[]).await
+        self.new_special(parent, name, kind, mode, uid, gid, |a| a.rdev = rdev, &[])
+            .await
     }
 
     /// symlink: the target is the content of a small file (LIT when ≤ 55 bytes) and also in
     /// `lafs.target`, with `st_mode` saying symlink.
-    pub async fn symlink(&self, parent: Ino, name: &OsStr, target: &OsStr, uid: u32, gid: u32) -> Result<FileAttr> {
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        target: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr> {
         let t = target.as_bytes().to_vec();
         if t.is_empty() {
             return Err(VfsError::NotFound);
@@ -972,11 +1045,31 @@ impl Vfs {
             return Err(VfsError::NameTooLong);
         }
         let tt = t.clone();
-        self.new_special(parent, name, FileKind::Symlink, 0o777, uid, gid, move |a| a.target = Some(tt), &t).await
+        self.new_special(
+            parent,
+            name,
+            FileKind::Symlink,
+            0o777,
+            uid,
+            gid,
+            move |a| a.target = Some(tt),
+            &t,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn new_special(&self, parent: Ino, name: &OsStr, kind: FileKind, mode: u32, uid: u32, gid: u32, f: impl FnOnce(&mut Attr), content: &[u8]) -> Result<FileAttr> {
+    async fn new_special(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        kind: FileKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        f: impl FnOnce(&mut Attr),
+        content: &[u8],
+    ) -> Result<FileAttr> {
         let name = check_name(name)?;
         self.inner.load_dir(parent).await?;
         let mut st = self.lock();
@@ -992,7 +1085,16 @@ impl Vfs {
             st.add_cache(fid, content.len() as u64, None)?;
             Target::File(fid)
         };
-        let ino = st.insert_new(parent, &name, target.clone(), kind, mode, uid, gid, now_ns());
+        let ino = st.insert_new(
+            parent,
+            &name,
+            target.clone(),
+            kind,
+            mode,
+            uid,
+            gid,
+            now_ns(),
+        );
         if let Target::File(fid) = target {
             if let Some(c) = st.caches.get_mut(&fid) {
                 c.ino = Some(ino);
@@ -1015,7 +1117,10 @@ impl Vfs {
         if n.attr.kind != FileKind::Symlink {
             return Err(VfsError::Invalid("not a symlink"));
         }
-        n.attr.target.clone().ok_or(VfsError::Invalid("symlink without target"))
+        n.attr
+            .target
+            .clone()
+            .ok_or(VfsError::Invalid("symlink without target"))
     }
 
     /// Hard links do not exist here (an entry holds a cap, not an inode).
@@ -1061,7 +1166,14 @@ impl Vfs {
         Ok(())
     }
 
-    pub async fn rename(&self, parent: Ino, name: &OsStr, newparent: Ino, newname: &OsStr, flags: u32) -> Result<()> {
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        newparent: Ino,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
         let name = check_name(name)?;
         let newname = check_name(newname)?;
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
@@ -1179,7 +1291,12 @@ impl Vfs {
     pub async fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
         let name = Self::xattr_name(name)?;
         let st = self.lock();
-        st.node(ino)?.attr.xattrs.get(&name).cloned().ok_or(VfsError::NoAttr)
+        st.node(ino)?
+            .attr
+            .xattrs
+            .get(&name)
+            .cloned()
+            .ok_or(VfsError::NoAttr)
     }
 
     pub async fn listxattr(&self, ino: Ino) -> Result<Vec<String>> {
@@ -1209,9 +1326,15 @@ impl Vfs {
         self.change_xattr(ino, |x| x.remove(&name).map(|_| ()).ok_or(VfsError::NoAttr))
     }
 
-    fn change_xattr(&self, ino: Ino, f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> Result<()>) -> Result<()> {
+    fn change_xattr(
+        &self,
+        ino: Ino,
+        f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
         let mut st = self.lock();
-        let p = st.node(ino)?.parent.ok_or(VfsError::NotSupported("attributes of the root are not stored"))?;
+        let p = st.node(ino)?.parent.ok_or(VfsError::NotSupported(
+            "attributes of the root are not stored",
+        ))?;
         st.writable_dir(p)?;
         let n = st.node_mut(ino)?;
         f(&mut n.attr.xattrs)?;
@@ -1231,11 +1354,20 @@ impl Vfs {
     pub fn status(&self) -> Status {
         let st = self.lock();
         let refd = st.fids_referenced();
-        let queued = st.caches.iter().filter(|(f, c)| refd.contains(f) && !c.in_flight).count();
+        let queued = st
+            .caches
+            .iter()
+            .filter(|(f, c)| refd.contains(f) && !c.in_flight)
+            .count();
         Status {
             uploads_queued: queued,
             uploads_in_flight: st.caches.values().filter(|c| c.in_flight).count(),
-            bytes_dirty: st.caches.iter().filter(|(f, _)| refd.contains(f)).map(|(_, c)| c.size).sum(),
+            bytes_dirty: st
+                .caches
+                .iter()
+                .filter(|(f, _)| refd.contains(f))
+                .map(|(_, c)| c.size)
+                .sum(),
             cache_used: st.cache_used(),
             cache_limit: self.inner.cfg.cache_size,
             pending_dir_changes: st.pending.values().map(BTreeMap::len).sum(),
@@ -1266,7 +1398,17 @@ fn take_error(st: &mut State, ino: Ino) -> Result<()> {
 
 impl State {
     #[allow(clippy::too_many_arguments)]
-    fn insert_new(&mut self, parent: Ino, name: &str, target: Target, kind: FileKind, mode: u32, uid: u32, gid: u32, now: i64) -> Ino {
+    fn insert_new(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        target: Target,
+        kind: FileKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        now: i64,
+    ) -> Ino {
         let mut node = self.node_from_entry(parent, name, target, Metadata::new(), (uid, gid));
         node.attr = Attr::new(kind, mode, uid, gid, now);
         let ino = self.new_node(node);
@@ -1280,7 +1422,14 @@ impl State {
     fn open_handle(&mut self, ino: Ino, write: bool) -> u64 {
         let fh = self.next_fh;
         self.next_fh += 1;
-        self.handles.insert(fh, Handle { ino, write, last_end: 0 });
+        self.handles.insert(
+            fh,
+            Handle {
+                ino,
+                write,
+                last_end: 0,
+            },
+        );
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.open += 1;
             if write {
@@ -1308,13 +1457,16 @@ impl Inner {
             let st = self.lock();
             let n = st.node(ino)?;
             let d = n.dir.as_ref().ok_or(VfsError::NotDir)?;
-            if d.loaded_at.is_some_and(|t| t.elapsed() < self.cfg.dir_refresh) {
+            if d.loaded_at
+                .is_some_and(|t| t.elapsed() < self.cfg.dir_refresh)
+            {
                 return Ok(());
             }
             (st.dir_cap(ino)?, d.epoch)
         };
         let (body, _v) = self.backend.read_dir(&cap).await.map_err(grid)?;
-        let listing = Directory::unpack(dir_kind(&cap), &body).map_err(|e| VfsError::Grid(e.to_string()))?;
+        let listing =
+            Directory::unpack(dir_kind(&cap), &body).map_err(|e| VfsError::Grid(e.to_string()))?;
         let mut st = self.lock();
         let owner = (self.cfg.uid, self.cfg.gid);
         let Some(d) = st.nodes.get(&ino).and_then(|n| n.dir.as_ref()) else {
@@ -1339,15 +1491,32 @@ impl Inner {
             if pend.contains_key(name) {
                 continue;
             }
-            let Some(cap) = child_cap(child) else { continue };
+            let Some(cap) = child_cap(child) else {
+                continue;
+            };
             let existing = children.get(name).copied();
             let same = old_base.as_ref().and_then(|b| b.get(name)) == Some(child);
             match existing {
-                Some(c) if same || st.nodes.get(&c).is_some_and(|n| n.target == Target::Cap(cap.clone()) && n.md == child.metadata) => {
+                Some(c)
+                    if same
+                        || st.nodes.get(&c).is_some_and(|n| {
+                            n.target == Target::Cap(cap.clone()) && n.md == child.metadata
+                        }) =>
+                {
                     new_children.insert(name.to_string(), c);
                 }
-                Some(c) if st.nodes.get(&c).is_some_and(|n| n.dir.is_some() == Cap::parse(&cap).is_directory() && n.dir.is_none()) => {
-                    let fresh = st.node_from_entry(ino, name, Target::Cap(cap), child.metadata.clone(), owner);
+                Some(c)
+                    if st.nodes.get(&c).is_some_and(|n| {
+                        n.dir.is_some() == Cap::parse(&cap).is_directory() && n.dir.is_none()
+                    }) =>
+                {
+                    let fresh = st.node_from_entry(
+                        ino,
+                        name,
+                        Target::Cap(cap),
+                        child.metadata.clone(),
+                        owner,
+                    );
                     if let Some(n) = st.nodes.get_mut(&c) {
                         n.attr = fresh.attr;
                         n.md = fresh.md;
@@ -1357,7 +1526,13 @@ impl Inner {
                     new_children.insert(name.to_string(), c);
                 }
                 _ => {
-                    let node = st.node_from_entry(ino, name, Target::Cap(cap), child.metadata.clone(), owner);
+                    let node = st.node_from_entry(
+                        ino,
+                        name,
+                        Target::Cap(cap),
+                        child.metadata.clone(),
+                        owner,
+                    );
                     let c = st.new_node(node);
                     new_children.insert(name.to_string(), c);
                 }
@@ -1368,7 +1543,8 @@ impl Inner {
             if let Some(c) = children.get(name) {
                 new_children.insert(name.clone(), *c);
             } else if let Op::Set { target, metadata } = &rec.op {
-                let mut node = st.node_from_entry(ino, name, target.clone(), metadata.clone(), owner);
+                let mut node =
+                    st.node_from_entry(ino, name, target.clone(), metadata.clone(), owner);
                 if let Target::File(f) = target {
                     node.size = st.caches.get(f).map_or(0, |c| c.size);
                 }
@@ -1430,7 +1606,11 @@ impl Inner {
         while (data.len() as u64) < want {
             let chunk = self
                 .backend
-                .read_file(&cap, data.len() as u64, (want - data.len() as u64).min(8 << 20))
+                .read_file(
+                    &cap,
+                    data.len() as u64,
+                    (want - data.len() as u64).min(8 << 20),
+                )
                 .await
                 .map_err(grid)?;
             if chunk.is_empty() {
@@ -1447,7 +1627,11 @@ impl Inner {
         st.add_cache(fid, data.len() as u64, Some(ino))?;
         let n = st.node_mut(ino)?;
         n.target = Target::File(fid);
-        let open_writers = st.handles.values().filter(|h| h.ino == ino && h.write).count() as u32;
+        let open_writers = st
+            .handles
+            .values()
+            .filter(|h| h.ino == ino && h.write)
+            .count() as u32;
         if let Some(c) = st.caches.get_mut(&fid) {
             c.writers = open_writers;
         }
@@ -1517,7 +1701,12 @@ impl Inner {
         }
         let seg = self.cfg.segment_size;
         let len = seg.min(fsize.saturating_sub(s * seg));
-        let d = Arc::new(self.backend.read_file(cap, s * seg, len).await.map_err(grid)?);
+        let d = Arc::new(
+            self.backend
+                .read_file(cap, s * seg, len)
+                .await
+                .map_err(grid)?,
+        );
         self.lock().segs.insert(cap, s, Arc::clone(&d));
         Ok(d)
     }
@@ -1546,13 +1735,19 @@ impl Inner {
                 let growth = (offset + data.len() as u64).saturating_sub(c.size);
                 let used = st.cache_used();
                 let refd = st.fids_referenced();
-                let freeable = st.caches.iter().any(|(g, c)| *g != f && c.writers == 0 && refd.contains(g));
+                let freeable = st
+                    .caches
+                    .iter()
+                    .any(|(g, c)| *g != f && c.writers == 0 && refd.contains(g));
                 if growth == 0 || used + growth <= self.cfg.cache_size || !freeable {
                     break;
                 }
             }
+            self.lock().space_waiters += 1;
             self.wake.notify_one();
             notified.await;
+            let mut st = self.lock();
+            st.space_waiters = st.space_waiters.saturating_sub(1);
         }
         let mut st = self.lock();
         let Target::File(f) = st.node(ino)?.target else {
@@ -1562,6 +1757,7 @@ impl Inner {
         c.file.write_all_at(data, offset).map_err(cache_err)?;
         c.size = c.size.max(offset + data.len() as u64);
         c.gen += 1;
+        c.clean_cap = None;
         let now = now_ns();
         let n = st.node_mut(ino)?;
         n.attr.mtime_ns = now;
@@ -1592,7 +1788,11 @@ impl Inner {
             }
             take_error(&mut st, ino)?;
             let keys = Self::path_keys(&st, ino);
-            let dircap = if whole_dir { st.dir_cap(ino).ok() } else { None };
+            let dircap = if whole_dir {
+                st.dir_cap(ino).ok()
+            } else {
+                None
+            };
             let fid = match st.node(ino)?.target {
                 Target::File(f) => Some(f),
                 _ => None,
@@ -1600,7 +1800,10 @@ impl Inner {
             let err0 = fid.and_then(|f| st.caches.get(&f)).map_or(0, |c| c.errors);
             let mut dirs: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
             dirs.extend(dircap.clone());
-            let dir_err0: HashMap<String, u64> = dirs.iter().map(|d| (d.clone(), st.dir_errors.get(d).copied().unwrap_or(0))).collect();
+            let dir_err0: HashMap<String, u64> = dirs
+                .iter()
+                .map(|d| (d.clone(), st.dir_errors.get(d).copied().unwrap_or(0)))
+                .collect();
             (keys, dircap, st.journal.peek_seq(), fid, err0, dir_err0)
         };
         loop {
@@ -1611,7 +1814,10 @@ impl Inner {
                 let mut st = self.lock();
                 if let Some(c) = fid.and_then(|f| st.caches.get_mut(&f)) {
                     if c.errors > err0 {
-                        let e = c.last_error.take().unwrap_or_else(|| "upload failed".into());
+                        let e = c
+                            .last_error
+                            .take()
+                            .unwrap_or_else(|| "upload failed".into());
                         return Err(VfsError::Upload(e));
                     }
                 }
@@ -1623,10 +1829,15 @@ impl Inner {
                 }
                 let old = |d: &str, name: Option<&str>| {
                     st.pending.get(d).is_some_and(|m| {
-                        m.iter().any(|(k, (r, _))| r.seq < seq_limit && name.is_none_or(|n| n == k))
+                        m.iter()
+                            .any(|(k, (r, _))| r.seq < seq_limit && name.is_none_or(|n| n == k))
                     })
                 };
-                let mut busy: Vec<String> = keys.iter().filter(|(d, n)| old(d, Some(n))).map(|k| k.0.clone()).collect();
+                let mut busy: Vec<String> = keys
+                    .iter()
+                    .filter(|(d, n)| old(d, Some(n)))
+                    .map(|k| k.0.clone())
+                    .collect();
                 if let Some(d) = &dircap {
                     if old(d, None) {
                         busy.push(d.clone());
@@ -1648,7 +1859,10 @@ impl Inner {
                     .flat_map(|m| m.values())
                     .filter(|(r, _)| r.seq < seq_limit)
                     .filter_map(|(r, _)| match &r.op {
-                        Op::Set { target: Target::File(f), .. } => Some(*f),
+                        Op::Set {
+                            target: Target::File(f),
+                            ..
+                        } => Some(*f),
                         _ => None,
                     })
                     .collect();
@@ -1668,7 +1882,10 @@ impl Inner {
     async fn flush_all(&self) -> Result<()> {
         let (errs0, dir0) = {
             let st = self.lock();
-            (st.caches.values().map(|c| c.errors).sum::<u64>(), st.dir_errors.values().sum::<u64>())
+            (
+                st.caches.values().map(|c| c.errors).sum::<u64>(),
+                st.dir_errors.values().sum::<u64>(),
+            )
         };
         loop {
             let notified = self.progress.notified();
@@ -1682,7 +1899,9 @@ impl Inner {
                 let errs = st.caches.values().map(|c| c.errors).sum::<u64>();
                 let dirs = st.dir_errors.values().sum::<u64>();
                 if errs > errs0 || dirs > dir0 {
-                    return Err(VfsError::Upload(st.errors.back().cloned().unwrap_or_default()));
+                    return Err(VfsError::Upload(
+                        st.errors.back().cloned().unwrap_or_default(),
+                    ));
                 }
                 let ds: Vec<String> = st.pending.keys().cloned().collect();
                 st.urgent_dirs.extend(ds);
@@ -1717,12 +1936,36 @@ impl Inner {
         let due: Vec<(u64, u64, PathBuf)> = {
             let mut st = self.lock();
             let refd = st.fids_referenced();
-            let pressure = st.cache_used() > self.cfg.cache_size;
+            let pressure = st.cache_used() > self.cfg.cache_size || st.space_waiters > 0;
+            // Closed cache files whose content was uploaded while open give way to their cap.
+            let clean: Vec<(u64, String)> = st
+                .caches
+                .iter()
+                .filter(|(f, c)| !refd.contains(f) && c.writers == 0 && !c.in_flight)
+                .filter_map(|(f, c)| c.clean_cap.clone().map(|k| (*f, k)))
+                .collect();
+            for (f, cap) in clean {
+                let ino = st
+                    .nodes
+                    .iter()
+                    .find(|(_, n)| n.target == Target::File(f))
+                    .map(|(i, _)| *i);
+                let size = st.caches.get(&f).map_or(0, |c| c.size);
+                if let Some(n) = ino.and_then(|i| st.nodes.get_mut(&i)) {
+                    n.target = Target::Cap(cap);
+                    n.size = size;
+                }
+            }
             // Unreferenced, unowned cache files are garbage (e.g. after a restart).
             let garbage: Vec<u64> = st
                 .caches
                 .iter()
-                .filter(|(f, c)| !refd.contains(f) && c.writers == 0 && !c.in_flight && !st.nodes.values().any(|n| n.target == Target::File(**f)))
+                .filter(|(f, c)| {
+                    !refd.contains(f)
+                        && c.writers == 0
+                        && !c.in_flight
+                        && !st.nodes.values().any(|n| n.target == Target::File(**f))
+                })
                 .map(|(f, _)| *f)
                 .collect();
             for g in garbage {
@@ -1730,10 +1973,16 @@ impl Inner {
                 st.journal.remove_file(g);
             }
             let mut due = Vec::new();
-            let paths: Vec<(u64, PathBuf)> = st.caches.keys().map(|f| (*f, st.journal.data_path(*f))).collect();
+            let paths: Vec<(u64, PathBuf)> = st
+                .caches
+                .keys()
+                .map(|f| (*f, st.journal.data_path(*f)))
+                .collect();
             for (f, p) in paths {
-                let Some(c) = st.caches.get_mut(&f) else { continue };
-                if !refd.contains(&f) || c.writers > 0 || c.in_flight {
+                let Some(c) = st.caches.get_mut(&f) else {
+                    continue;
+                };
+                if !refd.contains(&f) || (c.writers > 0 && !c.urgent) || c.in_flight {
                     continue;
                 }
                 if let Some(r) = c.retry_at {
@@ -1744,6 +1993,7 @@ impl Inner {
                 }
                 if c.urgent || pressure || c.ready_at <= now {
                     c.in_flight = true;
+                    c.urgent = false;
                     due.push((f, c.gen, p));
                 } else {
                     next = next.min(c.ready_at - now);
@@ -1784,15 +2034,25 @@ impl Inner {
         // Publish directories whose resolved changes are due.
         let dirs: Vec<String> = {
             let mut st = self.lock();
-            let pressure = st.cache_used() > self.cfg.cache_size;
+            let pressure = st.cache_used() > self.cfg.cache_size || st.space_waiters > 0;
             let mut out = Vec::new();
             for (d, m) in &st.pending {
                 let resolved: Vec<&Instant> = m
                     .values()
-                    .filter(|(r, _)| !matches!(r.op, Op::Set { target: Target::File(_), .. }))
+                    .filter(|(r, _)| {
+                        !matches!(
+                            r.op,
+                            Op::Set {
+                                target: Target::File(_),
+                                ..
+                            }
+                        )
+                    })
                     .map(|(_, t)| t)
                     .collect();
-                let Some(oldest) = resolved.iter().min() else { continue };
+                let Some(oldest) = resolved.iter().min() else {
+                    continue;
+                };
                 if st.urgent_dirs.contains(d) || pressure || **oldest + delay <= now {
                     out.push(d.clone());
                 } else {
@@ -1818,19 +2078,32 @@ impl Inner {
     /// An upload of `fid` at generation `gen` finished with `cap`: records naming the file now
     /// name the cap (same seq), and the cache file is freed — unless the file changed meanwhile.
     fn resolve(&self, st: &mut State, fid: u64, gen: u64, cap: String) {
-        let Some(c) = st.caches.get_mut(&fid) else { return };
+        let Some(c) = st.caches.get_mut(&fid) else {
+            return;
+        };
         c.in_flight = false;
-        if c.gen != gen || c.writers > 0 {
+        if c.gen != gen {
             return;
         }
         c.retry_at = None;
+        let still_open = c.writers > 0;
+        if still_open {
+            c.clean_cap = Some(cap.clone());
+        }
         let mut rewrites = Vec::new();
         for m in st.pending.values() {
             for (r, _) in m.values() {
-                if let Op::Set { target: Target::File(f), metadata } = &r.op {
+                if let Op::Set {
+                    target: Target::File(f),
+                    metadata,
+                } = &r.op
+                {
                     if *f == fid {
                         let mut r2 = r.clone();
-                        r2.op = Op::Set { target: Target::Cap(cap.clone()), metadata: metadata.clone() };
+                        r2.op = Op::Set {
+                            target: Target::Cap(cap.clone()),
+                            metadata: metadata.clone(),
+                        };
                         rewrites.push(r2);
                     }
                 }
@@ -1845,10 +2118,23 @@ impl Inner {
                 slot.0 = r;
             }
         }
+        if still_open {
+            return;
+        }
         let size = st.caches.get(&fid).map_or(0, |c| c.size);
         let ino = st.caches.get(&fid).and_then(|c| c.ino);
-        let ino = ino.filter(|i| st.nodes.get(i).is_some_and(|n| n.target == Target::File(fid)))
-            .or_else(|| st.nodes.iter().find(|(_, n)| n.target == Target::File(fid)).map(|(i, _)| *i));
+        let ino = ino
+            .filter(|i| {
+                st.nodes
+                    .get(i)
+                    .is_some_and(|n| n.target == Target::File(fid))
+            })
+            .or_else(|| {
+                st.nodes
+                    .iter()
+                    .find(|(_, n)| n.target == Target::File(fid))
+                    .map(|(i, _)| *i)
+            });
         if let Some(n) = ino.and_then(|i| st.nodes.get_mut(&i)) {
             n.target = Target::Cap(cap);
             n.size = size;
@@ -1861,22 +2147,40 @@ impl Inner {
     /// with another writer's non-overlapping changes and dropping (and reporting) overlapping ones.
     async fn publish(&self, dircap: &str) -> Result<()> {
         let writekey = dir_writekey(dircap).ok_or(VfsError::ReadOnly)?;
-        let kind = DirKind::Mutable { writekey: Some(writekey) };
+        let kind = DirKind::Mutable {
+            writekey: Some(writekey),
+        };
         let mut reference: Option<Directory> = None;
         let mut dropped: HashSet<u64> = HashSet::new();
         let mut conflicts: Vec<String> = Vec::new();
         for _ in 0..10 {
             let (body, ver) = self.backend.read_dir(dircap).await.map_err(grid)?;
-            let cur = Directory::unpack(kind.clone(), &body).map_err(|e| VfsError::Grid(e.to_string()))?;
+            let cur = Directory::unpack(kind.clone(), &body)
+                .map_err(|e| VfsError::Grid(e.to_string()))?;
             let (recs, epoch) = {
                 let st = self.lock();
                 let recs: Vec<Record> = st
                     .pending
                     .get(dircap)
-                    .map(|m| m.values().map(|(r, _)| r.clone()).filter(|r| !matches!(r.op, Op::Set { target: Target::File(_), .. })).collect())
+                    .map(|m| {
+                        m.values()
+                            .map(|(r, _)| r.clone())
+                            .filter(|r| {
+                                !matches!(
+                                    r.op,
+                                    Op::Set {
+                                        target: Target::File(_),
+                                        ..
+                                    }
+                                )
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let dino = st.dir_ino.get(dircap).copied();
-                let dstate = dino.and_then(|i| st.nodes.get(&i)).and_then(|n| n.dir.as_ref());
+                let dstate = dino
+                    .and_then(|i| st.nodes.get(&i))
+                    .and_then(|n| n.dir.as_ref());
                 if reference.is_none() {
                     reference = dstate.and_then(|d| d.base.clone());
                 }
@@ -1904,11 +2208,21 @@ impl Inner {
                     Op::Remove => {
                         dir.remove(&r.name);
                     }
-                    Op::Set { target: Target::Cap(c), metadata } => {
-                        let md = update_metadata(cur.get(&r.name).map(|c| &c.metadata), Some(metadata), secs);
+                    Op::Set {
+                        target: Target::Cap(c),
+                        metadata,
+                    } => {
+                        let md = update_metadata(
+                            cur.get(&r.name).map(|c| &c.metadata),
+                            Some(metadata),
+                            secs,
+                        );
                         dir.insert(&r.name, child_for(c, md));
                     }
-                    Op::Set { target: Target::File(_), .. } => continue,
+                    Op::Set {
+                        target: Target::File(_),
+                        ..
+                    } => continue,
                 }
                 applied.push(r.clone());
             }
@@ -1928,7 +2242,11 @@ impl Inner {
             }
             let mut st = self.lock();
             st.publishes += 1;
-            for r in recs.iter().filter(|r| dropped.contains(&r.seq)).chain(applied.iter()) {
+            for r in recs
+                .iter()
+                .filter(|r| dropped.contains(&r.seq))
+                .chain(applied.iter())
+            {
                 let slot = st.pending.get_mut(dircap);
                 if let Some(m) = slot {
                     if m.get(&r.name).is_some_and(|(x, _)| x.seq == r.seq) {
@@ -1941,7 +2259,10 @@ impl Inner {
                 st.pending.remove(dircap);
             }
             let dino = st.dir_ino.get(dircap).copied();
-            if let Some(d) = dino.and_then(|i| st.nodes.get_mut(&i)).and_then(|n| n.dir.as_mut()) {
+            if let Some(d) = dino
+                .and_then(|i| st.nodes.get_mut(&i))
+                .and_then(|n| n.dir.as_mut())
+            {
                 d.epoch += 1;
                 let base = d.base.get_or_insert_with(|| Directory::new(kind.clone()));
                 for r in recs.iter() {
@@ -1960,7 +2281,10 @@ impl Inner {
                 }
             }
             if !conflicts.is_empty() {
-                let msg = format!("another writer changed {:?}; their version was kept", conflicts);
+                let msg = format!(
+                    "another writer changed {:?}; their version was kept",
+                    conflicts
+                );
                 st.push_error(msg.clone());
                 *st.dir_errors.entry(dircap.to_string()).or_default() += 1;
                 return Err(VfsError::Conflict(msg));
