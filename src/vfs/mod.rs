@@ -919,17 +919,23 @@ impl Vfs {
     ) -> Result<(FileAttr, u64)> {
         let name = check_name(name)?;
         self.inner.load_dir(parent).await?;
-        let mut st = self.lock();
-        let dir = st.writable_dir(parent)?;
-        if let Some(ino) = st.child(parent, &name)? {
+        let existing = {
+            let st = self.lock();
+            st.writable_dir(parent)?;
+            st.child(parent, &name)?
+        };
+        if let Some(ino) = existing {
             if flags & libc::O_EXCL != 0 {
                 return Err(VfsError::Exists);
             }
-            drop(st);
             let fh = self.open(ino, flags).await?;
             let mut st = self.lock();
             st.node_mut(ino)?.lookups += 1;
             return Ok((st.file_attr(ino)?, fh));
+        }
+        let mut st = self.lock();
+        if st.child(parent, &name)?.is_some() {
+            return Err(VfsError::Exists);
         }
         let fid = st.journal.new_file().map_err(VfsError::Cache)?;
         let ino = st.insert_new(
@@ -944,7 +950,6 @@ impl Vfs {
         );
         st.add_cache(fid, 0, Some(ino))?;
         st.record_node(ino)?;
-        let _ = dir;
         st.node_mut(ino)?.lookups += 1;
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = st.open_handle(ino, write);
@@ -2155,8 +2160,7 @@ impl Inner {
         let mut conflicts: Vec<String> = Vec::new();
         for _ in 0..10 {
             let (body, ver) = self.backend.read_dir(dircap).await.map_err(grid)?;
-            let cur = Directory::unpack(kind.clone(), &body)
-                .map_err(|e| VfsError::Grid(e.to_string()))?;
+            let cur = Directory::unpack(kind, &body).map_err(|e| VfsError::Grid(e.to_string()))?;
             let (recs, epoch) = {
                 let st = self.lock();
                 let recs: Vec<Record> = st
@@ -2264,7 +2268,7 @@ impl Inner {
                 .and_then(|n| n.dir.as_mut())
             {
                 d.epoch += 1;
-                let base = d.base.get_or_insert_with(|| Directory::new(kind.clone()));
+                let base = d.base.get_or_insert_with(|| Directory::new(kind));
                 for r in recs.iter() {
                     match dir.get(&r.name) {
                         Some(c) => {

@@ -4,12 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+type Key = (String, u64);
+
 pub struct SegCache {
     limit: usize,
     used: usize,
     tick: u64,
-    map: HashMap<(String, u64), (Arc<Vec<u8>>, u64)>,
-    order: BTreeMap<u64, (String, u64)>,
+    map: HashMap<Key, (Arc<Vec<u8>>, u64)>,
+    order: BTreeMap<u64, Key>,
 }
 
 impl SegCache {

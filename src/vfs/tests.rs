@@ -558,3 +558,440 @@ async fn dir_refresh_shows_other_writers_entries() {
     );
     assert_eq!(cat(&v, n.ino).await, b"hi");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Property test: random operation sequences against a reference model of a POSIX tree, with
+// simulated crashes (the Vfs dropped without flushing, a new one on the same cache directory).
+// A crash loses nothing a returned call did (SEMANTICS.md durability point 1), so the state after
+// a restart must equal the model; at the end the grid alone (a fresh cache) must equal it too.
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum MKind {
+        File(Vec<u8>),
+        Dir,
+        Symlink(Vec<u8>),
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct MNode {
+        kind: MKind,
+        perm: u32,
+    }
+
+    type Tree = BTreeMap<String, MNode>;
+
+    #[derive(Clone, Debug)]
+    pub enum MOp {
+        Create(usize, usize, Vec<u8>),
+        Write(usize, usize, u16, Vec<u8>),
+        Truncate(usize, usize, u16),
+        Mkdir(usize, usize),
+        Unlink(usize, usize),
+        Rmdir(usize, usize),
+        Rename(usize, usize, usize, usize),
+        Chmod(usize, usize, u32),
+        Symlink(usize, usize, Vec<u8>),
+        Fsync(usize, usize),
+        Crash,
+    }
+
+    const NAMES: [&str; 3] = ["a", "b", "c"];
+    const PARENTS: [&str; 4] = ["", "a", "b", "a/b"];
+
+    fn path(p: usize, n: usize) -> String {
+        if PARENTS[p].is_empty() {
+            NAMES[n].to_string()
+        } else {
+            format!("{}/{}", PARENTS[p], NAMES[n])
+        }
+    }
+
+    fn op() -> impl Strategy<Value = MOp> {
+        let p = 0..PARENTS.len();
+        let n = 0..NAMES.len();
+        let data = proptest::collection::vec(any::<u8>(), 0..200);
+        prop_oneof![
+            (p.clone(), n.clone(), data.clone()).prop_map(|(p, n, d)| MOp::Create(p, n, d)),
+            (p.clone(), n.clone(), 0u16..300, data.clone())
+                .prop_map(|(p, n, o, d)| MOp::Write(p, n, o, d)),
+            (p.clone(), n.clone(), 0u16..300).prop_map(|(p, n, s)| MOp::Truncate(p, n, s)),
+            (p.clone(), n.clone()).prop_map(|(p, n)| MOp::Mkdir(p, n)),
+            (p.clone(), n.clone()).prop_map(|(p, n)| MOp::Unlink(p, n)),
+            (p.clone(), n.clone()).prop_map(|(p, n)| MOp::Rmdir(p, n)),
+            (p.clone(), n.clone(), p.clone(), n.clone())
+                .prop_map(|(a, b, c, d)| MOp::Rename(a, b, c, d)),
+            (p.clone(), n.clone(), 0u32..0o1000).prop_map(|(p, n, m)| MOp::Chmod(p, n, m)),
+            (
+                p.clone(),
+                n.clone(),
+                proptest::collection::vec(1u8..255, 1..80)
+            )
+                .prop_map(|(p, n, t)| MOp::Symlink(p, n, t)),
+            (p.clone(), n).prop_map(|(p, n)| MOp::Fsync(p, n)),
+            Just(MOp::Crash),
+        ]
+    }
+
+    fn parent_ok(t: &Tree, p: usize) -> std::result::Result<(), i32> {
+        let pp = PARENTS[p];
+        if pp.is_empty() {
+            return Ok(());
+        }
+        // Walk the components like lookups do.
+        let mut cur = String::new();
+        for comp in pp.split('/') {
+            cur = if cur.is_empty() {
+                comp.to_string()
+            } else {
+                format!("{cur}/{comp}")
+            };
+            match t.get(&cur) {
+                None => return Err(libc::ENOENT),
+                Some(MNode {
+                    kind: MKind::Dir, ..
+                }) => {}
+                Some(_) => return Err(libc::ENOTDIR),
+            }
+        }
+        Ok(())
+    }
+
+    fn has_children(t: &Tree, p: &str) -> bool {
+        let pre = format!("{p}/");
+        t.keys().any(|k| k.starts_with(&pre))
+    }
+
+    async fn resolve(v: &Vfs, p: &str) -> std::result::Result<Ino, i32> {
+        let mut ino = ROOT_INO;
+        if p.is_empty() {
+            return Ok(ino);
+        }
+        for comp in p.split('/') {
+            ino = v.lookup(ino, os(comp)).await.map_err(|e| e.to_errno())?.ino;
+        }
+        Ok(ino)
+    }
+
+    /// Resolves a parent directory as the kernel's path walk does (ENOTDIR for a non-directory).
+    async fn resolve_dir(v: &Vfs, p: &str) -> std::result::Result<Ino, i32> {
+        let mut ino = ROOT_INO;
+        if p.is_empty() {
+            return Ok(ino);
+        }
+        for comp in p.split('/') {
+            let a = v.lookup(ino, os(comp)).await.map_err(|e| e.to_errno())?;
+            if a.kind != FileKind::Dir {
+                return Err(libc::ENOTDIR);
+            }
+            ino = a.ino;
+        }
+        Ok(ino)
+    }
+
+    async fn snapshot(v: &Vfs) -> Tree {
+        let mut out = Tree::new();
+        let mut stack = vec![(ROOT_INO, String::new())];
+        while let Some((ino, p)) = stack.pop() {
+            for e in v.readdir(ino).await.unwrap().into_iter().skip(2) {
+                let cp = if p.is_empty() {
+                    e.name.clone()
+                } else {
+                    format!("{p}/{}", e.name)
+                };
+                let a = v.lookup(ino, os(&e.name)).await.unwrap();
+                let kind = match a.kind {
+                    FileKind::Dir => {
+                        stack.push((a.ino, cp.clone()));
+                        MKind::Dir
+                    }
+                    FileKind::Symlink => MKind::Symlink(v.readlink(a.ino).await.unwrap()),
+                    _ => MKind::File(cat(v, a.ino).await),
+                };
+                out.insert(cp, MNode { kind, perm: a.perm });
+            }
+        }
+        out
+    }
+
+    async fn run(ops: Vec<MOp>, delay_ms: u64) {
+        let b = MemBackend::new();
+        let root = b.new_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let mk = |d: &std::path::Path| cfg(d, delay_ms);
+        let mut v = Vfs::new(Arc::new(b.clone()), &root, mk(tmp.path()))
+            .await
+            .unwrap();
+        let mut t = Tree::new();
+        for op in ops {
+            match op {
+                MOp::Create(p, n, d) => {
+                    let want = parent_ok(&t, p).and_then(|_| {
+                        if t.contains_key(&path(p, n)) {
+                            Err(libc::EEXIST)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        let (a, fh) = v
+                            .create(pi, os(NAMES[n]), 0o640, libc::O_WRONLY | libc::O_EXCL, 1, 1)
+                            .await
+                            .map_err(|e| e.to_errno())?;
+                        v.write(a.ino, fh, 0, &d).await.map_err(|e| e.to_errno())?;
+                        v.release(a.ino, fh).await.map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "create {}", path(p, n));
+                    if want.is_ok() {
+                        t.insert(
+                            path(p, n),
+                            MNode {
+                                kind: MKind::File(d),
+                                perm: 0o640,
+                            },
+                        );
+                    }
+                }
+                MOp::Write(p, n, off, d) => {
+                    let Some(MNode {
+                        kind: MKind::File(cur),
+                        ..
+                    }) = t.get_mut(&path(p, n))
+                    else {
+                        continue;
+                    };
+                    let ino = resolve(&v, &path(p, n)).await.unwrap();
+                    let fh = v.open(ino, libc::O_RDWR).await.unwrap();
+                    v.write(ino, fh, off as u64, &d).await.unwrap();
+                    v.release(ino, fh).await.unwrap();
+                    let end = off as usize + d.len();
+                    if !d.is_empty() {
+                        if cur.len() < end {
+                            cur.resize(end, 0);
+                        }
+                        cur[off as usize..end].copy_from_slice(&d);
+                    }
+                }
+                MOp::Truncate(p, n, s) => {
+                    let Some(MNode {
+                        kind: MKind::File(cur),
+                        ..
+                    }) = t.get_mut(&path(p, n))
+                    else {
+                        continue;
+                    };
+                    let ino = resolve(&v, &path(p, n)).await.unwrap();
+                    v.setattr(
+                        ino,
+                        SetAttr {
+                            size: Some(s as u64),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    cur.resize(s as usize, 0);
+                }
+                MOp::Mkdir(p, n) => {
+                    let want = parent_ok(&t, p).and_then(|_| {
+                        if t.contains_key(&path(p, n)) {
+                            Err(libc::EEXIST)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        v.mkdir(pi, os(NAMES[n]), 0o750, 1, 1)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "mkdir {}", path(p, n));
+                    if want.is_ok() {
+                        t.insert(
+                            path(p, n),
+                            MNode {
+                                kind: MKind::Dir,
+                                perm: 0o750,
+                            },
+                        );
+                    }
+                }
+                MOp::Symlink(p, n, target) => {
+                    let want = parent_ok(&t, p).and_then(|_| {
+                        if t.contains_key(&path(p, n)) {
+                            Err(libc::EEXIST)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        v.symlink(pi, os(NAMES[n]), OsStr::from_bytes(&target), 1, 1)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "symlink {}", path(p, n));
+                    if want.is_ok() {
+                        t.insert(
+                            path(p, n),
+                            MNode {
+                                kind: MKind::Symlink(target),
+                                perm: 0o777,
+                            },
+                        );
+                    }
+                }
+                MOp::Unlink(p, n) => {
+                    let want = parent_ok(&t, p).and_then(|_| match t.get(&path(p, n)) {
+                        None => Err(libc::ENOENT),
+                        Some(MNode {
+                            kind: MKind::Dir, ..
+                        }) => Err(libc::EISDIR),
+                        Some(_) => Ok(()),
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        v.unlink(pi, os(NAMES[n])).await.map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "unlink {}", path(p, n));
+                    if want.is_ok() {
+                        t.remove(&path(p, n));
+                    }
+                }
+                MOp::Rmdir(p, n) => {
+                    let pa = path(p, n);
+                    let want = parent_ok(&t, p).and_then(|_| match t.get(&pa) {
+                        None => Err(libc::ENOENT),
+                        Some(MNode {
+                            kind: MKind::Dir, ..
+                        }) if has_children(&t, &pa) => Err(libc::ENOTEMPTY),
+                        Some(MNode {
+                            kind: MKind::Dir, ..
+                        }) => Ok(()),
+                        Some(_) => Err(libc::ENOTDIR),
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        v.rmdir(pi, os(NAMES[n])).await.map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "rmdir {pa}");
+                    if want.is_ok() {
+                        t.remove(&pa);
+                    }
+                }
+                MOp::Rename(p, n, p2, n2) => {
+                    let (s, d) = (path(p, n), path(p2, n2));
+                    let want = parent_ok(&t, p)
+                        .and_then(|_| parent_ok(&t, p2))
+                        .and_then(|_| {
+                            let sn = t.get(&s).ok_or(libc::ENOENT)?;
+                            if s == d {
+                                return Ok(false);
+                            }
+                            let np = PARENTS[p2];
+                            if np == s || np.starts_with(&format!("{s}/")) {
+                                return Err(libc::EINVAL);
+                            }
+                            match (t.get(&d), &sn.kind) {
+                                (
+                                    Some(MNode {
+                                        kind: MKind::Dir, ..
+                                    }),
+                                    k,
+                                ) if *k != MKind::Dir => Err(libc::EISDIR),
+                                (Some(MNode { kind: k, .. }), MKind::Dir) if *k != MKind::Dir => {
+                                    Err(libc::ENOTDIR)
+                                }
+                                (
+                                    Some(MNode {
+                                        kind: MKind::Dir, ..
+                                    }),
+                                    _,
+                                ) if has_children(&t, &d) => Err(libc::ENOTEMPTY),
+                                _ => Ok(true),
+                            }
+                        });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        let p2i = resolve_dir(&v, PARENTS[p2]).await?;
+                        v.rename(pi, os(NAMES[n]), p2i, os(NAMES[n2]), 0)
+                            .await
+                            .map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want.map(|_| ()), "rename {s} {d}");
+                    if want == Ok(true) {
+                        t.remove(&d);
+                        let pre = format!("{s}/");
+                        let moved: Vec<String> = t
+                            .keys()
+                            .filter(|k| **k == s || k.starts_with(&pre))
+                            .cloned()
+                            .collect();
+                        for k in moved {
+                            let node = t.remove(&k).unwrap();
+                            t.insert(format!("{d}{}", &k[s.len()..]), node);
+                        }
+                    }
+                }
+                MOp::Chmod(p, n, m) => {
+                    let Some(node) = t.get_mut(&path(p, n)) else {
+                        continue;
+                    };
+                    let ino = resolve(&v, &path(p, n)).await.unwrap();
+                    v.setattr(
+                        ino,
+                        SetAttr {
+                            mode: Some(m),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    node.perm = m;
+                }
+                MOp::Fsync(p, n) => {
+                    if let Ok(ino) = resolve(&v, &path(p, n)).await {
+                        v.fsync(ino, 0).await.unwrap();
+                    }
+                }
+                MOp::Crash => {
+                    v.crash().await;
+                    v = Vfs::new(Arc::new(b.clone()), &root, mk(tmp.path()))
+                        .await
+                        .unwrap();
+                    assert_eq!(snapshot(&v).await, t, "after crash");
+                }
+            }
+        }
+        assert_eq!(snapshot(&v).await, t, "end");
+        v.flush_all().await.unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let w = Vfs::new(Arc::new(b.clone()), &root, mk(fresh.path()))
+            .await
+            .unwrap();
+        assert_eq!(snapshot(&w).await, t, "grid alone");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn random_ops_match_model(ops in proptest::collection::vec(op(), 1..30), delay in prop_oneof![Just(0u64), Just(5), Just(3_600_000)]) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(run(ops, delay));
+        }
+    }
+}
