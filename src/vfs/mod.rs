@@ -232,6 +232,11 @@ struct State {
     dir_ino: HashMap<String, Ino>,
     /// Writers waiting for cache space (the flusher then uploads without waiting for the delay).
     space_waiters: usize,
+    /// Segments being fetched by read-ahead (bounded by `read_ahead` per sequential reader).
+    prefetching: HashSet<(String, u64)>,
+    /// Directories with a publish in flight: a name removed meanwhile may be about to appear on
+    /// the grid, so its removal must be recorded even when the base listing lacks it.
+    publishing: HashSet<String>,
 }
 
 struct Inner {
@@ -442,7 +447,8 @@ impl State {
             .dir
             .as_ref()
             .and_then(|d| d.base.as_ref())
-            .is_none_or(|b| b.contains(name));
+            .is_none_or(|b| b.contains(name))
+            || self.publishing.contains(&dir);
         if on_grid {
             self.put_record(&dir, name, Op::Remove)
         } else {
@@ -652,6 +658,8 @@ impl Vfs {
             segs: SegCache::new(cfg.segment_cache),
             dir_ino: HashMap::new(),
             space_waiters: 0,
+            prefetching: HashSet::new(),
+            publishing: HashSet::new(),
         };
         st.nodes.insert(ROOT_INO, root);
         st.dir_ino.insert(root_cap.to_string(), ROOT_INO);
@@ -722,10 +730,16 @@ impl Vfs {
     }
 
     pub async fn setattr(&self, ino: Ino, set: SetAttr) -> Result<FileAttr> {
-        if let Some(size) = set.size {
-            self.inner.materialize(ino, Some(size)).await?;
-        }
-        let mut st = self.lock();
+        // The flusher may upload and drop a fresh cache file before we lock: materialize again.
+        let mut st = loop {
+            if let Some(size) = set.size {
+                self.inner.materialize(ino, Some(size)).await?;
+            }
+            let st = self.lock();
+            if set.size.is_none() || matches!(st.node(ino)?.target, Target::File(_)) {
+                break st;
+            }
+        };
         let parent = st.node(ino)?.parent;
         if let Some(p) = parent {
             st.writable_dir(p)?;
@@ -1630,6 +1644,9 @@ impl Inner {
         let fid = st.journal.new_file().map_err(VfsError::Cache)?;
         fs::write(st.journal.data_path(fid), &data).map_err(cache_err)?;
         st.add_cache(fid, data.len() as u64, Some(ino))?;
+        if let Some(c) = st.caches.get_mut(&fid) {
+            c.ready_at = Instant::now() + self.cfg.write_back_delay;
+        }
         let n = st.node_mut(ino)?;
         n.target = Target::File(fid);
         let open_writers = st
@@ -1643,7 +1660,7 @@ impl Inner {
         st.record_node(ino)
     }
 
-    async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    async fn read(self: &Arc<Self>, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let (cap, fsize, sequential) = {
             let mut st = self.lock();
             let n = st.node(ino)?;
@@ -1683,15 +1700,28 @@ impl Inner {
         if sequential {
             // Read-ahead: fetch the next segments in the background.
             let nsegs = fsize.div_ceil(seg);
-            for s in last + 1..(last + 1 + self.cfg.read_ahead).min(nsegs) {
-                if !self.lock().segs.contains(&cap, s) {
-                    let backend = Arc::clone(&self.backend);
-                    let cap2 = cap.clone();
-                    let len = seg.min(fsize - s * seg);
-                    if let Ok(d) = backend.read_file(&cap2, s * seg, len).await {
-                        self.lock().segs.insert(&cap2, s, Arc::new(d));
+            let ahead: Vec<u64> = {
+                let mut st = self.lock();
+                let mut v = Vec::new();
+                for s in last + 1..(last + 1 + self.cfg.read_ahead).min(nsegs) {
+                    if !st.segs.contains(&cap, s) && st.prefetching.insert((cap.clone(), s)) {
+                        v.push(s);
                     }
                 }
+                v
+            };
+            for s in ahead {
+                let me = Arc::clone(self);
+                let cap2 = cap.clone();
+                let len = seg.min(fsize - s * seg);
+                tokio::spawn(async move {
+                    let r = me.backend.read_file(&cap2, s * seg, len).await;
+                    let mut st = me.lock();
+                    st.prefetching.remove(&(cap2.clone(), s));
+                    if let Ok(d) = r {
+                        st.segs.insert(&cap2, s, Arc::new(d));
+                    }
+                });
             }
         }
         if let Some(h) = self.lock().handles.get_mut(&fh) {
@@ -1724,51 +1754,55 @@ impl Inner {
                 return Err(VfsError::BadHandle);
             }
         }
-        self.materialize(ino, None).await?;
-        // Backpressure: wait while the cache is over its bound and another file's bytes can be
-        // freed by an upload.
-        loop {
-            let notified = self.progress.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let st = self.lock();
-                let Target::File(f) = st.node(ino)?.target else {
-                    return Err(VfsError::Cache("file not materialized".into()));
-                };
-                let c = st.caches.get(&f).ok_or(VfsError::NotFound)?;
-                let growth = (offset + data.len() as u64).saturating_sub(c.size);
-                let used = st.cache_used();
-                let refd = st.fids_referenced();
-                let freeable = st
-                    .caches
-                    .iter()
-                    .any(|(g, c)| *g != f && c.writers == 0 && refd.contains(g));
-                if growth == 0 || used + growth <= self.cfg.cache_size || !freeable {
-                    break;
+        'again: loop {
+            self.materialize(ino, None).await?;
+            // Backpressure: wait while the cache is over its bound and another file's bytes can be
+            // freed by an upload.
+            loop {
+                let notified = self.progress.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let st = self.lock();
+                    let Target::File(f) = st.node(ino)?.target else {
+                        break;
+                    };
+                    let c = st.caches.get(&f).ok_or(VfsError::NotFound)?;
+                    let growth = (offset + data.len() as u64).saturating_sub(c.size);
+                    let used = st.cache_used();
+                    let refd = st.fids_referenced();
+                    let freeable = st
+                        .caches
+                        .iter()
+                        .any(|(g, c)| *g != f && c.writers == 0 && refd.contains(g));
+                    if growth == 0 || used + growth <= self.cfg.cache_size || !freeable {
+                        break;
+                    }
                 }
+                self.lock().space_waiters += 1;
+                self.wake.notify_one();
+                notified.await;
+                let mut st = self.lock();
+                st.space_waiters = st.space_waiters.saturating_sub(1);
             }
-            self.lock().space_waiters += 1;
-            self.wake.notify_one();
-            notified.await;
             let mut st = self.lock();
-            st.space_waiters = st.space_waiters.saturating_sub(1);
+            let Target::File(f) = st.node(ino)?.target else {
+                // Uploaded and dropped meanwhile: materialize again.
+                drop(st);
+                continue 'again;
+            };
+            let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
+            c.file.write_all_at(data, offset).map_err(cache_err)?;
+            c.size = c.size.max(offset + data.len() as u64);
+            c.gen += 1;
+            c.clean_cap = None;
+            let now = now_ns();
+            let n = st.node_mut(ino)?;
+            n.attr.mtime_ns = now;
+            n.attr.ctime_ns = now;
+            n.dirty_md = true;
+            return Ok(data.len() as u32);
         }
-        let mut st = self.lock();
-        let Target::File(f) = st.node(ino)?.target else {
-            return Err(VfsError::Cache("file not materialized".into()));
-        };
-        let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
-        c.file.write_all_at(data, offset).map_err(cache_err)?;
-        c.size = c.size.max(offset + data.len() as u64);
-        c.gen += 1;
-        c.clean_cap = None;
-        let now = now_ns();
-        let n = st.node_mut(ino)?;
-        n.attr.mtime_ns = now;
-        n.attr.ctime_ns = now;
-        n.dirty_md = true;
-        Ok(data.len() as u32)
     }
 
     /// The keys `(dir cap, name)` from `ino` up to the root.
@@ -2151,6 +2185,13 @@ impl Inner {
     /// Publishes the resolved pending changes of one directory in one test-and-write, merging
     /// with another writer's non-overlapping changes and dropping (and reporting) overlapping ones.
     async fn publish(&self, dircap: &str) -> Result<()> {
+        self.lock().publishing.insert(dircap.to_string());
+        let r = self.publish_inner(dircap).await;
+        self.lock().publishing.remove(dircap);
+        r
+    }
+
+    async fn publish_inner(&self, dircap: &str) -> Result<()> {
         let writekey = dir_writekey(dircap).ok_or(VfsError::ReadOnly)?;
         let kind = DirKind::Mutable {
             writekey: Some(writekey),

@@ -995,3 +995,39 @@ mod model {
         }
     }
 }
+
+#[tokio::test]
+async fn sequential_reads_of_a_grid_file_with_read_ahead() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 0);
+    c.segment_size = 4096;
+    c.segment_cache = 64 * 1024; // smaller than the file: the LRU must evict
+    let v = Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let f = put(&v, ROOT_INO, "f", &data).await;
+    v.fsync(f, 0).await.unwrap();
+    let fh = v.open(f, libc::O_RDONLY).await.unwrap();
+    let mut got = Vec::new();
+    let mut off = 0u64;
+    loop {
+        let d = v.read(f, fh, off, 3000).await.unwrap();
+        if d.is_empty() {
+            break;
+        }
+        off += d.len() as u64;
+        got.extend_from_slice(&d);
+    }
+    assert_eq!(got, data);
+    // Random offsets after eviction.
+    assert_eq!(
+        v.read(f, fh, 12345, 10).await.unwrap(),
+        data[12345..12355].to_vec()
+    );
+    assert_eq!(
+        v.read(f, fh, 199_995, 100).await.unwrap(),
+        data[199_995..].to_vec()
+    );
+    v.release(f, fh).await.unwrap();
+}
