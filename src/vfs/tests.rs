@@ -69,6 +69,11 @@ async fn write_close_uploads_after_delay_and_fsync_publishes() {
     let ino = put(&v, ROOT_INO, "hello.txt", &[7u8; 1000]).await;
     // Local speed: nothing on the grid yet (the delay is an hour).
     assert_eq!(b.publish_count(), 0);
+    let st = v.status();
+    assert_eq!(
+        (st.uploads_queued, st.bytes_dirty, st.pending_dir_changes),
+        (1, 1000, 1)
+    );
     assert_eq!(cat(&v, ino).await, vec![7u8; 1000]);
     v.fsync(ino, 0).await.unwrap();
     assert_eq!(grid_file(&b, &root, "hello.txt"), Some(vec![7u8; 1000]));
