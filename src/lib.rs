@@ -12,6 +12,7 @@
 //! error message. Types that hold one implement `Debug` without printing the secret parts.
 
 pub mod cap;
+pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -23,3 +24,4 @@ pub mod mutable;
 pub mod protocol;
 pub mod storage;
 pub mod util;
+pub mod vfs;

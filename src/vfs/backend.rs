@@ -1,0 +1,275 @@
+//! The grid as the filesystem layer sees it: five async operations on caps, behind the
+//! [`Backend`] trait, and [`MemBackend`], an in-memory grid with fault injection for tests.
+//!
+//! Invariants: a backend never puts a cap in an error message; `publish_dir` is a test-and-write
+//! (it fails with [`BackendError::Conflict`] when the directory is no longer at `expected`), so
+//! another writer's change is never overwritten blindly.
+
+use crate::cap::{Cap, ChkCap, LitCap, MutableFormat, MutableWriteCap, NodeCap};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+
+/// A boxed, sendable future: the trait stays object-safe without `async-trait`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
+/// Identifies one version of a directory's backing mutable file (sequence number and root hash
+/// for a real grid; a counter in memory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirVersion(pub Vec<u8>);
+
+/// What the grid reports. Messages never contain caps.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// The directory is no longer at the expected version (another writer).
+    #[error("the directory changed since it was read")]
+    Conflict,
+    /// No such file or directory on the grid.
+    #[error("not found on the grid")]
+    NotFound,
+    /// Anything else (servers unreachable, happiness not met, corrupt shares...).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The grid operations the filesystem layer needs.
+pub trait Backend: Send + Sync + 'static {
+    /// Uploads the bytes of the local file at `path` as an immutable file; returns its cap.
+    fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String>;
+    /// Reads `len` bytes at `offset` of the file `cap` (fewer at the end of the file).
+    fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>>;
+    /// Reads a directory: its plaintext body and version.
+    fn read_dir<'a>(&'a self, cap: &'a str) -> BoxFuture<'a, (Vec<u8>, DirVersion)>;
+    /// Replaces a directory's body if it is still at `expected`; returns the new version.
+    fn publish_dir<'a>(
+        &'a self,
+        cap: &'a str,
+        expected: &'a DirVersion,
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, DirVersion>;
+    /// Creates a new empty mutable directory; returns its write cap.
+    fn create_dir(&self) -> BoxFuture<'_, String>;
+    /// Size of the file `cap`, when the cap tells it (CHK and LIT caps do).
+    fn file_size(&self, cap: &str) -> Option<u64> {
+        match Cap::parse(cap) {
+            Cap::File(NodeCap::Chk(c)) => Some(c.size),
+            Cap::File(NodeCap::Lit(l)) => Some(l.data.len() as u64),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct MemState {
+    files: HashMap<String, Arc<Vec<u8>>>,
+    dirs: HashMap<String, (Vec<u8>, u64)>,
+}
+
+/// Fault injection knobs of [`MemBackend`].
+#[derive(Default)]
+struct Faults {
+    fail_uploads: AtomicUsize,
+    fail_all_uploads: std::sync::atomic::AtomicBool,
+    upload_delay_ms: AtomicU64,
+}
+
+/// An in-memory grid. Clones share the same grid. Caps are real Tahoe cap strings (LIT for files of
+/// 55 bytes or less, CHK otherwise, SDMF directories) with random keys.
+#[derive(Clone, Default)]
+pub struct MemBackend {
+    state: Arc<Mutex<MemState>>,
+    faults: Arc<Faults>,
+    publishes: Arc<AtomicUsize>,
+    uploads: Arc<AtomicUsize>,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut b[..]);
+    b
+}
+
+impl MemBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next `n` uploads fail.
+    pub fn fail_next_uploads(&self, n: usize) {
+        self.faults.fail_uploads.store(n, Ordering::SeqCst);
+    }
+
+    /// Every upload fails while `on`.
+    pub fn fail_all_uploads(&self, on: bool) {
+        self.faults.fail_all_uploads.store(on, Ordering::SeqCst);
+    }
+
+    /// Each upload takes `d` (a slow grid).
+    pub fn set_upload_delay(&self, d: Duration) {
+        self.faults
+            .upload_delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Successful directory publishes so far.
+    pub fn publish_count(&self) -> usize {
+        self.publishes.load(Ordering::SeqCst)
+    }
+
+    /// Successful file uploads so far.
+    pub fn upload_count(&self) -> usize {
+        self.uploads.load(Ordering::SeqCst)
+    }
+
+    /// Creates a directory synchronously (for test set-up).
+    pub fn new_dir(&self) -> String {
+        let cap = Cap::Dir(NodeCap::MutableWrite(MutableWriteCap {
+            format: MutableFormat::Sdmf,
+            writekey: random(),
+            fingerprint: random(),
+        }))
+        .to_string();
+        if let Ok(mut st) = self.state.lock() {
+            st.dirs.insert(read_key(&cap), (Vec::new(), 0));
+        }
+        cap
+    }
+
+    /// Stores `data` as a file synchronously; returns its cap.
+    pub fn put_bytes(&self, data: &[u8]) -> String {
+        let cap = if data.len() <= 55 {
+            Cap::File(NodeCap::Lit(LitCap {
+                data: data.to_vec(),
+            }))
+        } else {
+            Cap::File(NodeCap::Chk(ChkCap {
+                key: random(),
+                ueb_hash: random(),
+                needed: 3,
+                total: 10,
+                size: data.len() as u64,
+            }))
+        }
+        .to_string();
+        if let Ok(mut st) = self.state.lock() {
+            st.files.insert(cap.clone(), Arc::new(data.to_vec()));
+        }
+        cap
+    }
+
+    /// The whole content of a file (test helper).
+    pub fn get_bytes(&self, cap: &str) -> Option<Vec<u8>> {
+        if let Cap::File(NodeCap::Lit(l)) = Cap::parse(cap) {
+            return Some(l.data);
+        }
+        let st = self.state.lock().ok()?;
+        st.files.get(cap).map(|d| d.to_vec())
+    }
+
+    /// The current body of a directory (test helper), as another client would read it.
+    pub fn dir_body(&self, cap: &str) -> Option<(Vec<u8>, u64)> {
+        let st = self.state.lock().ok()?;
+        st.dirs.get(&read_key(cap)).cloned()
+    }
+
+    /// Another writer replaces a directory's body (test helper): bumps the version.
+    pub fn set_dir_body(&self, cap: &str, body: Vec<u8>) {
+        if let Ok(mut st) = self.state.lock() {
+            if let Some(e) = st.dirs.get_mut(&read_key(cap)) {
+                e.0 = body;
+                e.1 += 1;
+            }
+        }
+    }
+}
+
+/// Directories are stored under their write cap; a read cap finds the same entry through the
+/// write cap that `readonly()` maps to it, so the store keys by the read-only form.
+fn read_key(cap: &str) -> String {
+    let c = Cap::parse(cap);
+    c.readonly()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| cap.to_string())
+}
+
+impl Backend for MemBackend {
+    fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let delay = self.faults.upload_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if self.faults.fail_all_uploads.load(Ordering::SeqCst) {
+                return Err(BackendError::Other("injected upload failure".into()));
+            }
+            let failed = self
+                .faults
+                .fail_uploads
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if failed {
+                return Err(BackendError::Other("injected upload failure".into()));
+            }
+            let data = std::fs::read(path).map_err(|e| BackendError::Other(e.to_string()))?;
+            self.uploads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.put_bytes(&data))
+        })
+    }
+
+    fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            let data = self.get_bytes(cap).ok_or(BackendError::NotFound)?;
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let end = start
+                .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+                .min(data.len());
+            Ok(data.get(start..end).unwrap_or_default().to_vec())
+        })
+    }
+
+    fn read_dir<'a>(&'a self, cap: &'a str) -> BoxFuture<'a, (Vec<u8>, DirVersion)> {
+        Box::pin(async move {
+            let (body, v) = self.dir_body(cap).ok_or(BackendError::NotFound)?;
+            Ok((body, DirVersion(v.to_be_bytes().to_vec())))
+        })
+    }
+
+    fn publish_dir<'a>(
+        &'a self,
+        cap: &'a str,
+        expected: &'a DirVersion,
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, DirVersion> {
+        Box::pin(async move {
+            if !matches!(Cap::parse(cap), Cap::Dir(NodeCap::MutableWrite(_))) {
+                return Err(BackendError::Other("not a directory write cap".into()));
+            }
+            let mut st = self
+                .state
+                .lock()
+                .map_err(|_| BackendError::Other("poisoned".into()))?;
+            let e = st
+                .dirs
+                .get_mut(&read_key(cap))
+                .ok_or(BackendError::NotFound)?;
+            if e.1.to_be_bytes().as_slice() != expected.0.as_slice() {
+                return Err(BackendError::Conflict);
+            }
+            e.0 = body;
+            e.1 += 1;
+            self.publishes.fetch_add(1, Ordering::SeqCst);
+            Ok(DirVersion(e.1.to_be_bytes().to_vec()))
+        })
+    }
+
+    fn create_dir(&self) -> BoxFuture<'_, String> {
+        Box::pin(async move { Ok(self.new_dir()) })
+    }
+}

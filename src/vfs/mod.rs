@@ -1,0 +1,2341 @@
+//! The filesystem layer of `mount.lafs`: POSIX semantics over Tahoe directories, with a crash-safe
+//! write-back cache. A fuser adapter calls [`Vfs`] 1:1 (inode numbers, lookup counts, file
+//! handles); nothing here knows FUSE, and the grid is reached only through [`Backend`].
+//! SEMANTICS.md at the repository root states what each operation guarantees.
+//!
+//! Design:
+//! - The namespace is a tree of [`Node`]s (one parent each: no hard links). A directory's view is
+//!   its grid listing (cached, refreshed after `dir_refresh`) overlaid with the pending changes of
+//!   the journal; every attribute lives in the directory entry's metadata ([`attr`]).
+//! - Every namespace or attribute change becomes a journal record `(dir cap, name) -> set | remove`
+//!   ([`journal`]), written durably before the call returns; file data goes to a per-file cache
+//!   file. One background task (the flusher) uploads closed files after `write_back_delay`, then
+//!   publishes each directory's pending records in ONE test-and-write (coalescing), and only then
+//!   retires the records.
+//! - `fsync` marks the file and its path urgent and waits until every record on the path from the
+//!   file to the root that existed at the call is published, or an error arrives.
+//!
+//! Invariants:
+//! - A journal record is deleted only after the directory that holds its change is published.
+//! - The state lock (`Inner::st`) is never held across an `.await`.
+//! - Caps never reach error messages or `Debug` output.
+//! - Every queue and cache is bounded: writers wait when the cache is over `cache_size` and some
+//!   other file's bytes can still be freed by an upload.
+
+pub mod attr;
+pub mod backend;
+pub mod error;
+pub mod journal;
+pub mod segcache;
+
+#[cfg(test)]
+mod tests;
+
+pub use attr::{Attr, FileKind};
+pub use backend::{Backend, BackendError, BoxFuture, DirVersion, MemBackend};
+pub use error::VfsError;
+
+use crate::cap::{Cap, LitCap, NodeCap};
+use crate::dirnode::{normalize, update_metadata, Child, DirKind, Directory, Metadata};
+use journal::{Journal, Op, Record, Target};
+use segcache::SegCache;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+pub type Ino = u64;
+pub const ROOT_INO: Ino = 1;
+pub const NAME_MAX: usize = 255;
+/// `rename` flags (Linux values).
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+/// `setxattr` flags.
+pub const XATTR_CREATE: i32 = 1;
+pub const XATTR_REPLACE: i32 = 2;
+
+type Result<T> = std::result::Result<T, VfsError>;
+
+/// Mount options the layer uses.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub cache_dir: PathBuf,
+    /// Bytes of dirty data the cache may hold before writers wait.
+    pub cache_size: u64,
+    pub write_back_delay: Duration,
+    pub dir_refresh: Duration,
+    /// Owner given to entries without `st_uid`/`st_gid`.
+    pub uid: u32,
+    pub gid: u32,
+    pub segment_size: u64,
+    /// Bytes of grid segments kept in memory.
+    pub segment_cache: usize,
+    /// Segments fetched ahead of a sequential reader.
+    pub read_ahead: u64,
+    pub max_uploads: usize,
+    pub retry_delay: Duration,
+}
+
+impl Config {
+    pub fn new(cache_dir: PathBuf) -> Self {
+        Config {
+            cache_dir,
+            cache_size: 1 << 30,
+            write_back_delay: Duration::from_secs(5),
+            dir_refresh: Duration::from_secs(30),
+            uid: 0,
+            gid: 0,
+            segment_size: 128 * 1024,
+            segment_cache: 32 << 20,
+            read_ahead: 4,
+            max_uploads: 4,
+            retry_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What `getattr` returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileAttr {
+    pub ino: Ino,
+    pub size: u64,
+    pub kind: FileKind,
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// A time to set: `None` in [`SetAttr`] is `UTIME_OMIT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSet {
+    Now,
+    At(i64),
+}
+
+/// What `setattr` changes; `None` leaves a field alone.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub name: String,
+    pub kind: FileKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// For `lafs status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub uploads_queued: usize,
+    pub uploads_in_flight: usize,
+    pub bytes_dirty: u64,
+    pub cache_used: u64,
+    pub cache_limit: u64,
+    pub pending_dir_changes: usize,
+    pub publishes: u64,
+    pub uploads_done: u64,
+    pub last_errors: Vec<String>,
+}
+
+struct DirState {
+    writable: bool,
+    children: BTreeMap<String, Ino>,
+    loaded_at: Option<Instant>,
+    /// The grid listing our pending changes are based on (for conflict detection).
+    base: Option<Directory>,
+    /// Bumped by each publish, so a refresh read before it is not merged after it.
+    epoch: u64,
+}
+
+struct Node {
+    parent: Option<Ino>,
+    name: String,
+    attr: Attr,
+    /// The entry's raw metadata (unknown keys and `tahoe` kept on rewrite).
+    md: Metadata,
+    target: Target,
+    size: u64,
+    lookups: u64,
+    open: u32,
+    /// Attributes changed by writes and not yet recorded (recorded at flush/release/fsync).
+    dirty_md: bool,
+    dir: Option<DirState>,
+}
+
+struct CacheFile {
+    file: Arc<fs::File>,
+    size: u64,
+    writers: u32,
+    gen: u64,
+    in_flight: bool,
+    ready_at: Instant,
+    retry_at: Option<Instant>,
+    urgent: bool,
+    errors: u64,
+    last_error: Option<String>,
+    ino: Option<Ino>,
+    /// The cap of this content when it was uploaded while still open (fsync of an open file):
+    /// the cache file stays for the writer and is dropped for this cap once closed and unchanged.
+    clean_cap: Option<String>,
+}
+
+struct Handle {
+    ino: Ino,
+    write: bool,
+    last_end: u64,
+}
+
+struct State {
+    journal: Journal,
+    nodes: HashMap<Ino, Node>,
+    next_ino: Ino,
+    /// dir cap -> name -> (record, first pending time).
+    pending: HashMap<String, BTreeMap<String, (Record, Instant)>>,
+    caches: HashMap<u64, CacheFile>,
+    handles: HashMap<u64, Handle>,
+    next_fh: u64,
+    dir_errors: HashMap<String, u64>,
+    urgent_dirs: HashSet<String>,
+    errors: VecDeque<String>,
+    publishes: u64,
+    uploads_done: u64,
+    segs: SegCache,
+    /// Dir cap -> inode, for the loaded directories.
+    dir_ino: HashMap<String, Ino>,
+    /// Writers waiting for cache space (the flusher then uploads without waiting for the delay).
+    space_waiters: usize,
+    /// Segments being fetched by read-ahead (bounded by `read_ahead` per sequential reader).
+    prefetching: HashSet<(String, u64)>,
+    /// Directories with a publish in flight: a name removed meanwhile may be about to appear on
+    /// the grid, so its removal must be recorded even when the base listing lacks it.
+    publishing: HashSet<String>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    cfg: Config,
+    st: Mutex<State>,
+    /// Signalled after every flusher step (waiters re-check their condition).
+    progress: Notify,
+    /// Wakes the flusher.
+    wake: Notify,
+}
+
+/// The filesystem. Dropping it stops the background flusher at once (like a crash: the journal
+/// keeps whatever was pending); call [`Vfs::flush_all`] first for a clean shutdown.
+pub struct Vfs {
+    inner: Arc<Inner>,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Vfs {
+    fn drop(&mut self) {
+        self.flusher.abort();
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn grid(e: BackendError) -> VfsError {
+    VfsError::Grid(e.to_string())
+}
+
+fn cache_err(e: impl std::fmt::Display) -> VfsError {
+    VfsError::Cache(e.to_string())
+}
+
+/// Validates a name from the kernel: UTF-8 (else EILSEQ), at most NAME_MAX bytes, not `.`/`..`,
+/// no `/` or NUL; returns its NFC form.
+pub fn check_name(name: &OsStr) -> Result<String> {
+    let b = name.as_bytes();
+    let s = std::str::from_utf8(b).map_err(|_| VfsError::NotUtf8)?;
+    if b.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
+        return Err(VfsError::Invalid("bad file name"));
+    }
+    let n = normalize(s);
+    if b.len() > NAME_MAX || n.len() > NAME_MAX {
+        return Err(VfsError::NameTooLong);
+    }
+    Ok(n)
+}
+
+fn lit_cap(data: &[u8]) -> String {
+    Cap::File(NodeCap::Lit(LitCap {
+        data: data.to_vec(),
+    }))
+    .to_string()
+}
+
+/// The child link for `cap`: directories keep their write cap (and read cap), files their read cap.
+fn child_for(cap: &str, md: Metadata) -> Child {
+    let c = Cap::parse(cap);
+    match &c {
+        Cap::Dir(NodeCap::MutableWrite(_)) => Child::new(
+            Some(cap.as_bytes().to_vec()),
+            c.readonly().map(|r| r.to_string().into_bytes()),
+            md,
+        ),
+        _ => Child::new(None, Some(cap.as_bytes().to_vec()), md),
+    }
+}
+
+fn dir_writekey(cap: &str) -> Option<[u8; 16]> {
+    match Cap::parse(cap) {
+        Cap::Dir(NodeCap::MutableWrite(w)) => Some(w.writekey),
+        _ => None,
+    }
+}
+
+fn dir_kind(cap: &str) -> DirKind {
+    DirKind::Mutable {
+        writekey: dir_writekey(cap),
+    }
+}
+
+impl State {
+    fn node(&self, ino: Ino) -> Result<&Node> {
+        self.nodes.get(&ino).ok_or(VfsError::NotFound)
+    }
+
+    fn node_mut(&mut self, ino: Ino) -> Result<&mut Node> {
+        self.nodes.get_mut(&ino).ok_or(VfsError::NotFound)
+    }
+
+    fn dir_cap(&self, ino: Ino) -> Result<String> {
+        let n = self.node(ino)?;
+        match (&n.dir, &n.target) {
+            (Some(_), Target::Cap(c)) => Ok(c.clone()),
+            _ => Err(VfsError::NotDir),
+        }
+    }
+
+    fn writable_dir(&self, ino: Ino) -> Result<String> {
+        let n = self.node(ino)?;
+        match &n.dir {
+            Some(d) if d.writable => self.dir_cap(ino),
+            Some(_) => Err(VfsError::ReadOnly),
+            None => Err(VfsError::NotDir),
+        }
+    }
+
+    fn child(&self, parent: Ino, name: &str) -> Result<Option<Ino>> {
+        let d = self.node(parent)?.dir.as_ref().ok_or(VfsError::NotDir)?;
+        Ok(d.children.get(name).copied())
+    }
+
+    fn size_of(&self, n: &Node) -> u64 {
+        match &n.target {
+            Target::File(f) => self.caches.get(f).map_or(0, |c| c.size),
+            Target::Cap(_) => n.size,
+        }
+    }
+
+    fn file_attr(&self, ino: Ino) -> Result<FileAttr> {
+        let n = self.node(ino)?;
+        let a = &n.attr;
+        let nlink = match &n.dir {
+            Some(d) => {
+                2 + d
+                    .children
+                    .values()
+                    .filter(|c| self.nodes.get(c).is_some_and(|n| n.dir.is_some()))
+                    .count() as u32
+            }
+            None => 1,
+        };
+        Ok(FileAttr {
+            ino,
+            size: if n.dir.is_some() { 0 } else { self.size_of(n) },
+            kind: a.kind,
+            perm: a.perm,
+            nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: a.rdev,
+            atime_ns: a.atime_ns,
+            mtime_ns: a.mtime_ns,
+            ctime_ns: a.ctime_ns,
+        })
+    }
+
+    fn new_node(&mut self, node: Node) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        if let (Some(_), Target::Cap(c)) = (&node.dir, &node.target) {
+            self.dir_ino.insert(c.clone(), ino);
+        }
+        self.nodes.insert(ino, node);
+        ino
+    }
+
+    /// Writes a record durably and makes it the pending change for `(dir, name)`.
+    fn put_record(&mut self, dir: &str, name: &str, op: Op) -> Result<()> {
+        let seq = self.journal.next_seq();
+        let rec = Record {
+            seq,
+            dir: dir.to_string(),
+            name: name.to_string(),
+            op,
+        };
+        self.journal.write(&rec).map_err(VfsError::Cache)?;
+        let slot = self.pending.entry(dir.to_string()).or_default();
+        let since = slot.get(name).map_or_else(Instant::now, |(_, t)| *t);
+        if let Some((old, _)) = slot.insert(name.to_string(), (rec, since)) {
+            self.journal.delete(old.seq);
+        }
+        Ok(())
+    }
+
+    /// Records the current entry of `ino` in its parent.
+    fn record_node(&mut self, ino: Ino) -> Result<()> {
+        let n = self.node(ino)?;
+        let Some(parent) = n.parent else {
+            return Ok(());
+        };
+        let op = Op::Set {
+            target: n.target.clone(),
+            metadata: attr::to_metadata(&n.attr, &n.md),
+        };
+        let name = n.name.clone();
+        let dir = self.dir_cap(parent)?;
+        self.put_record(&dir, &name, op)?;
+        if let Ok(n) = self.node_mut(ino) {
+            n.dirty_md = false;
+        }
+        Ok(())
+    }
+
+    /// Records the removal of `name` from `parent`; when the grid listing never had the name,
+    /// the pending record is simply dropped (nothing to publish).
+    fn record_remove(&mut self, parent: Ino, name: &str) -> Result<()> {
+        let dir = self.dir_cap(parent)?;
+        let on_grid = self
+            .node(parent)?
+            .dir
+            .as_ref()
+            .and_then(|d| d.base.as_ref())
+            .is_none_or(|b| b.contains(name))
+            || self.publishing.contains(&dir);
+        if on_grid {
+            self.put_record(&dir, name, Op::Remove)
+        } else {
+            if let Some(slot) = self.pending.get_mut(&dir) {
+                if let Some((old, _)) = slot.remove(name) {
+                    self.journal.delete(old.seq);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Detaches `ino` from its parent's children (the caller records the removal).
+    fn unlink_node(&mut self, ino: Ino) {
+        let (parent, name) = match self.nodes.get(&ino) {
+            Some(n) => (n.parent, n.name.clone()),
+            None => return,
+        };
+        if let Some(p) = parent.and_then(|p| self.nodes.get_mut(&p)) {
+            if let Some(d) = &mut p.dir {
+                if d.children.get(&name) == Some(&ino) {
+                    d.children.remove(&name);
+                }
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = None;
+        }
+        self.maybe_free(ino);
+    }
+
+    /// Frees an unlinked node's cache file and the node itself once nothing refers to it.
+    fn maybe_free(&mut self, ino: Ino) {
+        let Some(n) = self.nodes.get(&ino) else {
+            return;
+        };
+        if n.parent.is_some() || n.open > 0 || ino == ROOT_INO {
+            return;
+        }
+        if let Target::File(f) = n.target {
+            if self.caches.remove(&f).is_some() {
+                self.journal.remove_file(f);
+            }
+        }
+        if n.lookups == 0 {
+            if let Some(n) = self.nodes.remove(&ino) {
+                if let (Some(_), Target::Cap(c)) = (&n.dir, &n.target) {
+                    if self.dir_ino.get(c) == Some(&ino) {
+                        self.dir_ino.remove(c);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fids_referenced(&self) -> HashSet<u64> {
+        self.pending
+            .values()
+            .flat_map(|m| m.values())
+            .filter_map(|(r, _)| match &r.op {
+                Op::Set {
+                    target: Target::File(f),
+                    ..
+                } => Some(*f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn cache_used(&self) -> u64 {
+        self.caches.values().map(|c| c.size).sum()
+    }
+
+    fn push_error(&mut self, e: String) {
+        tracing::warn!("lafs vfs: {e}");
+        self.errors.push_back(e);
+        while self.errors.len() > 16 {
+            self.errors.pop_front();
+        }
+    }
+
+    fn add_cache(&mut self, fid: u64, size: u64, ino: Option<Ino>) -> Result<()> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.journal.data_path(fid))
+            .map_err(cache_err)?;
+        self.caches.insert(
+            fid,
+            CacheFile {
+                file: Arc::new(file),
+                size,
+                writers: 0,
+                gen: 0,
+                in_flight: false,
+                ready_at: Instant::now(),
+                retry_at: None,
+                urgent: false,
+                errors: 0,
+                last_error: None,
+                ino,
+                clean_cap: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// A node for an entry (from the grid or from a journal record).
+    fn node_from_entry(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        target: Target,
+        md: Metadata,
+        owner: (u32, u32),
+    ) -> Node {
+        let parent_writable = self
+            .nodes
+            .get(&parent)
+            .and_then(|p| p.dir.as_ref())
+            .is_some_and(|d| d.writable);
+        let (is_dir, writable, size) = match &target {
+            Target::Cap(c) => {
+                let parsed = Cap::parse(c);
+                let w = matches!(parsed, Cap::Dir(NodeCap::MutableWrite(_))) && parent_writable;
+                let size = match &parsed {
+                    Cap::File(NodeCap::Chk(k)) => k.size,
+                    Cap::File(NodeCap::Lit(l)) => l.data.len() as u64,
+                    _ => 0,
+                };
+                (parsed.is_directory(), w, size)
+            }
+            Target::File(f) => (false, false, self.caches.get(f).map_or(0, |c| c.size)),
+        };
+        let attr = attr::from_metadata(&md, is_dir, owner);
+        Node {
+            parent: Some(parent),
+            name: name.to_string(),
+            attr,
+            md,
+            target,
+            size,
+            lookups: 0,
+            open: 0,
+            dirty_md: false,
+            dir: is_dir.then(|| DirState {
+                writable,
+                children: BTreeMap::new(),
+                loaded_at: None,
+                base: None,
+                epoch: 0,
+            }),
+        }
+    }
+}
+
+/// The cap a child link names (write cap when present).
+fn child_cap(c: &Child) -> Option<String> {
+    c.rw_uri()
+        .or(c.ro_uri())
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_string)
+}
+
+impl Vfs {
+    /// Mounts `root_cap` (a directory write cap, or a read cap for a read-only view), resuming
+    /// whatever the journal in `cfg.cache_dir` holds. Must run inside a tokio runtime.
+    pub async fn new(backend: Arc<dyn Backend>, root_cap: &str, cfg: Config) -> Result<Vfs> {
+        let parsed = Cap::parse(root_cap);
+        if !parsed.is_directory() {
+            return Err(VfsError::NotDir);
+        }
+        let (journal, recs) = Journal::open(&cfg.cache_dir).map_err(VfsError::Cache)?;
+        let writable = matches!(parsed, Cap::Dir(NodeCap::MutableWrite(_)));
+        let now = now_ns();
+        let root = Node {
+            parent: None,
+            name: String::new(),
+            attr: Attr::new(FileKind::Dir, 0o755, cfg.uid, cfg.gid, now),
+            md: Metadata::new(),
+            target: Target::Cap(root_cap.to_string()),
+            size: 0,
+            lookups: 1,
+            open: 0,
+            dirty_md: false,
+            dir: Some(DirState {
+                writable,
+                children: BTreeMap::new(),
+                loaded_at: None,
+                base: None,
+                epoch: 0,
+            }),
+        };
+        let mut st = State {
+            journal,
+            nodes: HashMap::new(),
+            next_ino: ROOT_INO + 1,
+            pending: HashMap::new(),
+            caches: HashMap::new(),
+            handles: HashMap::new(),
+            next_fh: 1,
+            dir_errors: HashMap::new(),
+            urgent_dirs: HashSet::new(),
+            errors: VecDeque::new(),
+            publishes: 0,
+            uploads_done: 0,
+            segs: SegCache::new(cfg.segment_cache),
+            dir_ino: HashMap::new(),
+            space_waiters: 0,
+            prefetching: HashSet::new(),
+            publishing: HashSet::new(),
+        };
+        st.nodes.insert(ROOT_INO, root);
+        st.dir_ino.insert(root_cap.to_string(), ROOT_INO);
+        // Resume: pending records become the overlay; their data files the upload queue.
+        for rec in recs {
+            if let Op::Set {
+                target: Target::File(f),
+                ..
+            } = &rec.op
+            {
+                if !st.caches.contains_key(f) {
+                    let size = fs::metadata(st.journal.data_path(*f))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                    st.add_cache(*f, size, None)?;
+                }
+            }
+            st.pending
+                .entry(rec.dir.clone())
+                .or_default()
+                .insert(rec.name.clone(), (rec, Instant::now()));
+        }
+        let inner = Arc::new(Inner {
+            backend,
+            cfg,
+            st: Mutex::new(st),
+            progress: Notify::new(),
+            wake: Notify::new(),
+        });
+        let flusher = tokio::spawn(Inner::flusher(Arc::clone(&inner)));
+        Ok(Vfs { inner, flusher })
+    }
+
+    /// Stops the flusher and waits until it has stopped (a simulated crash for tests).
+    pub async fn crash(self) {
+        self.flusher.abort();
+        let weak = Arc::downgrade(&self.inner);
+        drop(self);
+        // The flusher holds a strong reference until it has stopped.
+        while weak.strong_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.lock()
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FileAttr> {
+        let name = check_name(name)?;
+        self.inner.load_dir(parent).await?;
+        let mut st = self.lock();
+        let ino = st.child(parent, &name)?.ok_or(VfsError::NotFound)?;
+        st.node_mut(ino)?.lookups += 1;
+        st.file_attr(ino)
+    }
+
+    pub fn forget(&self, ino: Ino, nlookup: u64) {
+        let mut st = self.lock();
+        if let Some(n) = st.nodes.get_mut(&ino) {
+            n.lookups = n.lookups.saturating_sub(nlookup);
+        }
+        st.maybe_free(ino);
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> Result<FileAttr> {
+        self.lock().file_attr(ino)
+    }
+
+    pub async fn setattr(&self, ino: Ino, set: SetAttr) -> Result<FileAttr> {
+        // The flusher may upload and drop a fresh cache file before we lock: materialize again.
+        let mut st = loop {
+            if let Some(size) = set.size {
+                self.inner.materialize(ino, Some(size)).await?;
+            }
+            let st = self.lock();
+            if set.size.is_none() || matches!(st.node(ino)?.target, Target::File(_)) {
+                break st;
+            }
+        };
+        let parent = st.node(ino)?.parent;
+        if let Some(p) = parent {
+            st.writable_dir(p)?;
+        } else if ino == ROOT_INO && !st.node(ino)?.dir.as_ref().is_some_and(|d| d.writable) {
+            return Err(VfsError::ReadOnly);
+        }
+        let now = now_ns();
+        if let Some(size) = set.size {
+            let n = st.node(ino)?;
+            if n.dir.is_some() {
+                return Err(VfsError::IsDir);
+            }
+            if n.attr.kind != FileKind::File {
+                return Err(VfsError::Invalid("truncate of a special file"));
+            }
+            let Target::File(f) = n.target else {
+                return Err(VfsError::Cache("file not materialized".into()));
+            };
+            let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
+            c.file.set_len(size).map_err(cache_err)?;
+            c.size = size;
+            c.gen += 1;
+            c.clean_cap = None;
+            let n = st.node_mut(ino)?;
+            n.attr.mtime_ns = now;
+        }
+        let n = st.node_mut(ino)?;
+        if let Some(m) = set.mode {
+            n.attr.perm = m & 0o7777;
+        }
+        if let Some(u) = set.uid {
+            n.attr.uid = u;
+        }
+        if let Some(g) = set.gid {
+            n.attr.gid = g;
+        }
+        let t = |ts: TimeSet| match ts {
+            TimeSet::Now => now,
+            TimeSet::At(x) => x,
+        };
+        if let Some(a) = set.atime {
+            n.attr.atime_ns = t(a);
+        }
+        if let Some(m) = set.mtime {
+            n.attr.mtime_ns = t(m);
+        }
+        n.attr.ctime_ns = now;
+        st.record_node(ino)?;
+        drop(st);
+        self.inner.wake.notify_one();
+        self.lock().file_attr(ino)
+    }
+
+    /// The entries of a directory, `.` and `..` first.
+    pub async fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        self.inner.load_dir(ino).await?;
+        let st = self.lock();
+        let n = st.node(ino)?;
+        let d = n.dir.as_ref().ok_or(VfsError::NotDir)?;
+        let mut out = vec![
+            DirEntry {
+                ino,
+                name: ".".into(),
+                kind: FileKind::Dir,
+            },
+            DirEntry {
+                ino: n.parent.unwrap_or(ino),
+                name: "..".into(),
+                kind: FileKind::Dir,
+            },
+        ];
+        for (name, c) in &d.children {
+            if let Some(cn) = st.nodes.get(c) {
+                out.push(DirEntry {
+                    ino: *c,
+                    name: name.clone(),
+                    kind: cn.attr.kind,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens a file; `flags` are open(2) flags (`O_ACCMODE`, `O_TRUNC`). Returns a handle.
+    pub async fn open(&self, ino: Ino, flags: i32) -> Result<u64> {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        {
+            let st = self.lock();
+            let n = st.node(ino)?;
+            if n.dir.is_some() && write {
+                return Err(VfsError::IsDir);
+            }
+            if write {
+                match n.parent {
+                    Some(p) => {
+                        st.writable_dir(p)?;
+                    }
+                    None => return Err(VfsError::NotFound),
+                }
+            }
+        }
+        if write {
+            let trunc = (flags & libc::O_TRUNC != 0).then_some(0);
+            self.inner.materialize(ino, trunc).await?;
+        }
+        let mut st = self.lock();
+        if write && flags & libc::O_TRUNC != 0 {
+            let n = st.node(ino)?;
+            if let Target::File(f) = n.target {
+                let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
+                if c.size != 0 {
+                    c.file.set_len(0).map_err(cache_err)?;
+                    c.size = 0;
+                    c.gen += 1;
+                    c.clean_cap = None;
+                }
+                let now = now_ns();
+                let n = st.node_mut(ino)?;
+                n.attr.mtime_ns = now;
+                n.attr.ctime_ns = now;
+                n.dirty_md = true;
+            }
+        }
+        Ok(st.open_handle(ino, write))
+    }
+
+    pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.inner.read(ino, fh, offset, size).await
+    }
+
+    pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.inner.write(ino, fh, offset, data).await
+    }
+
+    /// `close` of one descriptor: records pending attributes, reports a pending upload error.
+    pub async fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
+        let mut st = self.lock();
+        if !st.handles.contains_key(&fh) {
+            return Err(VfsError::BadHandle);
+        }
+        if st.node(ino)?.dirty_md {
+            st.record_node(ino)?;
+        }
+        take_error(&mut st, ino)
+    }
+
+    pub async fn release(&self, ino: Ino, fh: u64) -> Result<()> {
+        let mut st = self.lock();
+        let h = st.handles.remove(&fh).ok_or(VfsError::BadHandle)?;
+        let res = if st.node(ino)?.dirty_md {
+            st.record_node(ino)
+        } else {
+            Ok(())
+        };
+        let delay = self.inner.cfg.write_back_delay;
+        let n = st.node_mut(h.ino)?;
+        n.open = n.open.saturating_sub(1);
+        if let Target::File(f) = n.target {
+            if let Some(c) = st.caches.get_mut(&f) {
+                if h.write {
+                    c.writers = c.writers.saturating_sub(1);
+                }
+                c.ready_at = Instant::now() + delay;
+            }
+        }
+        st.maybe_free(h.ino);
+        drop(st);
+        self.inner.wake.notify_one();
+        res
+    }
+
+    /// Returns when the file's data and its entry (and the entries on its path up to the root)
+    /// are published, or with the error that prevented it.
+    pub async fn fsync(&self, ino: Ino, _fh: u64) -> Result<()> {
+        self.inner.wait_synced(ino, false).await
+    }
+
+    /// Returns when every change of the directory made before the call is published.
+    pub async fn fsyncdir(&self, ino: Ino) -> Result<()> {
+        self.inner.wait_synced(ino, true).await
+    }
+
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(FileAttr, u64)> {
+        let name = check_name(name)?;
+        self.inner.load_dir(parent).await?;
+        let existing = {
+            let st = self.lock();
+            st.writable_dir(parent)?;
+            st.child(parent, &name)?
+        };
+        if let Some(ino) = existing {
+            if flags & libc::O_EXCL != 0 {
+                return Err(VfsError::Exists);
+            }
+            let fh = self.open(ino, flags).await?;
+            let mut st = self.lock();
+            st.node_mut(ino)?.lookups += 1;
+            return Ok((st.file_attr(ino)?, fh));
+        }
+        let mut st = self.lock();
+        if st.child(parent, &name)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        let fid = st.journal.new_file().map_err(VfsError::Cache)?;
+        let ino = st.insert_new(
+            parent,
+            &name,
+            Target::File(fid),
+            FileKind::File,
+            mode,
+            uid,
+            gid,
+            now_ns(),
+        );
+        st.add_cache(fid, 0, Some(ino))?;
+        st.record_node(ino)?;
+        st.node_mut(ino)?.lookups += 1;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let fh = st.open_handle(ino, write);
+        let attr = st.file_attr(ino)?;
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok((attr, fh))
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr> {
+        let name = check_name(name)?;
+        self.inner.load_dir(parent).await?;
+        {
+            let st = self.lock();
+            st.writable_dir(parent)?;
+            if st.child(parent, &name)?.is_some() {
+                return Err(VfsError::Exists);
+            }
+        }
+        // The new directory is created on the grid now (empty, unlinked); its link in the parent
+        // is a pending record like any other.
+        let cap = self.inner.backend.create_dir().await.map_err(grid)?;
+        let mut st = self.lock();
+        if st.child(parent, &name)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        let ino = st.insert_new(
+            parent,
+            &name,
+            Target::Cap(cap),
+            FileKind::Dir,
+            mode,
+            uid,
+            gid,
+            now_ns(),
+        );
+        if let Some(d) = &mut st.node_mut(ino)?.dir {
+            d.writable = true;
+            d.loaded_at = Some(Instant::now());
+            d.base = Some(Directory::new(DirKind::Mutable { writekey: None }));
+        }
+        st.record_node(ino)?;
+        st.node_mut(ino)?.lookups += 1;
+        let a = st.file_attr(ino)?;
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(a)
+    }
+
+    /// mknod: regular files, fifos, sockets and device nodes (stored as entries naming an empty
+    /// LIT file, with the type in `st_mode` and the device number in `lafs.rdev`).
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr> {
+        let kind = FileKind::from_mode(mode).unwrap_or(FileKind::File);
+        if kind == FileKind::File {
+            let (a, fh) = self
+                .create(parent, name, mode, libc::O_EXCL | libc::O_WRONLY, uid, gid)
+                .await?;
+            self.release(a.ino, fh).await?;
+            return Ok(a);
+        }
+        if kind == FileKind::Dir || kind == FileKind::Symlink {
+            return Err(VfsError::Invalid("mknod of a directory or symlink"));
+        }
+        self.new_special(parent, name, kind, mode, uid, gid, |a| a.rdev = rdev, &[])
+            .await
+    }
+
+    /// symlink: the target is the content of a small file (LIT when ≤ 55 bytes) and also in
+    /// `lafs.target`, with `st_mode` saying symlink.
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        target: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr> {
+        let t = target.as_bytes().to_vec();
+        if t.is_empty() {
+            return Err(VfsError::NotFound);
+        }
+        if t.len() > 4095 {
+            return Err(VfsError::NameTooLong);
+        }
+        let tt = t.clone();
+        self.new_special(
+            parent,
+            name,
+            FileKind::Symlink,
+            0o777,
+            uid,
+            gid,
+            move |a| a.target = Some(tt),
+            &t,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn new_special(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        kind: FileKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        f: impl FnOnce(&mut Attr),
+        content: &[u8],
+    ) -> Result<FileAttr> {
+        let name = check_name(name)?;
+        self.inner.load_dir(parent).await?;
+        let mut st = self.lock();
+        st.writable_dir(parent)?;
+        if st.child(parent, &name)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        let target = if content.len() <= 55 {
+            Target::Cap(lit_cap(content))
+        } else {
+            let fid = st.journal.new_file().map_err(VfsError::Cache)?;
+            fs::write(st.journal.data_path(fid), content).map_err(cache_err)?;
+            st.add_cache(fid, content.len() as u64, None)?;
+            Target::File(fid)
+        };
+        let ino = st.insert_new(
+            parent,
+            &name,
+            target.clone(),
+            kind,
+            mode,
+            uid,
+            gid,
+            now_ns(),
+        );
+        if let Target::File(fid) = target {
+            if let Some(c) = st.caches.get_mut(&fid) {
+                c.ino = Some(ino);
+            }
+        }
+        let n = st.node_mut(ino)?;
+        n.size = content.len() as u64;
+        f(&mut n.attr);
+        n.lookups += 1;
+        st.record_node(ino)?;
+        let a = st.file_attr(ino)?;
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(a)
+    }
+
+    pub async fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let st = self.lock();
+        let n = st.node(ino)?;
+        if n.attr.kind != FileKind::Symlink {
+            return Err(VfsError::Invalid("not a symlink"));
+        }
+        n.attr
+            .target
+            .clone()
+            .ok_or(VfsError::Invalid("symlink without target"))
+    }
+
+    /// Hard links do not exist here (an entry holds a cap, not an inode).
+    pub async fn link(&self, _ino: Ino, _newparent: Ino, _newname: &OsStr) -> Result<FileAttr> {
+        Err(VfsError::NotPermitted("hard links are not supported"))
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, false).await
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, true).await
+    }
+
+    async fn remove(&self, parent: Ino, name: &OsStr, dir: bool) -> Result<()> {
+        let name = check_name(name)?;
+        self.inner.load_dir(parent).await?;
+        let ino = {
+            let st = self.lock();
+            st.writable_dir(parent)?;
+            st.child(parent, &name)?.ok_or(VfsError::NotFound)?
+        };
+        if dir {
+            self.inner.load_dir(ino).await?;
+        }
+        let mut st = self.lock();
+        if st.child(parent, &name)? != Some(ino) {
+            return Err(VfsError::NotFound);
+        }
+        let n = st.node(ino)?;
+        match (&n.dir, dir) {
+            (Some(_), false) => return Err(VfsError::IsDir),
+            (None, true) => return Err(VfsError::NotDir),
+            (Some(d), true) if !d.children.is_empty() => return Err(VfsError::NotEmpty),
+            _ => {}
+        }
+        st.record_remove(parent, &name)?;
+        st.unlink_node(ino);
+        touch_dir(&mut st, parent);
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        newparent: Ino,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        let name = check_name(name)?;
+        let newname = check_name(newname)?;
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        {
+            return Err(VfsError::Invalid("rename flags"));
+        }
+        self.inner.load_dir(parent).await?;
+        self.inner.load_dir(newparent).await?;
+        let dst = self.lock().child(newparent, &newname)?;
+        if let Some(d) = dst {
+            if self.lock().node(d)?.dir.is_some() {
+                self.inner.load_dir(d).await?;
+            }
+        }
+        let mut st = self.lock();
+        st.writable_dir(parent)?;
+        st.writable_dir(newparent)?;
+        let src = st.child(parent, &name)?.ok_or(VfsError::NotFound)?;
+        let dst = st.child(newparent, &newname)?;
+        if dst == Some(src) {
+            return Ok(());
+        }
+        // A directory cannot move below itself.
+        let mut a = Some(newparent);
+        while let Some(x) = a {
+            if x == src || dst == Some(x) {
+                return Err(VfsError::Invalid("rename into own subtree"));
+            }
+            a = st.node(x)?.parent;
+        }
+        let now = now_ns();
+        if flags & RENAME_EXCHANGE != 0 {
+            let dst = dst.ok_or(VfsError::NotFound)?;
+            for (ino, p, nm) in [(src, newparent, &newname), (dst, parent, &name)] {
+                let n = st.node_mut(ino)?;
+                n.parent = Some(p);
+                n.name = nm.clone();
+                n.attr.ctime_ns = now;
+                if let Some(d) = &mut st.node_mut(p)?.dir {
+                    d.children.insert(nm.clone(), ino);
+                }
+            }
+            st.record_node(src)?;
+            st.record_node(dst)?;
+        } else {
+            if let Some(d) = dst {
+                if flags & RENAME_NOREPLACE != 0 {
+                    return Err(VfsError::Exists);
+                }
+                let s_dir = st.node(src)?.dir.is_some();
+                let dn = st.node(d)?;
+                match (&dn.dir, s_dir) {
+                    (Some(_), false) => return Err(VfsError::IsDir),
+                    (None, true) => return Err(VfsError::NotDir),
+                    (Some(dd), true) if !dd.children.is_empty() => return Err(VfsError::NotEmpty),
+                    _ => {}
+                }
+                // The replaced node goes; its record is superseded by the moved entry below.
+                if let Some(p) = &mut st.node_mut(newparent)?.dir {
+                    p.children.remove(&newname);
+                }
+                st.node_mut(d)?.parent = None;
+                st.maybe_free(d);
+            }
+            // Destination first, then source: a crash between the two publishes can show the
+            // entry twice, never lose it.
+            if let Some(p) = &mut st.node_mut(parent)?.dir {
+                p.children.remove(&name);
+            }
+            let n = st.node_mut(src)?;
+            n.parent = Some(newparent);
+            n.name = newname.clone();
+            n.attr.ctime_ns = now;
+            if let Some(p) = &mut st.node_mut(newparent)?.dir {
+                p.children.insert(newname.clone(), src);
+            }
+            st.record_node(src)?;
+            st.record_remove(parent, &name)?;
+        }
+        touch_dir(&mut st, parent);
+        touch_dir(&mut st, newparent);
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let st = self.lock();
+        let bsize = 4096u64;
+        let total = self.inner.cfg.cache_size.max(1 << 40) / bsize;
+        let used = st.cache_used() / bsize;
+        StatFs {
+            blocks: total,
+            bfree: total - used.min(total),
+            bavail: total - used.min(total),
+            files: 1 << 32,
+            ffree: (1 << 32) - st.nodes.len() as u64,
+            bsize: bsize as u32,
+            namelen: NAME_MAX as u32,
+        }
+    }
+
+    fn xattr_name(name: &OsStr) -> Result<String> {
+        let s = std::str::from_utf8(name.as_bytes()).map_err(|_| VfsError::NotUtf8)?;
+        if !s.starts_with("user.") || s.len() <= 5 {
+            return Err(VfsError::NotSupported("only user.* extended attributes"));
+        }
+        if s.len() > 255 {
+            return Err(VfsError::NameTooLong);
+        }
+        Ok(s.to_string())
+    }
+
+    pub async fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
+        let name = Self::xattr_name(name)?;
+        let st = self.lock();
+        st.node(ino)?
+            .attr
+            .xattrs
+            .get(&name)
+            .cloned()
+            .ok_or(VfsError::NoAttr)
+    }
+
+    pub async fn listxattr(&self, ino: Ino) -> Result<Vec<String>> {
+        Ok(self.lock().node(ino)?.attr.xattrs.keys().cloned().collect())
+    }
+
+    pub async fn setxattr(&self, ino: Ino, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        let name = Self::xattr_name(name)?;
+        if value.len() > 64 * 1024 {
+            return Err(VfsError::Invalid("xattr value too large"));
+        }
+        self.change_xattr(ino, |x| {
+            let exists = x.contains_key(&name);
+            if flags & XATTR_CREATE != 0 && exists {
+                return Err(VfsError::Exists);
+            }
+            if flags & XATTR_REPLACE != 0 && !exists {
+                return Err(VfsError::NoAttr);
+            }
+            x.insert(name, value.to_vec());
+            Ok(())
+        })
+    }
+
+    pub async fn removexattr(&self, ino: Ino, name: &OsStr) -> Result<()> {
+        let name = Self::xattr_name(name)?;
+        self.change_xattr(ino, |x| x.remove(&name).map(|_| ()).ok_or(VfsError::NoAttr))
+    }
+
+    fn change_xattr(
+        &self,
+        ino: Ino,
+        f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        let p = st.node(ino)?.parent.ok_or(VfsError::NotSupported(
+            "attributes of the root are not stored",
+        ))?;
+        st.writable_dir(p)?;
+        let n = st.node_mut(ino)?;
+        f(&mut n.attr.xattrs)?;
+        n.attr.ctime_ns = now_ns();
+        st.record_node(ino)?;
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Waits until nothing is pending (for `umount --flush`); fails when an upload or publish
+    /// failed meanwhile.
+    pub async fn flush_all(&self) -> Result<()> {
+        self.inner.flush_all().await
+    }
+
+    pub fn status(&self) -> Status {
+        let st = self.lock();
+        let refd = st.fids_referenced();
+        let queued = st
+            .caches
+            .iter()
+            .filter(|(f, c)| refd.contains(f) && !c.in_flight)
+            .count();
+        Status {
+            uploads_queued: queued,
+            uploads_in_flight: st.caches.values().filter(|c| c.in_flight).count(),
+            bytes_dirty: st
+                .caches
+                .iter()
+                .filter(|(f, _)| refd.contains(f))
+                .map(|(_, c)| c.size)
+                .sum(),
+            cache_used: st.cache_used(),
+            cache_limit: self.inner.cfg.cache_size,
+            pending_dir_changes: st.pending.values().map(BTreeMap::len).sum(),
+            publishes: st.publishes,
+            uploads_done: st.uploads_done,
+            last_errors: st.errors.iter().cloned().collect(),
+        }
+    }
+}
+
+fn touch_dir(st: &mut State, ino: Ino) {
+    if let Some(n) = st.nodes.get_mut(&ino) {
+        let now = now_ns();
+        n.attr.mtime_ns = now;
+        n.attr.ctime_ns = now;
+    }
+}
+
+/// Reports (once) the pending upload error of `ino`'s data.
+fn take_error(st: &mut State, ino: Ino) -> Result<()> {
+    if let Target::File(f) = st.node(ino)?.target {
+        if let Some(e) = st.caches.get_mut(&f).and_then(|c| c.last_error.take()) {
+            return Err(VfsError::Upload(e));
+        }
+    }
+    Ok(())
+}
+
+impl State {
+    #[allow(clippy::too_many_arguments)]
+    fn insert_new(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        target: Target,
+        kind: FileKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        now: i64,
+    ) -> Ino {
+        let mut node = self.node_from_entry(parent, name, target, Metadata::new(), (uid, gid));
+        node.attr = Attr::new(kind, mode, uid, gid, now);
+        let ino = self.new_node(node);
+        if let Some(d) = self.nodes.get_mut(&parent).and_then(|p| p.dir.as_mut()) {
+            d.children.insert(name.to_string(), ino);
+        }
+        touch_dir(self, parent);
+        ino
+    }
+
+    fn open_handle(&mut self, ino: Ino, write: bool) -> u64 {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(
+            fh,
+            Handle {
+                ino,
+                write,
+                last_end: 0,
+            },
+        );
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.open += 1;
+            if write {
+                if let Target::File(f) = n.target {
+                    if let Some(c) = self.caches.get_mut(&f) {
+                        c.writers += 1;
+                        c.ino = Some(ino);
+                    }
+                }
+            }
+        }
+        fh
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic elsewhere; the state is still the best we have.
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads (or refreshes after `dir_refresh`) the listing of directory `ino`.
+    async fn load_dir(&self, ino: Ino) -> Result<()> {
+        let (cap, epoch) = {
+            let st = self.lock();
+            let n = st.node(ino)?;
+            let d = n.dir.as_ref().ok_or(VfsError::NotDir)?;
+            if d.loaded_at
+                .is_some_and(|t| t.elapsed() < self.cfg.dir_refresh)
+            {
+                return Ok(());
+            }
+            (st.dir_cap(ino)?, d.epoch)
+        };
+        let (body, _v) = self.backend.read_dir(&cap).await.map_err(grid)?;
+        let listing =
+            Directory::unpack(dir_kind(&cap), &body).map_err(|e| VfsError::Grid(e.to_string()))?;
+        let mut st = self.lock();
+        let owner = (self.cfg.uid, self.cfg.gid);
+        let Some(d) = st.nodes.get(&ino).and_then(|n| n.dir.as_ref()) else {
+            return Err(VfsError::NotFound);
+        };
+        if d.epoch != epoch {
+            // A publish landed meanwhile: this listing is older than what we know.
+            return Ok(());
+        }
+        let old_base = d.base.clone();
+        let children = d.children.clone();
+        let first = d.loaded_at.is_none() && old_base.is_none();
+        let pend: BTreeMap<String, Record> = st
+            .pending
+            .get(&cap)
+            .map(|m| m.iter().map(|(k, (r, _))| (k.clone(), r.clone())).collect())
+            .unwrap_or_default();
+        let mut new_base = listing.clone();
+        let mut new_children = BTreeMap::new();
+        // Grid entries without pending changes: adopt the grid.
+        for (name, child) in listing.iter() {
+            if pend.contains_key(name) {
+                continue;
+            }
+            let Some(cap) = child_cap(child) else {
+                continue;
+            };
+            let existing = children.get(name).copied();
+            let same = old_base.as_ref().and_then(|b| b.get(name)) == Some(child);
+            match existing {
+                Some(c)
+                    if same
+                        || st.nodes.get(&c).is_some_and(|n| {
+                            n.target == Target::Cap(cap.clone()) && n.md == child.metadata
+                        }) =>
+                {
+                    new_children.insert(name.to_string(), c);
+                }
+                Some(c)
+                    if st.nodes.get(&c).is_some_and(|n| {
+                        n.dir.is_some() == Cap::parse(&cap).is_directory() && n.dir.is_none()
+                    }) =>
+                {
+                    let fresh = st.node_from_entry(
+                        ino,
+                        name,
+                        Target::Cap(cap),
+                        child.metadata.clone(),
+                        owner,
+                    );
+                    if let Some(n) = st.nodes.get_mut(&c) {
+                        n.attr = fresh.attr;
+                        n.md = fresh.md;
+                        n.target = fresh.target;
+                        n.size = fresh.size;
+                    }
+                    new_children.insert(name.to_string(), c);
+                }
+                _ => {
+                    let node = st.node_from_entry(
+                        ino,
+                        name,
+                        Target::Cap(cap),
+                        child.metadata.clone(),
+                        owner,
+                    );
+                    let c = st.new_node(node);
+                    new_children.insert(name.to_string(), c);
+                }
+            }
+        }
+        // Names with pending changes: the local state wins.
+        for (name, rec) in &pend {
+            if let Some(c) = children.get(name) {
+                new_children.insert(name.clone(), *c);
+            } else if let Op::Set { target, metadata } = &rec.op {
+                let mut node =
+                    st.node_from_entry(ino, name, target.clone(), metadata.clone(), owner);
+                if let Target::File(f) = target {
+                    node.size = st.caches.get(f).map_or(0, |c| c.size);
+                }
+                let c = st.new_node(node);
+                if let Target::File(f) = target {
+                    if let Some(cf) = st.caches.get_mut(f) {
+                        cf.ino = Some(c);
+                    }
+                }
+                new_children.insert(name.clone(), c);
+            }
+            if !first {
+                match old_base.as_ref().and_then(|b| b.get(name)) {
+                    Some(ch) => {
+                        new_base.insert(name, ch.clone());
+                    }
+                    None => {
+                        new_base.remove(name);
+                    }
+                }
+            }
+        }
+        // Children that disappeared from the grid (and have no pending change) are unlinked.
+        let gone: Vec<Ino> = children
+            .iter()
+            .filter(|(k, v)| new_children.get(*k) != Some(v))
+            .map(|(_, v)| *v)
+            .collect();
+        if let Some(d) = st.nodes.get_mut(&ino).and_then(|n| n.dir.as_mut()) {
+            d.children = new_children;
+            d.base = Some(new_base);
+            d.loaded_at = Some(Instant::now());
+        }
+        for g in gone {
+            if let Some(n) = st.nodes.get_mut(&g) {
+                n.parent = None;
+            }
+            st.maybe_free(g);
+        }
+        Ok(())
+    }
+
+    /// Makes sure `ino`'s content is in a local cache file (downloading it if needed);
+    /// `truncate` to a size avoids downloading bytes past it.
+    async fn materialize(&self, ino: Ino, truncate: Option<u64>) -> Result<()> {
+        let (cap, size) = {
+            let st = self.lock();
+            let n = st.node(ino)?;
+            if n.dir.is_some() {
+                return Err(VfsError::IsDir);
+            }
+            match &n.target {
+                Target::File(_) => return Ok(()),
+                Target::Cap(c) => (c.clone(), n.size),
+            }
+        };
+        let want = truncate.map_or(size, |t| t.min(size));
+        let mut data = Vec::with_capacity(want as usize);
+        while (data.len() as u64) < want {
+            let chunk = self
+                .backend
+                .read_file(
+                    &cap,
+                    data.len() as u64,
+                    (want - data.len() as u64).min(8 << 20),
+                )
+                .await
+                .map_err(grid)?;
+            if chunk.is_empty() {
+                return Err(VfsError::Grid("file shorter than its cap says".into()));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let mut st = self.lock();
+        if st.node(ino)?.target != Target::Cap(cap) {
+            return Ok(()); // someone else materialized it meanwhile
+        }
+        let fid = st.journal.new_file().map_err(VfsError::Cache)?;
+        fs::write(st.journal.data_path(fid), &data).map_err(cache_err)?;
+        st.add_cache(fid, data.len() as u64, Some(ino))?;
+        if let Some(c) = st.caches.get_mut(&fid) {
+            c.ready_at = Instant::now() + self.cfg.write_back_delay;
+        }
+        let n = st.node_mut(ino)?;
+        n.target = Target::File(fid);
+        let open_writers = st
+            .handles
+            .values()
+            .filter(|h| h.ino == ino && h.write)
+            .count() as u32;
+        if let Some(c) = st.caches.get_mut(&fid) {
+            c.writers = open_writers;
+        }
+        st.record_node(ino)
+    }
+
+    async fn read(self: &Arc<Self>, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let (cap, fsize, sequential) = {
+            let mut st = self.lock();
+            let n = st.node(ino)?;
+            if n.dir.is_some() {
+                return Err(VfsError::IsDir);
+            }
+            let h = st.handles.get(&fh).ok_or(VfsError::BadHandle)?;
+            let sequential = h.last_end == offset && offset > 0;
+            match n.target.clone() {
+                Target::File(f) => {
+                    let c = st.caches.get(&f).ok_or(VfsError::NotFound)?;
+                    let len = (size as u64).min(c.size.saturating_sub(offset)) as usize;
+                    let mut buf = vec![0u8; len];
+                    c.file.read_exact_at(&mut buf, offset).map_err(cache_err)?;
+                    if let Some(h) = st.handles.get_mut(&fh) {
+                        h.last_end = offset + len as u64;
+                    }
+                    return Ok(buf);
+                }
+                Target::Cap(c) => (c, n.size, sequential),
+            }
+        };
+        let end = (offset + size as u64).min(fsize);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let seg = self.cfg.segment_size;
+        let (first, last) = (offset / seg, (end - 1) / seg);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for s in first..=last {
+            let data = self.segment(&cap, s, fsize).await?;
+            let seg_start = s * seg;
+            let from = offset.max(seg_start) - seg_start;
+            let to = end.min(seg_start + data.len() as u64) - seg_start;
+            out.extend_from_slice(data.get(from as usize..to as usize).unwrap_or_default());
+        }
+        if sequential {
+            // Read-ahead: fetch the next segments in the background.
+            let nsegs = fsize.div_ceil(seg);
+            let ahead: Vec<u64> = {
+                let mut st = self.lock();
+                let mut v = Vec::new();
+                for s in last + 1..(last + 1 + self.cfg.read_ahead).min(nsegs) {
+                    if !st.segs.contains(&cap, s) && st.prefetching.insert((cap.clone(), s)) {
+                        v.push(s);
+                    }
+                }
+                v
+            };
+            for s in ahead {
+                let me = Arc::clone(self);
+                let cap2 = cap.clone();
+                let len = seg.min(fsize - s * seg);
+                tokio::spawn(async move {
+                    let r = me.backend.read_file(&cap2, s * seg, len).await;
+                    let mut st = me.lock();
+                    st.prefetching.remove(&(cap2.clone(), s));
+                    if let Ok(d) = r {
+                        st.segs.insert(&cap2, s, Arc::new(d));
+                    }
+                });
+            }
+        }
+        if let Some(h) = self.lock().handles.get_mut(&fh) {
+            h.last_end = end;
+        }
+        Ok(out)
+    }
+
+    async fn segment(&self, cap: &str, s: u64, fsize: u64) -> Result<Arc<Vec<u8>>> {
+        if let Some(d) = self.lock().segs.get(cap, s) {
+            return Ok(d);
+        }
+        let seg = self.cfg.segment_size;
+        let len = seg.min(fsize.saturating_sub(s * seg));
+        let d = Arc::new(
+            self.backend
+                .read_file(cap, s * seg, len)
+                .await
+                .map_err(grid)?,
+        );
+        self.lock().segs.insert(cap, s, Arc::clone(&d));
+        Ok(d)
+    }
+
+    async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        {
+            let st = self.lock();
+            let h = st.handles.get(&fh).ok_or(VfsError::BadHandle)?;
+            if !h.write {
+                return Err(VfsError::BadHandle);
+            }
+        }
+        'again: loop {
+            self.materialize(ino, None).await?;
+            // Backpressure: wait while the cache is over its bound and another file's bytes can be
+            // freed by an upload.
+            loop {
+                let notified = self.progress.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let st = self.lock();
+                    let Target::File(f) = st.node(ino)?.target else {
+                        break;
+                    };
+                    let c = st.caches.get(&f).ok_or(VfsError::NotFound)?;
+                    let growth = (offset + data.len() as u64).saturating_sub(c.size);
+                    let used = st.cache_used();
+                    let refd = st.fids_referenced();
+                    let freeable = st
+                        .caches
+                        .iter()
+                        .any(|(g, c)| *g != f && c.writers == 0 && refd.contains(g));
+                    if growth == 0 || used + growth <= self.cfg.cache_size || !freeable {
+                        break;
+                    }
+                }
+                self.lock().space_waiters += 1;
+                self.wake.notify_one();
+                notified.await;
+                let mut st = self.lock();
+                st.space_waiters = st.space_waiters.saturating_sub(1);
+            }
+            let mut st = self.lock();
+            let Target::File(f) = st.node(ino)?.target else {
+                // Uploaded and dropped meanwhile: materialize again.
+                drop(st);
+                continue 'again;
+            };
+            let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
+            c.file.write_all_at(data, offset).map_err(cache_err)?;
+            c.size = c.size.max(offset + data.len() as u64);
+            c.gen += 1;
+            c.clean_cap = None;
+            let now = now_ns();
+            let n = st.node_mut(ino)?;
+            n.attr.mtime_ns = now;
+            n.attr.ctime_ns = now;
+            n.dirty_md = true;
+            return Ok(data.len() as u32);
+        }
+    }
+
+    /// The keys `(dir cap, name)` from `ino` up to the root.
+    fn path_keys(st: &State, ino: Ino) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut cur = ino;
+        while let Some(n) = st.nodes.get(&cur) {
+            let Some(p) = n.parent else { break };
+            if let Ok(c) = st.dir_cap(p) {
+                out.push((c, n.name.clone()));
+            }
+            cur = p;
+        }
+        out
+    }
+
+    async fn wait_synced(&self, ino: Ino, whole_dir: bool) -> Result<()> {
+        let (keys, dircap, seq_limit, fid, err0, dir_err0) = {
+            let mut st = self.lock();
+            if st.node(ino)?.dirty_md {
+                st.record_node(ino)?;
+            }
+            take_error(&mut st, ino)?;
+            let keys = Self::path_keys(&st, ino);
+            let dircap = if whole_dir {
+                st.dir_cap(ino).ok()
+            } else {
+                None
+            };
+            let fid = match st.node(ino)?.target {
+                Target::File(f) => Some(f),
+                _ => None,
+            };
+            let err0 = fid.and_then(|f| st.caches.get(&f)).map_or(0, |c| c.errors);
+            let mut dirs: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+            dirs.extend(dircap.clone());
+            let dir_err0: HashMap<String, u64> = dirs
+                .iter()
+                .map(|d| (d.clone(), st.dir_errors.get(d).copied().unwrap_or(0)))
+                .collect();
+            (keys, dircap, st.journal.peek_seq(), fid, err0, dir_err0)
+        };
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if let Some(c) = fid.and_then(|f| st.caches.get_mut(&f)) {
+                    if c.errors > err0 {
+                        let e = c
+                            .last_error
+                            .take()
+                            .unwrap_or_else(|| "upload failed".into());
+                        return Err(VfsError::Upload(e));
+                    }
+                }
+                for (d, e0) in &dir_err0 {
+                    if st.dir_errors.get(d).copied().unwrap_or(0) > *e0 {
+                        let e = st.errors.back().cloned().unwrap_or_default();
+                        return Err(VfsError::Conflict(e));
+                    }
+                }
+                let old = |d: &str, name: Option<&str>| {
+                    st.pending.get(d).is_some_and(|m| {
+                        m.iter()
+                            .any(|(k, (r, _))| r.seq < seq_limit && name.is_none_or(|n| n == k))
+                    })
+                };
+                let mut busy: Vec<String> = keys
+                    .iter()
+                    .filter(|(d, n)| old(d, Some(n)))
+                    .map(|k| k.0.clone())
+                    .collect();
+                if let Some(d) = &dircap {
+                    if old(d, None) {
+                        busy.push(d.clone());
+                    }
+                }
+                if busy.is_empty() {
+                    return Ok(());
+                }
+                for d in busy {
+                    st.urgent_dirs.insert(d);
+                }
+                if let Some(c) = fid.and_then(|f| st.caches.get_mut(&f)) {
+                    c.urgent = true;
+                }
+                // Files whose records are on the path are urgent too.
+                let fids: Vec<u64> = st
+                    .pending
+                    .values()
+                    .flat_map(|m| m.values())
+                    .filter(|(r, _)| r.seq < seq_limit)
+                    .filter_map(|(r, _)| match &r.op {
+                        Op::Set {
+                            target: Target::File(f),
+                            ..
+                        } => Some(*f),
+                        _ => None,
+                    })
+                    .collect();
+                for f in fids {
+                    if let Some(c) = st.caches.get_mut(&f) {
+                        if whole_dir || Some(f) == fid {
+                            c.urgent = true;
+                        }
+                    }
+                }
+            }
+            self.wake.notify_one();
+            notified.await;
+        }
+    }
+
+    async fn flush_all(&self) -> Result<()> {
+        let (errs0, dir0) = {
+            let st = self.lock();
+            (
+                st.caches.values().map(|c| c.errors).sum::<u64>(),
+                st.dir_errors.values().sum::<u64>(),
+            )
+        };
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.pending.values().all(BTreeMap::is_empty) {
+                    return Ok(());
+                }
+                let errs = st.caches.values().map(|c| c.errors).sum::<u64>();
+                let dirs = st.dir_errors.values().sum::<u64>();
+                if errs > errs0 || dirs > dir0 {
+                    return Err(VfsError::Upload(
+                        st.errors.back().cloned().unwrap_or_default(),
+                    ));
+                }
+                let ds: Vec<String> = st.pending.keys().cloned().collect();
+                st.urgent_dirs.extend(ds);
+                for c in st.caches.values_mut() {
+                    c.urgent = true;
+                }
+            }
+            self.wake.notify_one();
+            notified.await;
+        }
+    }
+
+    async fn flusher(self: Arc<Self>) {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next = self.step().await;
+            self.progress.notify_waiters();
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(next) => {}
+            }
+        }
+    }
+
+    /// One round: upload due files, then publish due directories. Returns how long to sleep.
+    async fn step(&self) -> Duration {
+        let now = Instant::now();
+        let delay = self.cfg.write_back_delay;
+        let mut next = Duration::from_millis(500);
+        let due: Vec<(u64, u64, PathBuf)> = {
+            let mut st = self.lock();
+            let refd = st.fids_referenced();
+            let pressure = st.cache_used() > self.cfg.cache_size || st.space_waiters > 0;
+            // Closed cache files whose content was uploaded while open give way to their cap.
+            let clean: Vec<(u64, String)> = st
+                .caches
+                .iter()
+                .filter(|(f, c)| !refd.contains(f) && c.writers == 0 && !c.in_flight)
+                .filter_map(|(f, c)| c.clean_cap.clone().map(|k| (*f, k)))
+                .collect();
+            for (f, cap) in clean {
+                let ino = st
+                    .nodes
+                    .iter()
+                    .find(|(_, n)| n.target == Target::File(f))
+                    .map(|(i, _)| *i);
+                let size = st.caches.get(&f).map_or(0, |c| c.size);
+                if let Some(n) = ino.and_then(|i| st.nodes.get_mut(&i)) {
+                    n.target = Target::Cap(cap);
+                    n.size = size;
+                }
+            }
+            // Unreferenced, unowned cache files are garbage (e.g. after a restart).
+            let garbage: Vec<u64> = st
+                .caches
+                .iter()
+                .filter(|(f, c)| {
+                    !refd.contains(f)
+                        && c.writers == 0
+                        && !c.in_flight
+                        && !st.nodes.values().any(|n| n.target == Target::File(**f))
+                })
+                .map(|(f, _)| *f)
+                .collect();
+            for g in garbage {
+                st.caches.remove(&g);
+                st.journal.remove_file(g);
+            }
+            let mut due = Vec::new();
+            let paths: Vec<(u64, PathBuf)> = st
+                .caches
+                .keys()
+                .map(|f| (*f, st.journal.data_path(*f)))
+                .collect();
+            for (f, p) in paths {
+                let Some(c) = st.caches.get_mut(&f) else {
+                    continue;
+                };
+                if !refd.contains(&f) || (c.writers > 0 && !c.urgent) || c.in_flight {
+                    continue;
+                }
+                if let Some(r) = c.retry_at {
+                    if r > now {
+                        next = next.min(r - now);
+                        continue;
+                    }
+                }
+                if c.urgent || pressure || c.ready_at <= now {
+                    c.in_flight = true;
+                    c.urgent = false;
+                    due.push((f, c.gen, p));
+                } else {
+                    next = next.min(c.ready_at - now);
+                }
+            }
+            due
+        };
+        // Upload, at most `max_uploads` at once.
+        for chunk in due.chunks(self.cfg.max_uploads.max(1)) {
+            let mut set = tokio::task::JoinSet::new();
+            for (f, gen, p) in chunk.iter().cloned() {
+                let b = Arc::clone(&self.backend);
+                set.spawn(async move { (f, gen, b.upload_file(&p).await) });
+            }
+            while let Some(r) = set.join_next().await {
+                let Ok((f, gen, res)) = r else { continue };
+                let mut st = self.lock();
+                match res {
+                    Ok(cap) => {
+                        st.uploads_done += 1;
+                        self.resolve(&mut st, f, gen, cap);
+                    }
+                    Err(e) => {
+                        let msg = format!("upload of a file failed: {e}");
+                        st.push_error(msg.clone());
+                        if let Some(c) = st.caches.get_mut(&f) {
+                            c.in_flight = false;
+                            c.errors += 1;
+                            c.last_error = Some(msg);
+                            c.retry_at = Some(Instant::now() + self.cfg.retry_delay);
+                        }
+                    }
+                }
+                drop(st);
+                self.progress.notify_waiters();
+            }
+        }
+        // Publish directories whose resolved changes are due.
+        let dirs: Vec<String> = {
+            let mut st = self.lock();
+            let pressure = st.cache_used() > self.cfg.cache_size || st.space_waiters > 0;
+            let mut out = Vec::new();
+            for (d, m) in &st.pending {
+                let resolved: Vec<&Instant> = m
+                    .values()
+                    .filter(|(r, _)| {
+                        !matches!(
+                            r.op,
+                            Op::Set {
+                                target: Target::File(_),
+                                ..
+                            }
+                        )
+                    })
+                    .map(|(_, t)| t)
+                    .collect();
+                let Some(oldest) = resolved.iter().min() else {
+                    continue;
+                };
+                if st.urgent_dirs.contains(d) || pressure || **oldest + delay <= now {
+                    out.push(d.clone());
+                } else {
+                    next = next.min(**oldest + delay - now);
+                }
+            }
+            for d in &out {
+                st.urgent_dirs.remove(d);
+            }
+            out
+        };
+        for d in dirs {
+            if let Err(e) = self.publish(&d).await {
+                let mut st = self.lock();
+                st.push_error(format!("directory publish failed: {e}"));
+                *st.dir_errors.entry(d.clone()).or_default() += 1;
+                next = next.min(self.cfg.retry_delay);
+            }
+        }
+        next.max(Duration::from_millis(1))
+    }
+
+    /// An upload of `fid` at generation `gen` finished with `cap`: records naming the file now
+    /// name the cap (same seq), and the cache file is freed — unless the file changed meanwhile.
+    fn resolve(&self, st: &mut State, fid: u64, gen: u64, cap: String) {
+        let Some(c) = st.caches.get_mut(&fid) else {
+            return;
+        };
+        c.in_flight = false;
+        if c.gen != gen {
+            return;
+        }
+        c.retry_at = None;
+        let still_open = c.writers > 0;
+        if still_open {
+            c.clean_cap = Some(cap.clone());
+        }
+        let mut rewrites = Vec::new();
+        for m in st.pending.values() {
+            for (r, _) in m.values() {
+                if let Op::Set {
+                    target: Target::File(f),
+                    metadata,
+                } = &r.op
+                {
+                    if *f == fid {
+                        let mut r2 = r.clone();
+                        r2.op = Op::Set {
+                            target: Target::Cap(cap.clone()),
+                            metadata: metadata.clone(),
+                        };
+                        rewrites.push(r2);
+                    }
+                }
+            }
+        }
+        for r in rewrites {
+            if let Err(e) = st.journal.write(&r) {
+                st.push_error(format!("journal write failed: {e}"));
+                return;
+            }
+            if let Some(slot) = st.pending.get_mut(&r.dir).and_then(|m| m.get_mut(&r.name)) {
+                slot.0 = r;
+            }
+        }
+        if still_open {
+            return;
+        }
+        let size = st.caches.get(&fid).map_or(0, |c| c.size);
+        let ino = st.caches.get(&fid).and_then(|c| c.ino);
+        let ino = ino
+            .filter(|i| {
+                st.nodes
+                    .get(i)
+                    .is_some_and(|n| n.target == Target::File(fid))
+            })
+            .or_else(|| {
+                st.nodes
+                    .iter()
+                    .find(|(_, n)| n.target == Target::File(fid))
+                    .map(|(i, _)| *i)
+            });
+        if let Some(n) = ino.and_then(|i| st.nodes.get_mut(&i)) {
+            n.target = Target::Cap(cap);
+            n.size = size;
+        }
+        st.caches.remove(&fid);
+        st.journal.remove_file(fid);
+    }
+
+    /// Publishes the resolved pending changes of one directory in one test-and-write, merging
+    /// with another writer's non-overlapping changes and dropping (and reporting) overlapping ones.
+    async fn publish(&self, dircap: &str) -> Result<()> {
+        self.lock().publishing.insert(dircap.to_string());
+        let r = self.publish_inner(dircap).await;
+        self.lock().publishing.remove(dircap);
+        r
+    }
+
+    async fn publish_inner(&self, dircap: &str) -> Result<()> {
+        let writekey = dir_writekey(dircap).ok_or(VfsError::ReadOnly)?;
+        let kind = DirKind::Mutable {
+            writekey: Some(writekey),
+        };
+        let mut reference: Option<Directory> = None;
+        let mut dropped: HashSet<u64> = HashSet::new();
+        let mut conflicts: Vec<String> = Vec::new();
+        for _ in 0..10 {
+            let (body, ver) = self.backend.read_dir(dircap).await.map_err(grid)?;
+            let cur = Directory::unpack(kind, &body).map_err(|e| VfsError::Grid(e.to_string()))?;
+            let (recs, epoch) = {
+                let st = self.lock();
+                let recs: Vec<Record> = st
+                    .pending
+                    .get(dircap)
+                    .map(|m| {
+                        m.values()
+                            .map(|(r, _)| r.clone())
+                            .filter(|r| {
+                                !matches!(
+                                    r.op,
+                                    Op::Set {
+                                        target: Target::File(_),
+                                        ..
+                                    }
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let dino = st.dir_ino.get(dircap).copied();
+                let dstate = dino
+                    .and_then(|i| st.nodes.get(&i))
+                    .and_then(|n| n.dir.as_ref());
+                if reference.is_none() {
+                    reference = dstate.and_then(|d| d.base.clone());
+                }
+                (recs, dstate.map(|d| d.epoch))
+            };
+            let _ = epoch;
+            if recs.is_empty() {
+                return Ok(());
+            }
+            let mut dir = cur.clone();
+            let secs = now_ns() as f64 / 1e9;
+            let mut applied = Vec::new();
+            for r in &recs {
+                if dropped.contains(&r.seq) {
+                    continue;
+                }
+                if let Some(b) = &reference {
+                    if b.get(&r.name) != cur.get(&r.name) {
+                        dropped.insert(r.seq);
+                        conflicts.push(r.name.clone());
+                        continue;
+                    }
+                }
+                match &r.op {
+                    Op::Remove => {
+                        dir.remove(&r.name);
+                    }
+                    Op::Set {
+                        target: Target::Cap(c),
+                        metadata,
+                    } => {
+                        let md = update_metadata(
+                            cur.get(&r.name).map(|c| &c.metadata),
+                            Some(metadata),
+                            secs,
+                        );
+                        dir.insert(&r.name, child_for(c, md));
+                    }
+                    Op::Set {
+                        target: Target::File(_),
+                        ..
+                    } => continue,
+                }
+                applied.push(r.clone());
+            }
+            let new_body = dir.pack().map_err(|e| VfsError::Grid(e.to_string()))?;
+            let published = if new_body == body {
+                true
+            } else {
+                match self.backend.publish_dir(dircap, &ver, new_body).await {
+                    Ok(_) => true,
+                    Err(BackendError::Conflict) => false,
+                    Err(e) => return Err(grid(e)),
+                }
+            };
+            if !published {
+                reference = Some(cur);
+                continue;
+            }
+            let mut st = self.lock();
+            st.publishes += 1;
+            for r in recs
+                .iter()
+                .filter(|r| dropped.contains(&r.seq))
+                .chain(applied.iter())
+            {
+                let slot = st.pending.get_mut(dircap);
+                if let Some(m) = slot {
+                    if m.get(&r.name).is_some_and(|(x, _)| x.seq == r.seq) {
+                        m.remove(&r.name);
+                        st.journal.delete(r.seq);
+                    }
+                }
+            }
+            if st.pending.get(dircap).is_some_and(BTreeMap::is_empty) {
+                st.pending.remove(dircap);
+            }
+            let dino = st.dir_ino.get(dircap).copied();
+            if let Some(d) = dino
+                .and_then(|i| st.nodes.get_mut(&i))
+                .and_then(|n| n.dir.as_mut())
+            {
+                d.epoch += 1;
+                let base = d.base.get_or_insert_with(|| Directory::new(kind));
+                for r in recs.iter() {
+                    match dir.get(&r.name) {
+                        Some(c) => {
+                            base.insert(&r.name, c.clone());
+                        }
+                        None => {
+                            base.remove(&r.name);
+                        }
+                    }
+                }
+                if !conflicts.is_empty() {
+                    // Show the other writer's version at the next access.
+                    d.loaded_at = None;
+                }
+            }
+            if !conflicts.is_empty() {
+                let msg = format!(
+                    "another writer changed {:?}; their version was kept",
+                    conflicts
+                );
+                st.push_error(msg.clone());
+                *st.dir_errors.entry(dircap.to_string()).or_default() += 1;
+                return Err(VfsError::Conflict(msg));
+            }
+            return Ok(());
+        }
+        Err(VfsError::Grid("directory kept changing".into()))
+    }
+}

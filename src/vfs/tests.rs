@@ -1,0 +1,1038 @@
+//! Tests of the filesystem layer against the in-memory grid. Expected grid states are read back
+//! independently: the directory body is unpacked with the dirnode layer and file bytes are
+//! fetched from the in-memory grid, never from the layer's own view.
+
+use super::*;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+fn cfg(dir: &std::path::Path, delay_ms: u64) -> Config {
+    let mut c = Config::new(dir.to_path_buf());
+    c.write_back_delay = Duration::from_millis(delay_ms);
+    c.retry_delay = Duration::from_millis(20);
+    c.dir_refresh = Duration::from_secs(3600);
+    c.uid = 1000;
+    c.gid = 1000;
+    c
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// The grid listing of `cap`, read as another client would.
+fn grid_listing(b: &MemBackend, cap: &str) -> Directory {
+    let (body, _) = b.dir_body(cap).expect("dir");
+    Directory::unpack(dir_kind(cap), &body).expect("unpack")
+}
+
+fn grid_file(b: &MemBackend, dircap: &str, name: &str) -> Option<Vec<u8>> {
+    let l = grid_listing(b, dircap);
+    let c = l.get(name)?;
+    b.get_bytes(&child_cap(c)?)
+}
+
+async fn put(v: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
+    let (a, fh) = v
+        .create(
+            parent,
+            os(name),
+            0o644,
+            libc::O_WRONLY | libc::O_EXCL,
+            1000,
+            1000,
+        )
+        .await
+        .unwrap();
+    v.write(a.ino, fh, 0, data).await.unwrap();
+    v.flush(a.ino, fh).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    a.ino
+}
+
+async fn cat(v: &Vfs, ino: Ino) -> Vec<u8> {
+    let fh = v.open(ino, libc::O_RDONLY).await.unwrap();
+    let a = v.getattr(ino).await.unwrap();
+    let d = v.read(ino, fh, 0, a.size as u32 + 10).await.unwrap();
+    v.release(ino, fh).await.unwrap();
+    d
+}
+
+#[tokio::test]
+async fn write_close_uploads_after_delay_and_fsync_publishes() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let ino = put(&v, ROOT_INO, "hello.txt", &[7u8; 1000]).await;
+    // Local speed: nothing on the grid yet (the delay is an hour).
+    assert_eq!(b.publish_count(), 0);
+    let st = v.status();
+    assert_eq!(
+        (st.uploads_queued, st.bytes_dirty, st.pending_dir_changes),
+        (1, 1000, 1)
+    );
+    assert_eq!(cat(&v, ino).await, vec![7u8; 1000]);
+    v.fsync(ino, 0).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "hello.txt"), Some(vec![7u8; 1000]));
+    // The entry carries tahoe backup's keys and ours.
+    let l = grid_listing(&b, &root);
+    let md = &l.get("hello.txt").unwrap().metadata;
+    assert_eq!(md.st_mode(), Some(0o100644));
+    assert_eq!(md.st_uid(), Some(1000));
+    assert!(md.mtime().is_some() && md.get("lafs").is_some());
+    assert_eq!(v.status().pending_dir_changes, 0);
+    assert_eq!(v.status().cache_used, 0, "cache file freed after upload");
+    // Read back through the grid path (segment cache).
+    assert_eq!(cat(&v, ino).await, vec![7u8; 1000]);
+}
+
+#[tokio::test]
+async fn background_write_back_without_fsync() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 10))
+        .await
+        .unwrap();
+    put(&v, ROOT_INO, "f", b"abc").await;
+    for _ in 0..200 {
+        if grid_file(&b, &root, "f").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(grid_file(&b, &root, "f"), Some(b"abc".to_vec()));
+}
+
+#[tokio::test]
+async fn thousand_creates_coalesce_into_few_publishes() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 200))
+        .await
+        .unwrap();
+    for i in 0..1000 {
+        put(
+            &v,
+            ROOT_INO,
+            &format!("file{i}"),
+            format!("content {i}").as_bytes(),
+        )
+        .await;
+    }
+    v.flush_all().await.unwrap();
+    let l = grid_listing(&b, &root);
+    assert_eq!(l.len(), 1000);
+    assert_eq!(
+        grid_file(&b, &root, "file567"),
+        Some(b"content 567".to_vec())
+    );
+    assert!(b.publish_count() <= 5, "publishes: {}", b.publish_count());
+}
+
+#[tokio::test]
+async fn upload_error_reported_by_fsync_and_flush_and_status_then_retried() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 0))
+        .await
+        .unwrap();
+    b.fail_all_uploads(true);
+    let (a, fh) = v
+        .create(ROOT_INO, os("x"), 0o644, libc::O_RDWR, 1000, 1000)
+        .await
+        .unwrap();
+    v.write(a.ino, fh, 0, &[1u8; 100]).await.unwrap();
+    let e = v.fsync(a.ino, fh).await.unwrap_err();
+    assert_eq!(e.to_errno(), libc::EIO);
+    assert!(!v.status().last_errors.is_empty());
+    v.release(a.ino, fh).await.unwrap();
+    // Closed: the retry fails again; the next open+flush reports it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fh = v.open(a.ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(v.flush(a.ino, fh).await.unwrap_err().to_errno(), libc::EIO);
+    v.release(a.ino, fh).await.unwrap();
+    // The grid comes back: the data was never lost.
+    b.fail_all_uploads(false);
+    v.flush_all().await.unwrap_or(());
+    v.flush_all().await.unwrap();
+    assert_eq!(grid_file(&b, &root, "x"), Some(vec![1u8; 100]));
+}
+
+#[tokio::test]
+async fn crash_then_restart_resumes_pending_uploads() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let d = v
+        .mkdir(ROOT_INO, os("sub"), 0o700, 1000, 1000)
+        .await
+        .unwrap();
+    put(&v, d.ino, "inner", &[9u8; 5000]).await;
+    put(&v, ROOT_INO, "top", b"top").await;
+    v.rename(ROOT_INO, os("top"), ROOT_INO, os("top2"), 0)
+        .await
+        .unwrap();
+    v.crash().await;
+    assert!(
+        grid_listing(&b, &root).is_empty(),
+        "nothing was published before the crash"
+    );
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    // The view after restart already shows the pending state.
+    let top = v.lookup(ROOT_INO, os("top2")).await.unwrap();
+    assert_eq!(cat(&v, top.ino).await, b"top");
+    assert!(v.lookup(ROOT_INO, os("top")).await.is_err());
+    v.flush_all().await.unwrap();
+    let l = grid_listing(&b, &root);
+    let sub = child_cap(l.get("sub").unwrap()).unwrap();
+    assert_eq!(grid_file(&b, &sub, "inner"), Some(vec![9u8; 5000]));
+    assert_eq!(grid_file(&b, &root, "top2"), Some(b"top".to_vec()));
+    assert!(l.get("top").is_none());
+    assert_eq!(l.get("sub").unwrap().metadata.st_mode(), Some(0o040700));
+}
+
+#[tokio::test]
+async fn rename_over_existing_is_one_publish() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let t = put(&v, ROOT_INO, "target", b"old").await;
+    v.fsync(t, 0).await.unwrap();
+    let n0 = b.publish_count();
+    let tmpf = put(&v, ROOT_INO, ".target.XXXX", b"new").await;
+    v.rename(ROOT_INO, os(".target.XXXX"), ROOT_INO, os("target"), 0)
+        .await
+        .unwrap();
+    v.fsync(tmpf, 0).await.unwrap();
+    assert_eq!(b.publish_count(), n0 + 1);
+    assert_eq!(grid_file(&b, &root, "target"), Some(b"new".to_vec()));
+    assert!(grid_listing(&b, &root).get(".target.XXXX").is_none());
+    // NOREPLACE and EXCHANGE.
+    put(&v, ROOT_INO, "other", b"o").await;
+    let e = v
+        .rename(
+            ROOT_INO,
+            os("other"),
+            ROOT_INO,
+            os("target"),
+            RENAME_NOREPLACE,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_errno(), libc::EEXIST);
+    v.rename(
+        ROOT_INO,
+        os("other"),
+        ROOT_INO,
+        os("target"),
+        RENAME_EXCHANGE,
+    )
+    .await
+    .unwrap();
+    v.flush_all().await.unwrap();
+    assert_eq!(grid_file(&b, &root, "target"), Some(b"o".to_vec()));
+    assert_eq!(grid_file(&b, &root, "other"), Some(b"new".to_vec()));
+}
+
+#[tokio::test]
+async fn names_errors_and_link() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let bad = OsStr::from_bytes(b"\xff\xfe");
+    assert_eq!(
+        v.lookup(ROOT_INO, bad).await.unwrap_err().to_errno(),
+        libc::EILSEQ
+    );
+    let long = "a".repeat(256);
+    assert_eq!(
+        v.create(ROOT_INO, os(&long), 0o644, 0, 0, 0)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::ENAMETOOLONG
+    );
+    assert!(v
+        .create(ROOT_INO, os(&"a".repeat(255)), 0o644, 0, 0, 0)
+        .await
+        .is_ok());
+    // NFC: created decomposed, found composed.
+    let f = put(&v, ROOT_INO, "cafe\u{301}", b"x").await;
+    assert_eq!(v.lookup(ROOT_INO, os("caf\u{e9}")).await.unwrap().ino, f);
+    assert_eq!(
+        v.link(f, ROOT_INO, os("l")).await.unwrap_err().to_errno(),
+        libc::EPERM
+    );
+    let d = v.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).await.unwrap();
+    put(&v, d.ino, "x", b"").await;
+    assert_eq!(
+        v.rmdir(ROOT_INO, os("d")).await.unwrap_err().to_errno(),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        v.unlink(ROOT_INO, os("d")).await.unwrap_err().to_errno(),
+        libc::EISDIR
+    );
+    assert_eq!(
+        v.rename(ROOT_INO, os("d"), d.ino, os("dd"), 0)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::EINVAL
+    );
+    assert_eq!(
+        v.mkdir(ROOT_INO, os("d"), 0o755, 0, 0)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::EEXIST
+    );
+    assert_eq!(
+        v.unlink(ROOT_INO, os("nope")).await.unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+}
+
+#[tokio::test]
+async fn attributes_symlinks_specials_xattrs_round_trip_through_the_grid() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let f = put(&v, ROOT_INO, "f", b"data").await;
+    let a0 = v.getattr(f).await.unwrap();
+    // utimens with UTIME_OMIT for atime.
+    let a = v
+        .setattr(
+            f,
+            SetAttr {
+                mtime: Some(TimeSet::At(1_234_567_890_123_456_789)),
+                mode: Some(0o4751),
+                uid: Some(7),
+                gid: Some(8),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.atime_ns, a0.atime_ns);
+    assert_eq!(a.mtime_ns, 1_234_567_890_123_456_789);
+    let s = v
+        .symlink(ROOT_INO, os("ln"), os("../some/where"), 1000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(s.kind, FileKind::Symlink);
+    let long_target = "t/".repeat(100);
+    v.symlink(ROOT_INO, os("ln2"), os(&long_target), 1000, 1000)
+        .await
+        .unwrap();
+    let p = v
+        .mknod(ROOT_INO, os("fifo"), 0o010640, 0, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(p.kind, FileKind::Fifo);
+    let c = v
+        .mknod(ROOT_INO, os("tty"), 0o020600, 0x0501, 0, 0)
+        .await
+        .unwrap();
+    v.setxattr(f, os("user.k"), b"\x00\x01v", 0).await.unwrap();
+    assert_eq!(
+        v.setxattr(f, os("user.k"), b"x", XATTR_CREATE)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::EEXIST
+    );
+    assert_eq!(
+        v.setxattr(f, os("trusted.k"), b"x", 0)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        v.getxattr(f, os("user.none")).await.unwrap_err().to_errno(),
+        libc::ENODATA
+    );
+    v.setxattr(f, os("user.gone"), b"1", 0).await.unwrap();
+    v.removexattr(f, os("user.gone")).await.unwrap();
+    v.flush_all().await.unwrap();
+    // The symlink is a small file holding its target (what `tahoe get` shows).
+    assert_eq!(grid_file(&b, &root, "ln"), Some(b"../some/where".to_vec()));
+    assert_eq!(
+        grid_file(&b, &root, "ln2"),
+        Some(long_target.as_bytes().to_vec())
+    );
+    assert_eq!(grid_file(&b, &root, "fifo"), Some(vec![]));
+    // A fresh mount (new cache) sees everything from the grid alone.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let w = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp2.path(), 3_600_000))
+        .await
+        .unwrap();
+    let f2 = w.lookup(ROOT_INO, os("f")).await.unwrap();
+    assert_eq!(
+        (f2.perm, f2.uid, f2.gid, f2.mtime_ns, f2.size),
+        (0o4751, 7, 8, 1_234_567_890_123_456_789, 4)
+    );
+    assert_eq!(
+        w.getxattr(f2.ino, os("user.k")).await.unwrap(),
+        b"\x00\x01v"
+    );
+    assert_eq!(
+        w.listxattr(f2.ino).await.unwrap(),
+        vec!["user.k".to_string()]
+    );
+    let l = w.lookup(ROOT_INO, os("ln")).await.unwrap();
+    assert_eq!(w.readlink(l.ino).await.unwrap(), b"../some/where");
+    assert_eq!(
+        w.lookup(ROOT_INO, os("fifo")).await.unwrap().kind,
+        FileKind::Fifo
+    );
+    let c2 = w.lookup(ROOT_INO, os("tty")).await.unwrap();
+    assert_eq!(
+        (c2.kind, c2.rdev, c2.perm),
+        (FileKind::CharDevice, 0x0501, 0o600)
+    );
+    let _ = c;
+}
+
+#[tokio::test]
+async fn truncate_and_random_offset_writes_of_a_grid_file() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let f = put(&v, ROOT_INO, "big", &data).await;
+    v.fsync(f, 0).await.unwrap();
+    let fh = v.open(f, libc::O_RDWR).await.unwrap();
+    v.write(f, fh, 1000, b"XYZ").await.unwrap();
+    v.write(f, fh, 400_000, b"end").await.unwrap();
+    v.release(f, fh).await.unwrap();
+    v.setattr(
+        f,
+        SetAttr {
+            size: Some(400_001),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    v.fsync(f, 0).await.unwrap();
+    let mut want = data.clone();
+    want[1000..1003].copy_from_slice(b"XYZ");
+    want.resize(400_001, 0);
+    want[400_000] = b'e';
+    assert_eq!(grid_file(&b, &root, "big"), Some(want.clone()));
+    assert_eq!(cat(&v, f).await, want);
+}
+
+#[tokio::test]
+async fn other_writer_merged_when_disjoint_reported_when_overlapping() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let a = put(&v, ROOT_INO, "a", b"mine").await;
+    v.fsync(a, 0).await.unwrap();
+    // Another client adds "theirs" and changes "a".
+    let mut l = grid_listing(&b, &root);
+    let cap = b.put_bytes(b"their content");
+    l.insert("theirs", child_for(&cap, Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    // A disjoint change merges.
+    let m = put(&v, ROOT_INO, "mine2", b"x").await;
+    v.fsync(m, 0).await.unwrap();
+    let l = grid_listing(&b, &root);
+    assert!(l.get("theirs").is_some() && l.get("mine2").is_some() && l.get("a").is_some());
+    // An overlapping change is reported, never overwritten silently.
+    let mut l2 = l.clone();
+    let cap2 = b.put_bytes(b"their a");
+    l2.insert("a", child_for(&cap2, Metadata::new()));
+    b.set_dir_body(&root, l2.pack().unwrap());
+    v.setattr(
+        a,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = v.fsync(a, 0).await.unwrap_err();
+    assert_eq!(e.to_errno(), libc::EIO);
+    assert_eq!(grid_file(&b, &root, "a"), Some(b"their a".to_vec()));
+}
+
+#[tokio::test]
+async fn backpressure_keeps_the_cache_bounded() {
+    let b = MemBackend::new();
+    b.set_upload_delay(Duration::from_millis(5));
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 3_600_000);
+    c.cache_size = 10_000;
+    let v = Arc::new(Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap());
+    let mut max_used = 0;
+    for i in 0..20 {
+        put(&v, ROOT_INO, &format!("f{i}"), &[i as u8; 3000]).await;
+        max_used = max_used.max(v.status().cache_used);
+    }
+    // Bound plus at most the one file being written.
+    assert!(max_used <= 10_000 + 3000, "cache grew to {max_used}");
+    assert!(b.upload_count() >= 10, "writers waited for uploads");
+    v.flush_all().await.unwrap();
+    assert_eq!(grid_listing(&b, &root).len(), 20);
+}
+
+#[tokio::test]
+async fn read_only_cap_mounts_read_only() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 0))
+        .await
+        .unwrap();
+    put(&v, ROOT_INO, "f", b"1").await;
+    v.flush_all().await.unwrap();
+    let ro = Cap::parse(&root).readonly().unwrap().to_string();
+    let tmp2 = tempfile::tempdir().unwrap();
+    let r = Vfs::new(Arc::new(b.clone()), &ro, cfg(tmp2.path(), 0))
+        .await
+        .unwrap();
+    let f = r.lookup(ROOT_INO, os("f")).await.unwrap();
+    assert_eq!(cat(&r, f.ino).await, b"1");
+    assert_eq!(
+        r.create(ROOT_INO, os("g"), 0o644, 0, 0, 0)
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        r.open(f.ino, libc::O_WRONLY).await.unwrap_err().to_errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        r.unlink(ROOT_INO, os("f")).await.unwrap_err().to_errno(),
+        libc::EROFS
+    );
+}
+
+#[tokio::test]
+async fn dir_refresh_shows_other_writers_entries() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 0);
+    c.dir_refresh = Duration::from_millis(30);
+    let v = Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap();
+    assert!(v.lookup(ROOT_INO, os("new")).await.is_err());
+    let mut l = grid_listing(&b, &root);
+    l.insert("new", child_for(&b.put_bytes(b"hi"), Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let n = v.lookup(ROOT_INO, os("new")).await.unwrap();
+    assert_eq!(
+        (n.perm, n.uid),
+        (0o644, 1000),
+        "defaults for entries made by tahoe's tools"
+    );
+    assert_eq!(cat(&v, n.ino).await, b"hi");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property test: random operation sequences against a reference model of a POSIX tree, with
+// simulated crashes (the Vfs dropped without flushing, a new one on the same cache directory).
+// A crash loses nothing a returned call did (SEMANTICS.md durability point 1), so the state after
+// a restart must equal the model; at the end the grid alone (a fresh cache) must equal it too.
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum MKind {
+        File(Vec<u8>),
+        Dir,
+        Symlink(Vec<u8>),
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct MNode {
+        kind: MKind,
+        perm: u32,
+    }
+
+    type Tree = BTreeMap<String, MNode>;
+
+    #[derive(Clone, Debug)]
+    pub enum MOp {
+        Create(usize, usize, Vec<u8>),
+        Write(usize, usize, u16, Vec<u8>),
+        Truncate(usize, usize, u16),
+        Mkdir(usize, usize),
+        Unlink(usize, usize),
+        Rmdir(usize, usize),
+        Rename(usize, usize, usize, usize),
+        Chmod(usize, usize, u32),
+        Symlink(usize, usize, Vec<u8>),
+        Fsync(usize, usize),
+        Crash,
+    }
+
+    const NAMES: [&str; 3] = ["a", "b", "c"];
+    const PARENTS: [&str; 4] = ["", "a", "b", "a/b"];
+
+    fn path(p: usize, n: usize) -> String {
+        if PARENTS[p].is_empty() {
+            NAMES[n].to_string()
+        } else {
+            format!("{}/{}", PARENTS[p], NAMES[n])
+        }
+    }
+
+    fn op() -> impl Strategy<Value = MOp> {
+        let p = 0..PARENTS.len();
+        let n = 0..NAMES.len();
+        let data = proptest::collection::vec(any::<u8>(), 0..200);
+        prop_oneof![
+            (p.clone(), n.clone(), data.clone()).prop_map(|(p, n, d)| MOp::Create(p, n, d)),
+            (p.clone(), n.clone(), 0u16..300, data.clone())
+                .prop_map(|(p, n, o, d)| MOp::Write(p, n, o, d)),
+            (p.clone(), n.clone(), 0u16..300).prop_map(|(p, n, s)| MOp::Truncate(p, n, s)),
+            (p.clone(), n.clone()).prop_map(|(p, n)| MOp::Mkdir(p, n)),
+            (p.clone(), n.clone()).prop_map(|(p, n)| MOp::Unlink(p, n)),
+            (p.clone(), n.clone()).prop_map(|(p, n)| MOp::Rmdir(p, n)),
+            (p.clone(), n.clone(), p.clone(), n.clone())
+                .prop_map(|(a, b, c, d)| MOp::Rename(a, b, c, d)),
+            (p.clone(), n.clone(), 0u32..0o1000).prop_map(|(p, n, m)| MOp::Chmod(p, n, m)),
+            (
+                p.clone(),
+                n.clone(),
+                proptest::collection::vec(1u8..255, 1..80)
+            )
+                .prop_map(|(p, n, t)| MOp::Symlink(p, n, t)),
+            (p.clone(), n).prop_map(|(p, n)| MOp::Fsync(p, n)),
+            Just(MOp::Crash),
+        ]
+    }
+
+    fn parent_ok(t: &Tree, p: usize) -> std::result::Result<(), i32> {
+        let pp = PARENTS[p];
+        if pp.is_empty() {
+            return Ok(());
+        }
+        // Walk the components like lookups do.
+        let mut cur = String::new();
+        for comp in pp.split('/') {
+            cur = if cur.is_empty() {
+                comp.to_string()
+            } else {
+                format!("{cur}/{comp}")
+            };
+            match t.get(&cur) {
+                None => return Err(libc::ENOENT),
+                Some(MNode {
+                    kind: MKind::Dir, ..
+                }) => {}
+                Some(_) => return Err(libc::ENOTDIR),
+            }
+        }
+        Ok(())
+    }
+
+    fn has_children(t: &Tree, p: &str) -> bool {
+        let pre = format!("{p}/");
+        t.keys().any(|k| k.starts_with(&pre))
+    }
+
+    async fn resolve(v: &Vfs, p: &str) -> std::result::Result<Ino, i32> {
+        let mut ino = ROOT_INO;
+        if p.is_empty() {
+            return Ok(ino);
+        }
+        for comp in p.split('/') {
+            ino = v.lookup(ino, os(comp)).await.map_err(|e| e.to_errno())?.ino;
+        }
+        Ok(ino)
+    }
+
+    /// Resolves a parent directory as the kernel's path walk does (ENOTDIR for a non-directory).
+    async fn resolve_dir(v: &Vfs, p: &str) -> std::result::Result<Ino, i32> {
+        let mut ino = ROOT_INO;
+        if p.is_empty() {
+            return Ok(ino);
+        }
+        for comp in p.split('/') {
+            let a = v.lookup(ino, os(comp)).await.map_err(|e| e.to_errno())?;
+            if a.kind != FileKind::Dir {
+                return Err(libc::ENOTDIR);
+            }
+            ino = a.ino;
+        }
+        Ok(ino)
+    }
+
+    async fn snapshot(v: &Vfs) -> Tree {
+        let mut out = Tree::new();
+        let mut stack = vec![(ROOT_INO, String::new())];
+        while let Some((ino, p)) = stack.pop() {
+            for e in v.readdir(ino).await.unwrap().into_iter().skip(2) {
+                let cp = if p.is_empty() {
+                    e.name.clone()
+                } else {
+                    format!("{p}/{}", e.name)
+                };
+                let a = v.lookup(ino, os(&e.name)).await.unwrap();
+                let kind = match a.kind {
+                    FileKind::Dir => {
+                        stack.push((a.ino, cp.clone()));
+                        MKind::Dir
+                    }
+                    FileKind::Symlink => MKind::Symlink(v.readlink(a.ino).await.unwrap()),
+                    _ => MKind::File(cat(v, a.ino).await),
+                };
+                out.insert(cp, MNode { kind, perm: a.perm });
+            }
+        }
+        out
+    }
+
+    async fn run(ops: Vec<MOp>, delay_ms: u64) {
+        let b = MemBackend::new();
+        let root = b.new_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let mk = |d: &std::path::Path| cfg(d, delay_ms);
+        let mut v = Vfs::new(Arc::new(b.clone()), &root, mk(tmp.path()))
+            .await
+            .unwrap();
+        let mut t = Tree::new();
+        for op in ops {
+            match op {
+                MOp::Create(p, n, d) => {
+                    let want = parent_ok(&t, p).and_then(|_| {
+                        if t.contains_key(&path(p, n)) {
+                            Err(libc::EEXIST)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        let (a, fh) = v
+                            .create(pi, os(NAMES[n]), 0o640, libc::O_WRONLY | libc::O_EXCL, 1, 1)
+                            .await
+                            .map_err(|e| e.to_errno())?;
+                        v.write(a.ino, fh, 0, &d).await.map_err(|e| e.to_errno())?;
+                        v.release(a.ino, fh).await.map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "create {}", path(p, n));
+                    if want.is_ok() {
+                        t.insert(
+                            path(p, n),
+                            MNode {
+                                kind: MKind::File(d),
+                                perm: 0o640,
+                            },
+                        );
+                    }
+                }
+                MOp::Write(p, n, off, d) => {
+                    let Some(MNode {
+                        kind: MKind::File(cur),
+                        ..
+                    }) = t.get_mut(&path(p, n))
+                    else {
+                        continue;
+                    };
+                    let ino = resolve(&v, &path(p, n)).await.unwrap();
+                    let fh = v.open(ino, libc::O_RDWR).await.unwrap();
+                    v.write(ino, fh, off as u64, &d).await.unwrap();
+                    v.release(ino, fh).await.unwrap();
+                    let end = off as usize + d.len();
+                    if !d.is_empty() {
+                        if cur.len() < end {
+                            cur.resize(end, 0);
+                        }
+                        cur[off as usize..end].copy_from_slice(&d);
+                    }
+                }
+                MOp::Truncate(p, n, s) => {
+                    let Some(MNode {
+                        kind: MKind::File(cur),
+                        ..
+                    }) = t.get_mut(&path(p, n))
+                    else {
+                        continue;
+                    };
+                    let ino = resolve(&v, &path(p, n)).await.unwrap();
+                    v.setattr(
+                        ino,
+                        SetAttr {
+                            size: Some(s as u64),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    cur.resize(s as usize, 0);
+                }
+                MOp::Mkdir(p, n) => {
+                    let want = parent_ok(&t, p).and_then(|_| {
+                        if t.contains_key(&path(p, n)) {
+                            Err(libc::EEXIST)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        v.mkdir(pi, os(NAMES[n]), 0o750, 1, 1)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "mkdir {}", path(p, n));
+                    if want.is_ok() {
+                        t.insert(
+                            path(p, n),
+                            MNode {
+                                kind: MKind::Dir,
+                                perm: 0o750,
+                            },
+                        );
+                    }
+                }
+                MOp::Symlink(p, n, target) => {
+                    let want = parent_ok(&t, p).and_then(|_| {
+                        if t.contains_key(&path(p, n)) {
+                            Err(libc::EEXIST)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        v.symlink(pi, os(NAMES[n]), OsStr::from_bytes(&target), 1, 1)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "symlink {}", path(p, n));
+                    if want.is_ok() {
+                        t.insert(
+                            path(p, n),
+                            MNode {
+                                kind: MKind::Symlink(target),
+                                perm: 0o777,
+                            },
+                        );
+                    }
+                }
+                MOp::Unlink(p, n) => {
+                    let want = parent_ok(&t, p).and_then(|_| match t.get(&path(p, n)) {
+                        None => Err(libc::ENOENT),
+                        Some(MNode {
+                            kind: MKind::Dir, ..
+                        }) => Err(libc::EISDIR),
+                        Some(_) => Ok(()),
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        v.unlink(pi, os(NAMES[n])).await.map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "unlink {}", path(p, n));
+                    if want.is_ok() {
+                        t.remove(&path(p, n));
+                    }
+                }
+                MOp::Rmdir(p, n) => {
+                    let pa = path(p, n);
+                    let want = parent_ok(&t, p).and_then(|_| match t.get(&pa) {
+                        None => Err(libc::ENOENT),
+                        Some(MNode {
+                            kind: MKind::Dir, ..
+                        }) if has_children(&t, &pa) => Err(libc::ENOTEMPTY),
+                        Some(MNode {
+                            kind: MKind::Dir, ..
+                        }) => Ok(()),
+                        Some(_) => Err(libc::ENOTDIR),
+                    });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        v.rmdir(pi, os(NAMES[n])).await.map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want, "rmdir {pa}");
+                    if want.is_ok() {
+                        t.remove(&pa);
+                    }
+                }
+                MOp::Rename(p, n, p2, n2) => {
+                    let (s, d) = (path(p, n), path(p2, n2));
+                    let want = parent_ok(&t, p)
+                        .and_then(|_| parent_ok(&t, p2))
+                        .and_then(|_| {
+                            let sn = t.get(&s).ok_or(libc::ENOENT)?;
+                            if s == d {
+                                return Ok(false);
+                            }
+                            let np = PARENTS[p2];
+                            if np == s || np.starts_with(&format!("{s}/")) {
+                                return Err(libc::EINVAL);
+                            }
+                            match (t.get(&d), &sn.kind) {
+                                (
+                                    Some(MNode {
+                                        kind: MKind::Dir, ..
+                                    }),
+                                    k,
+                                ) if *k != MKind::Dir => Err(libc::EISDIR),
+                                (Some(MNode { kind: k, .. }), MKind::Dir) if *k != MKind::Dir => {
+                                    Err(libc::ENOTDIR)
+                                }
+                                (
+                                    Some(MNode {
+                                        kind: MKind::Dir, ..
+                                    }),
+                                    _,
+                                ) if has_children(&t, &d) => Err(libc::ENOTEMPTY),
+                                _ => Ok(true),
+                            }
+                        });
+                    let got = async {
+                        let pi = resolve_dir(&v, PARENTS[p]).await?;
+                        let p2i = resolve_dir(&v, PARENTS[p2]).await?;
+                        v.rename(pi, os(NAMES[n]), p2i, os(NAMES[n2]), 0)
+                            .await
+                            .map_err(|e| e.to_errno())
+                    }
+                    .await;
+                    assert_eq!(got, want.map(|_| ()), "rename {s} {d}");
+                    if want == Ok(true) {
+                        t.remove(&d);
+                        let pre = format!("{s}/");
+                        let moved: Vec<String> = t
+                            .keys()
+                            .filter(|k| **k == s || k.starts_with(&pre))
+                            .cloned()
+                            .collect();
+                        for k in moved {
+                            let node = t.remove(&k).unwrap();
+                            t.insert(format!("{d}{}", &k[s.len()..]), node);
+                        }
+                    }
+                }
+                MOp::Chmod(p, n, m) => {
+                    let Some(node) = t.get_mut(&path(p, n)) else {
+                        continue;
+                    };
+                    let ino = resolve(&v, &path(p, n)).await.unwrap();
+                    v.setattr(
+                        ino,
+                        SetAttr {
+                            mode: Some(m),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    node.perm = m;
+                }
+                MOp::Fsync(p, n) => {
+                    if let Ok(ino) = resolve(&v, &path(p, n)).await {
+                        v.fsync(ino, 0).await.unwrap();
+                    }
+                }
+                MOp::Crash => {
+                    v.crash().await;
+                    v = Vfs::new(Arc::new(b.clone()), &root, mk(tmp.path()))
+                        .await
+                        .unwrap();
+                    assert_eq!(snapshot(&v).await, t, "after crash");
+                }
+            }
+        }
+        assert_eq!(snapshot(&v).await, t, "end");
+        v.flush_all().await.unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let w = Vfs::new(Arc::new(b.clone()), &root, mk(fresh.path()))
+            .await
+            .unwrap();
+        assert_eq!(snapshot(&w).await, t, "grid alone");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn random_ops_match_model(ops in proptest::collection::vec(op(), 1..30), delay in prop_oneof![Just(0u64), Just(5), Just(3_600_000)]) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(run(ops, delay));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sequential_reads_of_a_grid_file_with_read_ahead() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 0);
+    c.segment_size = 4096;
+    c.segment_cache = 64 * 1024; // smaller than the file: the LRU must evict
+    let v = Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let f = put(&v, ROOT_INO, "f", &data).await;
+    v.fsync(f, 0).await.unwrap();
+    let fh = v.open(f, libc::O_RDONLY).await.unwrap();
+    let mut got = Vec::new();
+    let mut off = 0u64;
+    loop {
+        let d = v.read(f, fh, off, 3000).await.unwrap();
+        if d.is_empty() {
+            break;
+        }
+        off += d.len() as u64;
+        got.extend_from_slice(&d);
+    }
+    assert_eq!(got, data);
+    // Random offsets after eviction.
+    assert_eq!(
+        v.read(f, fh, 12345, 10).await.unwrap(),
+        data[12345..12355].to_vec()
+    );
+    assert_eq!(
+        v.read(f, fh, 199_995, 100).await.unwrap(),
+        data[199_995..].to_vec()
+    );
+    v.release(f, fh).await.unwrap();
+}
