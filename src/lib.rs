@@ -12,7 +12,6 @@
 //! error message. Types that hold one implement `Debug` without printing the secret parts.
 
 pub mod cap;
-pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod config;
