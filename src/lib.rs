@@ -21,5 +21,6 @@ pub mod grid;
 pub mod immutable;
 pub mod mutable;
 pub mod protocol;
+pub mod server;
 pub mod storage;
 pub mod util;
