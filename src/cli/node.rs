@@ -75,7 +75,8 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Announcement(a) => {
             let node = lafs::config::NodeDir::load(&a.dir)
                 .with_context(|| format!("loading {}", a.dir.display()))?;
-            let files = NodeFiles::ensure(&a.dir, &node.config)?;
+            let files = NodeFiles::load(&a.dir, &node.config)
+                .context("the node has not been created or run yet")?;
             println!("{}", files.announcement_yaml()?);
             Ok(())
         }

@@ -367,14 +367,31 @@ impl NodeFiles {
     /// Loads the node's identity files, creating the missing ones as `tahoe run` would
     /// (certificate, swissnum, Ed25519 key, `my_nodeid`, `permutation-seed`).
     pub fn ensure(basedir: &Path, config: &NodeConfig) -> Result<NodeFiles, NodeDirError> {
+        Self::open(basedir, config, true)
+    }
+
+    /// Loads the node's identity files without writing anything; a missing file is an error
+    /// (a Tahoe node directory that has never been run has none yet).
+    pub fn load(basedir: &Path, config: &NodeConfig) -> Result<NodeFiles, NodeDirError> {
+        Self::open(basedir, config, false)
+    }
+
+    fn open(basedir: &Path, config: &NodeConfig, create: bool) -> Result<NodeFiles, NodeDirError> {
         let private = basedir.join("private");
-        fs::create_dir_all(&private).map_err(io_err(&private))?;
+        let missing = |p: &Path| NodeDirError::Io {
+            path: p.to_path_buf(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        if create {
+            fs::create_dir_all(&private).map_err(io_err(&private))?;
+        }
 
         let pem_path = private.join("node.pem");
         let identity = match read_optional(&pem_path)? {
             Some(pem) => {
                 NodeIdentity::from_pem(&pem).map_err(|_| NodeDirError::BadFile(pem_path.clone()))?
             }
+            None if !create => return Err(missing(&pem_path)),
             None => {
                 let id = NodeIdentity::generate()?;
                 write_atomic(&pem_path, id.to_pem().as_bytes(), true)?;
@@ -382,15 +399,18 @@ impl NodeFiles {
             }
         };
         let tub_id = identity.tub_id();
-        write_atomic(
-            &basedir.join("my_nodeid"),
-            format!("{tub_id}\n").as_bytes(),
-            false,
-        )?;
+        if create {
+            write_atomic(
+                &basedir.join("my_nodeid"),
+                format!("{tub_id}\n").as_bytes(),
+                false,
+            )?;
+        }
 
         let key_path = private.join("node.privkey");
         let seed = match read_optional_text(&key_path)? {
             Some(t) => parse_privkey(&t).ok_or_else(|| NodeDirError::BadFile(key_path.clone()))?,
+            None if !create => return Err(missing(&key_path)),
             None => {
                 let mut seed = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut seed);
@@ -400,15 +420,18 @@ impl NodeFiles {
             }
         };
         let node_pubkey = ed25519_public(&seed)?;
-        write_atomic(
-            &basedir.join("node.pubkey"),
-            format!("pub-v0-{}\n", base32::encode(&node_pubkey)).as_bytes(),
-            false,
-        )?;
+        if create {
+            write_atomic(
+                &basedir.join("node.pubkey"),
+                format!("pub-v0-{}\n", base32::encode(&node_pubkey)).as_bytes(),
+                false,
+            )?;
+        }
 
         let seed_path = basedir.join("permutation-seed");
         let permutation_seed = match read_optional_text(&seed_path)? {
             Some(s) => s,
+            None if !create => return Err(missing(&seed_path)),
             None => {
                 let s = if have_shares(&storage_dir(basedir, config)) {
                     tub_id.clone()
@@ -426,6 +449,7 @@ impl NodeFiles {
         let swissnum = match old.as_deref().map(Furl::parse) {
             Some(Ok(f)) => f.swissnum().to_string(),
             Some(Err(_)) => return Err(NodeDirError::BadFile(furl_path)),
+            None if !create => return Err(missing(&furl_path)),
             None => {
                 // Foolscap's swissnums: 160 random bits in base32.
                 let mut raw = [0u8; 20];
@@ -443,7 +467,7 @@ impl NodeFiles {
             nickname: config.node.nickname.clone(),
         };
         let furl = files.furl();
-        if old.as_deref() != Some(furl.as_str()) {
+        if create && old.as_deref() != Some(furl.as_str()) {
             write_atomic(&furl_path, format!("{furl}\n").as_bytes(), true)?;
         }
         Ok(files)
