@@ -224,30 +224,58 @@ fn tahoe_put(g: &Grid, client: &str, extra: &[&str], file: &Path) -> String {
     cap
 }
 
+/// How many storage servers client `client` shows as connected.
+fn connected_servers(g: &Grid, client: &str) -> usize {
+    let r = g.http(client, "GET", "/?t=json", b"", Duration::from_secs(10));
+    if r.status != 200 {
+        return 0;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    v["servers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|s| {
+                    s["connection_status"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_ascii_lowercase()
+                        .starts_with("connected")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// After a server stopped: waits (bounded, not fatal) until the client notices, so that a
+/// later "connected" is about the new server process.
+fn wait_disconnected(g: &Grid, client: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if connected_servers(g, client) == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("client {client} still shows the stopped server as connected after {timeout:?}");
+}
+
+/// Waits (bounded) until something accepts TCP connections on 127.0.0.1:`port`.
+fn wait_listening(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Waits (bounded) until client `client` sees `n` storage servers connected.
 fn wait_connected(g: &Grid, client: &str, n: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let r = g.http(client, "GET", "/?t=json", b"", Duration::from_secs(10));
-        if r.status == 200 {
-            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-            let connected = v["servers"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter(|s| {
-                            s["connection_status"]
-                                .as_str()
-                                .unwrap_or("")
-                                .to_ascii_lowercase()
-                                .starts_with("connected")
-                        })
-                        .count()
-                })
-                .unwrap_or(0);
-            if connected >= n {
-                return;
-            }
+        if connected_servers(g, client) >= n {
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -402,9 +430,10 @@ fn tahoe_client_on_lafs_grid() {
     );
 
     // The shares are on the lafs servers, in Tahoe's layout: with happy = N = 3, each server
-    // holds one share of each of the 5 files (CHK, SDMF, MDMF, directory, child).
+    // holds one share of each of the 4 stored files (CHK, SDMF, MDMF, directory; the 27-byte
+    // child is a LIT file, held in the directory entry itself).
     for d in &dirs {
-        assert_eq!(count_share_files(&d.join("storage")), 5, "{}", d.display());
+        assert_eq!(count_share_files(&d.join("storage")), 4, "{}", d.display());
     }
     drop(g);
     for n in nodes {
@@ -484,6 +513,7 @@ fn node_dir_moves_between_tahoe_and_lafs() {
     let f = write_temp(tmp.path(), "m1", &m1);
     let mdmf_cap = tahoe_put(&g, "c", &["--mutable", "--format=mdmf"], &f);
     tahoe.stop();
+    wait_disconnected(&g, "c", Duration::from_secs(60));
     let storage = dir.join("storage");
     let before = lease_expirations(&storage);
     assert_eq!(before.len(), 3, "three shares stored by tahoe");
@@ -528,6 +558,7 @@ fn node_dir_moves_between_tahoe_and_lafs() {
     );
     assert_eq!(tahoe_get(&g, "c", &sdmf_cap, tmp.path()), v2);
     node.stop();
+    wait_disconnected(&g, "c", Duration::from_secs(60));
     let after = lease_expirations(&storage);
     assert_eq!(
         after.keys().collect::<Vec<_>>(),
@@ -545,6 +576,7 @@ fn node_dir_moves_between_tahoe_and_lafs() {
 
     // Period 3: Tahoe again reads (and overwrites) what lafs stored.
     let tahoe = TahoeNode::start(&venv, &dir);
+    wait_listening(port, Duration::from_secs(90));
     wait_connected(&g, "c", 1, Duration::from_secs(120));
     assert_eq!(tahoe_get(&g, "c", &sdmf_cap, tmp.path()), v2);
     assert_eq!(tahoe_get(&g, "c", &mdmf_cap, tmp.path()), m2);
