@@ -16,3 +16,6 @@
 pub mod backend;
 pub mod nodedir;
 pub mod service;
+
+#[cfg(test)]
+mod tests;

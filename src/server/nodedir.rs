@@ -334,7 +334,11 @@ pub fn listen_addrs(config: &NodeConfig) -> Result<Vec<SocketAddr>, NodeDirError
 
 fn parse_endpoint(ep: &str) -> Result<SocketAddr, NodeDirError> {
     let bad = || NodeDirError::BadTubPort(ep.to_string());
-    let mut parts = ep.split(':');
+    // Twisted's endpoint syntax escapes colons in values (`interface=\:\:1`); NUL cannot
+    // occur in tahoe.cfg values, so it stands in for an escaped colon while splitting.
+    let unescaped = ep.replace("\\:", "\0");
+    let parts: Vec<String> = unescaped.split(':').map(|p| p.replace('\0', ":")).collect();
+    let mut parts = parts.iter().map(String::as_str);
     let first = parts.next().ok_or_else(bad)?;
     let (port_text, rest): (&str, Vec<&str>) = if first == "tcp" {
         let p = parts.next().ok_or_else(bad)?;
