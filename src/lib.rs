@@ -21,6 +21,7 @@ pub mod grid;
 pub mod immutable;
 pub mod mutable;
 pub mod protocol;
+pub mod server;
 pub mod storage;
 pub mod util;
 pub mod vfs;

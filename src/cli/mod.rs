@@ -6,6 +6,7 @@
 //! non-zero. Secrets given on the command line never appear in error messages.
 
 pub mod debug;
+pub mod node;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -22,6 +23,9 @@ pub enum Command {
     /// Developer tools.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    /// Storage node commands.
+    #[command(flatten)]
+    Node(node::NodeCommand),
 }
 
 /// Which program the binary is acting as, from the file name it was invoked under.
@@ -44,6 +48,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
             let cli = Cli::parse_from(args);
             match cli.command {
                 Command::Debug(cmd) => debug::run(cmd),
+                Command::Node(cmd) => node::run(cmd),
             }
         }
     }

@@ -58,6 +58,49 @@ impl Grid {
         convergence_secret: &[u8],
         timeout: Duration,
     ) -> Grid {
+        Self::up_with(venv, servers, clients, convergence_secret, timeout, &[])
+    }
+
+    /// A grid of client nodes only, with no introducer: each client's `private/servers.yaml`
+    /// is `servers_yaml` (storage servers run elsewhere, e.g. by lafs). Returns once every
+    /// client sees `expect_servers` servers connected.
+    pub fn up_static(
+        venv: &Path,
+        clients: &[ClientSpec],
+        servers_yaml: &str,
+        expect_servers: usize,
+        convergence_secret: &[u8],
+        timeout: Duration,
+    ) -> Grid {
+        let file = std::env::temp_dir().join(format!(
+            "lafs-servers-{}-{}.yaml",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::write(&file, servers_yaml).expect("write servers.yaml");
+        let extra = [
+            "--no-introducer".to_string(),
+            "--servers-yaml".to_string(),
+            file.to_str().expect("utf-8 temp path").to_string(),
+            "--expect-servers".to_string(),
+            expect_servers.to_string(),
+        ];
+        let g = Self::up_with(venv, 0, clients, convergence_secret, timeout, &extra);
+        let _ = std::fs::remove_file(&file);
+        g
+    }
+
+    fn up_with(
+        venv: &Path,
+        servers: usize,
+        clients: &[ClientSpec],
+        convergence_secret: &[u8],
+        timeout: Duration,
+        extra: &[String],
+    ) -> Grid {
         let dir = tempfile::Builder::new()
             .prefix("lafs-tahoe-grid-")
             .tempdir()
@@ -80,7 +123,8 @@ impl Grid {
             .arg("--timeout")
             .arg(timeout.as_secs().to_string())
             .arg("--lifetime")
-            .arg(LIFETIME.as_secs().to_string());
+            .arg(LIFETIME.as_secs().to_string())
+            .args(extra);
         for c in clients {
             let seg = c
                 .max_segment_size
@@ -158,6 +202,41 @@ impl Grid {
             out.ok,
             "tahoe_grid.py {} failed:\n{}\n{}",
             args.first().unwrap_or(&""),
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    /// The `tahoe` executable of the grid's venv.
+    pub fn tahoe(&self) -> PathBuf {
+        self.python.with_file_name("tahoe")
+    }
+
+    /// Runs the `tahoe` CLI against client `client` (`tahoe -d DIR ARGS...`), bounded; returns
+    /// stdout, panics with the output on failure.
+    pub fn tahoe_cli(
+        &self,
+        client: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> String {
+        let mut cmd = Command::new(self.tahoe());
+        cmd.arg("-d").arg(self.client_dir(client)).args(args);
+        let out = match stdin {
+            None => run_bounded(cmd, timeout),
+            Some(data) => {
+                let file = tempfile::NamedTempFile::new_in(self.dir.path()).expect("temp file");
+                std::fs::write(file.path(), data).expect("write stdin file");
+                let f = std::fs::File::open(file.path()).expect("open stdin file");
+                run_bounded_stdin(cmd, Stdio::from(f), timeout)
+            }
+        };
+        assert!(
+            out.ok,
+            "tahoe {} failed:\n{}\n{}",
+            args.join(" "),
             out.stdout,
             out.stderr
         );
@@ -394,9 +473,14 @@ pub struct Bounded {
 
 /// Runs `cmd` with no stdin, capturing output; kills it at `timeout` (then `ok` is false and
 /// stderr says so).
-pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Bounded {
+pub fn run_bounded(cmd: Command, timeout: Duration) -> Bounded {
+    run_bounded_stdin(cmd, Stdio::null(), timeout)
+}
+
+/// [`run_bounded`] with the given stdin.
+pub fn run_bounded_stdin(mut cmd: Command, stdin: Stdio, timeout: Duration) -> Bounded {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

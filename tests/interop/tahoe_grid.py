@@ -210,7 +210,8 @@ class Grid:
 
     def nodes(self):
         """Every node, introducer first."""
-        return [self.desc["introducer"]] + self.desc["servers"] + self.desc["clients"]
+        intro = [self.desc["introducer"]] if self.desc.get("introducer") else []
+        return intro + self.desc["servers"] + self.desc["clients"]
 
     def client(self, name=None):
         clients = self.desc["clients"]
@@ -226,7 +227,15 @@ class Grid:
     # ---- create --------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, root, tahoe, servers, clients, convergence_b32=None, force_foolscap=False):
+    def create(cls, root, tahoe, servers, clients, convergence_b32=None, force_foolscap=False,
+               introducer=True, servers_yaml=None, expect_servers=None):
+        """Creates the node directories.
+
+        `introducer=False` makes a grid without an introducer: clients then only know the
+        servers of `servers_yaml` (a file copied to each client's private/servers.yaml), e.g.
+        storage servers run by another program. `expect_servers` is how many servers each
+        client must see connected before the grid is ready (default: the grid's own servers).
+        """
         root = os.path.abspath(root)
         if os.path.exists(os.path.join(root, GRID_JSON)):
             raise GridError("%s already holds a grid; use `start`, or a fresh directory" % root)
@@ -279,7 +288,11 @@ class Grid:
             ]
 
         # create-introducer takes neither --nickname nor --webport: set in tahoe.cfg below.
-        jobs = [("create-introducer", [tahoe, "create-introducer"] + listen(intro) + [intro["dir"]])]
+        jobs = []
+        if introducer:
+            jobs.append(
+                ("create-introducer", [tahoe, "create-introducer"] + listen(intro) + [intro["dir"]])
+            )
         for s in srvs:
             jobs.append(("create-node " + s["name"], [tahoe, "create-node"] + common(s) + [s["dir"]]))
         for c in clis:
@@ -296,10 +309,11 @@ class Grid:
         log("creating %d nodes in %s" % (len(jobs), root))
         run_parallel(jobs, timeout=120)
 
-        set_config(intro["dir"], [
-            ("node", "nickname", "introducer"),
-            ("node", "web.port", "tcp:%d:interface=127.0.0.1" % intro["web_port"]),
-        ])
+        if introducer:
+            set_config(intro["dir"], [
+                ("node", "nickname", "introducer"),
+                ("node", "web.port", "tcp:%d:interface=127.0.0.1" % intro["web_port"]),
+            ])
         for s in srvs:
             # create-node reserves 1G of free disk by default: a nearly full test disk must not
             # make servers refuse shares.
@@ -321,10 +335,16 @@ class Grid:
             if convergence_b32 is not None:
                 with open(os.path.join(c["dir"], "private", "convergence"), "w") as f:
                     f.write(convergence_b32 + "\n")
+            if servers_yaml is not None:
+                with open(servers_yaml, "rb") as src:
+                    data = src.read()
+                with open(os.path.join(c["dir"], "private", "servers.yaml"), "wb") as f:
+                    f.write(data)
 
         desc = {
             "tahoe": os.path.abspath(tahoe),
-            "introducer": intro,
+            "introducer": intro if introducer else None,
+            "expect_servers": expect_servers,
             "servers": srvs,
             "clients": clis,
             "force_foolscap": force_foolscap,
@@ -366,18 +386,9 @@ class Grid:
         deadline = t0 + timeout
         procs = {}
         try:
-            intro = self.desc["introducer"]
-            procs[intro["name"]] = self._spawn(intro, detached)
-            furl_path = os.path.join(intro["dir"], "private", "introducer.furl")
-            furl = self._wait_for(
-                lambda: _read_nonempty(furl_path),
-                deadline,
-                "introducer furl at %s" % furl_path,
-                procs,
-            )
-            intro["furl"] = furl.strip()
-            for n in self.desc["servers"] + self.desc["clients"]:
-                _write_introducers_yaml(n["dir"], intro["furl"])
+            intro = self.desc.get("introducer")
+            if intro:
+                self._start_introducer(intro, detached, deadline, procs)
             for n in self.desc["servers"] + self.desc["clients"]:
                 procs[n["name"]] = self._spawn(n, detached)
             self.desc["mode"] = "detached" if detached else "supervised"
@@ -389,7 +400,9 @@ class Grid:
                     lambda: _read_nonempty(nodeid_path), deadline, "%s/my_nodeid" % s["name"], procs
                 ).strip()
             self.save()
-            want = len(self.desc["servers"])
+            want = self.desc.get("expect_servers")
+            if want is None:
+                want = len(self.desc["servers"])
             for c in self.desc["clients"]:
                 self._wait_for(
                     lambda: _connected_servers(c["web_url"]) >= want or None,
@@ -403,6 +416,20 @@ class Grid:
         except BaseException:
             self.stop(procs)
             raise
+
+    def _start_introducer(self, intro, detached, deadline, procs):
+        """Starts the introducer and points every other node at it (private/introducers.yaml)."""
+        procs[intro["name"]] = self._spawn(intro, detached)
+        furl_path = os.path.join(intro["dir"], "private", "introducer.furl")
+        furl = self._wait_for(
+            lambda: _read_nonempty(furl_path),
+            deadline,
+            "introducer furl at %s" % furl_path,
+            procs,
+        )
+        intro["furl"] = furl.strip()
+        for n in self.desc["servers"] + self.desc["clients"]:
+            _write_introducers_yaml(n["dir"], intro["furl"])
 
     def _wait_for(self, probe, deadline, what, procs):
         """Polls probe() until it returns a truthy value; fails on deadline or a node exiting."""
@@ -690,6 +717,12 @@ def main(argv=None):
                        help="convergence secret for every client, Tahoe base32 (lowercase, unpadded)")
         p.add_argument("--force-foolscap", action="store_true",
                        help="use Foolscap instead of the HTTPS storage protocol")
+        p.add_argument("--no-introducer", action="store_true",
+                       help="no introducer: clients use only --servers-yaml")
+        p.add_argument("--servers-yaml", default=None,
+                       help="copy this file to every client's private/servers.yaml")
+        p.add_argument("--expect-servers", type=int, default=None,
+                       help="servers each client must see connected (default: --servers)")
 
     p = sub.add_parser("up", help="create and start a grid")
     create_args(p)
@@ -733,7 +766,10 @@ def main(argv=None):
                             "total": args.total, "max_segment_size": args.max_segment_size}]
             grid = Grid.create(args.dir, tahoe, args.servers, clients,
                                convergence_b32=args.convergence_b32,
-                               force_foolscap=args.force_foolscap)
+                               force_foolscap=args.force_foolscap,
+                               introducer=not args.no_introducer,
+                               servers_yaml=args.servers_yaml,
+                               expect_servers=args.expect_servers)
             if args.cmd == "up":
                 _start_and_supervise(grid, args)
         elif args.cmd == "start":
