@@ -6,7 +6,10 @@
 //! non-zero. Secrets given on the command line never appear in error messages.
 
 pub mod debug;
+pub mod files;
+pub mod grid;
 pub mod node;
+pub mod paths;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -14,6 +17,9 @@ use std::ffi::OsString;
 #[derive(Parser, Debug)]
 #[command(name = "lafs", version, about = "Tahoe-LAFS compatible client")]
 pub struct Cli {
+    /// The node directory (default ~/.tahoe), for the file commands.
+    #[arg(short = 'd', long = "node-directory", global = true, value_name = "DIR")]
+    pub node_directory: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -26,6 +32,9 @@ pub enum Command {
     /// Storage node commands.
     #[command(flatten)]
     Node(node::NodeCommand),
+    /// File and directory commands.
+    #[command(flatten)]
+    Files(files::FileCommand),
 }
 
 /// Which program the binary is acting as, from the file name it was invoked under.
@@ -49,6 +58,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
             match cli.command {
                 Command::Debug(cmd) => debug::run(cmd),
                 Command::Node(cmd) => node::run(cmd),
+                Command::Files(cmd) => files::run(cli.node_directory, cmd),
             }
         }
     }

@@ -1,0 +1,626 @@
+//! The file verbs of the command line: `put`, `get`, `ls`, `mkdir`, `ln`, `mv`, `rm`.
+//!
+//! Each verb loads the node directory ([`Grid::open`]), reads its path arguments as tahoe does
+//! ([`paths::parse_location`]) and works on the grid directly: there is no client node in
+//! between, so a verb returns only once its writes are on the servers (mutable publishes are
+//! checked against `shares.happy`). The semantics follow tahoe's CLI over its web API:
+//! - `put FILE [TARGET]`: no TARGET uploads unlinked; `put FILE WRITECAP` and `put FILE PATH` onto
+//!   an existing mutable file overwrite it in place; otherwise the new file is linked at PATH
+//!   (missing intermediate directories are created) and its cap printed.
+//! - `ln`/`mv FROM TO`: `TO` ending in `/` means "into that directory under FROM's name"; an
+//!   existing file at TO is replaced, an existing directory is not (tahoe's
+//!   `replace=only-files`). `mv` within one directory is a single rename publish.
+//! - `ls --json` prints what tahoe's `?t=json` prints (Python `json.dumps(indent=1)` layout).
+//!
+//! Caps are printed only on stdout and only where tahoe prints them; errors never carry one.
+
+use super::grid::{default_node_dir, Grid};
+use super::paths::{parse_location, Location};
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use lafs::cap::{Cap, MutableFormat, NodeCap};
+use lafs::client::directory::{child_cap, NetDirectory};
+use lafs::dirnode::pyjson;
+use lafs::dirnode::Child;
+use serde_json::{Map, Value};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+/// The format names of `--format` (case-insensitive, as tahoe's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Format {
+    Chk,
+    Sdmf,
+    Mdmf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FileCommand {
+    /// Upload a file (stdin for `-`) and print its cap.
+    Put(PutArgs),
+    /// Download a file to OUTFILE, or to stdout.
+    Get(GetArgs),
+    /// List a directory.
+    Ls(LsArgs),
+    /// Create a directory and print its cap.
+    Mkdir(MkdirArgs),
+    /// Link FROM (a path or a cap) at TO.
+    Ln(TwoPaths),
+    /// Move FROM to TO.
+    Mv(TwoPaths),
+    /// Unlink a file or directory from its parent.
+    #[command(alias = "unlink")]
+    Rm(RmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    /// Create a mutable file (in the format of tahoe.cfg's mutable.format unless --format).
+    #[arg(short = 'm', long)]
+    pub mutable: bool,
+    /// CHK (immutable), SDMF or MDMF (the last two imply --mutable).
+    #[arg(long, ignore_case = true)]
+    pub format: Option<Format>,
+    /// The local file (`-` for stdin).
+    pub file: String,
+    /// Where to link the upload: PATH, alias:PATH, CAP/PATH, or a mutable write cap to overwrite.
+    pub target: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    pub source: String,
+    pub outfile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Print tahoe's JSON description of the node.
+    #[arg(long)]
+    pub json: bool,
+    /// The directory (default `tahoe:`).
+    pub source: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MkdirArgs {
+    /// SDMF or MDMF (the default is SDMF, as tahoe's).
+    #[arg(long, ignore_case = true)]
+    pub format: Option<Format>,
+    pub target: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TwoPaths {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    pub path: String,
+}
+
+/// Runs a file verb against the node directory `node_dir` (default `~/.tahoe`).
+pub fn run(node_dir: Option<PathBuf>, cmd: FileCommand) -> anyhow::Result<()> {
+    let basedir = node_dir.unwrap_or_else(default_node_dir);
+    // Multi-threaded: directory operations block on the runtime from tokio's blocking pool.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let grid = Grid::open(&basedir)?;
+        let mut out = std::io::stdout().lock();
+        match cmd {
+            FileCommand::Put(a) => put(&grid, a, &mut out).await,
+            FileCommand::Get(a) => get(&grid, a, &mut out).await,
+            FileCommand::Ls(a) => ls(&grid, a, &mut out).await,
+            FileCommand::Mkdir(a) => mkdir(&grid, a, &mut out).await,
+            FileCommand::Ln(a) => link_or_move(&grid, a, false, &mut out).await,
+            FileCommand::Mv(a) => link_or_move(&grid, a, true, &mut out).await,
+            FileCommand::Rm(a) => rm(&grid, a).await,
+        }
+    })
+}
+
+fn location(grid: &Grid, arg: &str) -> anyhow::Result<Location> {
+    parse_location(&grid.node.aliases, arg)
+}
+
+/// The cap a location leads to.
+async fn resolve(grid: &Grid, loc: &Location) -> anyhow::Result<Cap> {
+    if loc.path.is_empty() {
+        return Ok(loc.root.clone());
+    }
+    grid.dirs
+        .resolve(&loc.root, &loc.path_text())
+        .await
+        .with_context(|| format!("cannot find '{}'", loc.path_text()))
+}
+
+/// Opens the directory at `components` under `root`, creating missing directories on the way
+/// (what tahoe's web API does for a PUT or mkdir below missing directories).
+async fn ensure_dir(
+    grid: &Grid,
+    root: &Cap,
+    components: &[String],
+) -> anyhow::Result<NetDirectory> {
+    let mut dir = grid.dirs.open(root).context("the root is not a directory")?;
+    for (i, name) in components.iter().enumerate() {
+        let walked = components[..=i].join("/");
+        dir = match dir.lookup(name).await? {
+            Some(child) => {
+                let cap = child_cap(&child)?;
+                if !cap.is_directory() {
+                    bail!("'{walked}' is not a directory");
+                }
+                grid.dirs.open(&cap)?
+            }
+            None => grid
+                .dirs
+                .create_subdirectory(&dir, name, MutableFormat::Sdmf)
+                .await
+                .with_context(|| format!("creating directory '{walked}'"))?,
+        };
+    }
+    Ok(dir)
+}
+
+/// The parent directory of `loc` (created if missing) and the name in it.
+async fn parent_and_name(grid: &Grid, loc: &Location) -> anyhow::Result<(NetDirectory, String)> {
+    let Some(name) = loc.name() else {
+        bail!("a path below the directory is needed here");
+    };
+    let parent = ensure_dir(grid, &loc.root, &loc.path[..loc.path.len() - 1]).await?;
+    if !parent.is_writeable() {
+        bail!("the directory holding '{}' is read-only", loc.path_text());
+    }
+    Ok((parent, name.to_string()))
+}
+
+fn read_input(file: &str) -> anyhow::Result<Vec<u8>> {
+    if file == "-" {
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading stdin")?;
+        Ok(data)
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {file}"))
+    }
+}
+
+fn mutable_format(f: Format) -> Option<MutableFormat> {
+    match f {
+        Format::Chk => None,
+        Format::Sdmf => Some(MutableFormat::Sdmf),
+        Format::Mdmf => Some(MutableFormat::Mdmf),
+    }
+}
+
+/// Overwrites a mutable file in place, with the happiness check.
+async fn overwrite(grid: &Grid, cap: &Cap, data: &[u8]) -> anyhow::Result<()> {
+    let Cap::File(NodeCap::MutableWrite(w)) = cap else {
+        bail!("only a mutable file's write cap can be overwritten");
+    };
+    let out = grid
+        .files()
+        .overwrite(w, data)
+        .await
+        .context("overwriting the mutable file")?;
+    grid.check_mutable_happiness(&out)
+}
+
+/// Uploads `data` as a new file and returns its cap.
+async fn upload(grid: &Grid, data: &[u8], mutable: Option<MutableFormat>) -> anyhow::Result<Cap> {
+    match mutable {
+        Some(format) => {
+            let (w, out) = grid
+                .files()
+                .create(format, data)
+                .await
+                .context("creating the mutable file")?;
+            grid.check_mutable_happiness(&out)?;
+            Ok(Cap::File(NodeCap::MutableWrite(w)))
+        }
+        None => upload_immutable(grid, data).await,
+    }
+}
+
+async fn upload_immutable(_grid: &Grid, _data: &[u8]) -> anyhow::Result<Cap> {
+    bail!("immutable (CHK) upload is not available yet: use --mutable or --format=SDMF|MDMF")
+}
+
+async fn put(grid: &Grid, a: PutArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mutable = match a.format {
+        Some(f @ (Format::Sdmf | Format::Mdmf)) => mutable_format(f),
+        Some(Format::Chk) if a.mutable => bail!("--mutable and --format=CHK contradict"),
+        Some(Format::Chk) => None,
+        None if a.mutable => Some(grid.mutable_format),
+        None => None,
+    };
+    let data = read_input(&a.file)?;
+    let Some(target) = a.target else {
+        let cap = upload(grid, &data, mutable).await?;
+        writeln!(out, "{cap}")?;
+        return Ok(());
+    };
+    let mut loc = location(grid, &target)?;
+    if loc.path.is_empty() {
+        // `put FILE WRITECAP`: overwrite in place.
+        if !loc.bare_cap {
+            bail!("put needs a name to link the file under");
+        }
+        match &loc.root {
+            Cap::File(NodeCap::MutableWrite(_)) => {
+                overwrite(grid, &loc.root, &data).await?;
+                writeln!(out, "{}", loc.root)?;
+                return Ok(());
+            }
+            Cap::File(_) => bail!("the target cap is not a mutable write cap"),
+            _ => bail!("put into a directory needs a name (CAP/NAME)"),
+        }
+    }
+    if loc.trailing_slash {
+        // `put FILE dir/`: under the local file's name.
+        let name = std::path::Path::new(&a.file)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|_| a.file != "-")
+            .ok_or_else(|| anyhow!("put from stdin into a directory needs a name"))?;
+        loc.path.push(name.to_string());
+    }
+    let (parent, name) = parent_and_name(grid, &loc).await?;
+    if let Some(existing) = parent.lookup(&name).await? {
+        // Tahoe edits an existing mutable file in place.
+        if let Ok(cap @ Cap::File(NodeCap::MutableWrite(_))) = child_cap(&existing) {
+            overwrite(grid, &cap, &data).await?;
+            writeln!(out, "{cap}")?;
+            return Ok(());
+        }
+    }
+    let cap = upload(grid, &data, mutable).await?;
+    parent
+        .link(&name, &cap, true)
+        .await
+        .with_context(|| format!("linking '{}'", loc.path_text()))?;
+    writeln!(out, "{cap}")?;
+    Ok(())
+}
+
+/// Reads the whole contents of a file cap.
+async fn read_file(grid: &Grid, cap: &Cap) -> anyhow::Result<Vec<u8>> {
+    let node = match cap {
+        Cap::File(n) => n,
+        Cap::Dir(_) => bail!("it is a directory, not a file"),
+        Cap::Unknown(_) => bail!("it is a cap of an unknown kind"),
+    };
+    match node {
+        NodeCap::Lit(l) => Ok(l.data.clone()),
+        NodeCap::MutableWrite(w) => Ok(grid.files().read_writeable(w, None).await?.data),
+        NodeCap::MutableRead(r) => Ok(grid.files().read(r, None).await?.data),
+        NodeCap::Chk(_) => read_immutable(grid, cap).await,
+        NodeCap::ChkVerifier(_) | NodeCap::MutableVerifier(_) => {
+            bail!("a verify cap cannot read a file")
+        }
+    }
+}
+
+async fn read_immutable(_grid: &Grid, _cap: &Cap) -> anyhow::Result<Vec<u8>> {
+    bail!("immutable (CHK) download is not available yet")
+}
+
+async fn get(grid: &Grid, a: GetArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let loc = location(grid, &a.source)?;
+    let cap = resolve(grid, &loc).await?;
+    let data = read_file(grid, &cap)
+        .await
+        .with_context(|| format!("cannot read '{}'", display_source(&loc)))?;
+    match a.outfile {
+        Some(p) => {
+            std::fs::write(&p, &data).with_context(|| format!("writing {}", p.display()))?;
+        }
+        None => {
+            out.write_all(&data)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// How a location is named in messages: its path, or "the cap" (never the cap itself).
+fn display_source(loc: &Location) -> String {
+    if loc.path.is_empty() {
+        "the given cap".to_string()
+    } else {
+        loc.path_text()
+    }
+}
+
+async fn ls(grid: &Grid, a: LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let loc = location(grid, a.source.as_deref().unwrap_or("tahoe:"))?;
+    let cap = resolve(grid, &loc).await?;
+    if !cap.is_directory() {
+        if a.json {
+            let (kind, attrs) = node_json(&cap, None);
+            let text = json_indent1(&Value::Array(vec![Value::from(kind), Value::Object(attrs)]));
+            write!(out, "{text}\n\n")?;
+        } else {
+            writeln!(out, "{}", loc.name().unwrap_or(""))?;
+        }
+        return Ok(());
+    }
+    let dir = grid.dirs.open(&cap)?;
+    let listing = dir
+        .list()
+        .await
+        .with_context(|| format!("cannot list '{}'", display_source(&loc)))?;
+    if a.json {
+        let mut kids = Map::new();
+        for (name, child) in listing.iter() {
+            let (kind, attrs) = child_json(child);
+            kids.insert(
+                name.to_string(),
+                Value::Array(vec![Value::from(kind), Value::Object(attrs)]),
+            );
+        }
+        let mut contents = Map::new();
+        contents.insert("children".into(), Value::Object(kids));
+        let (_, attrs) = node_json(&cap, None);
+        for key in ["ro_uri", "rw_uri", "verify_uri", "mutable"] {
+            if let Some(v) = attrs.get(key) {
+                contents.insert(key.into(), v.clone());
+            }
+        }
+        let data = Value::Array(vec![Value::from("dirnode"), Value::Object(contents)]);
+        // tahoe prints the web API's body (which ends in a newline) with print().
+        write!(out, "{}\n\n", json_indent1(&data))?;
+    } else {
+        let mut names: Vec<&str> = listing.iter().map(|(n, _)| n).collect();
+        names.sort_unstable();
+        for n in names {
+            writeln!(out, "{n}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Tahoe's `get_filenode_metadata` / dirnode attributes, then the caps of the node
+/// (`rw_uri`, `ro_uri`, `verify_uri`), with `metadata` between them when given (the order of
+/// tahoe's dict insertions, which `json.dumps` keeps).
+fn node_json(cap: &Cap, metadata: Option<Value>) -> (&'static str, Map<String, Value>) {
+    let mut m = Map::new();
+    let kind = match cap {
+        Cap::File(node) => {
+            m.insert("mutable".into(), Value::Bool(node.is_mutable()));
+            let (format, size) = match node {
+                NodeCap::MutableWrite(c) => (mutable_format_name(c.format), None),
+                NodeCap::MutableRead(c) => (mutable_format_name(c.format), None),
+                NodeCap::MutableVerifier(c) => (mutable_format_name(c.format), None),
+                NodeCap::Chk(c) => ("CHK", Some(c.size)),
+                NodeCap::ChkVerifier(c) => ("CHK", Some(c.size)),
+                NodeCap::Lit(l) => ("CHK", Some(l.data.len() as u64)),
+            };
+            m.insert("format".into(), Value::from(format));
+            if let Some(s) = size {
+                m.insert("size".into(), Value::from(s));
+            }
+            "filenode"
+        }
+        Cap::Dir(node) => {
+            m.insert("mutable".into(), Value::Bool(node.is_mutable()));
+            "dirnode"
+        }
+        Cap::Unknown(_) => "unknown",
+    };
+    if let Some(md) = metadata {
+        m.insert("metadata".into(), md);
+    }
+    if let Cap::Unknown(_) = cap {
+        return (kind, m);
+    }
+    let writeable = cap.node().is_some_and(|n| !n.is_readonly());
+    if writeable {
+        m.insert("rw_uri".into(), Value::from(cap.to_string()));
+    }
+    if let Some(ro) = cap.readonly() {
+        m.insert("ro_uri".into(), Value::from(ro.to_string()));
+    }
+    if let Some(v) = cap.verifier() {
+        m.insert("verify_uri".into(), Value::from(v.to_string()));
+    }
+    (kind, m)
+}
+
+fn mutable_format_name(f: MutableFormat) -> &'static str {
+    match f {
+        MutableFormat::Sdmf => "SDMF",
+        MutableFormat::Mdmf => "MDMF",
+    }
+}
+
+/// One child of a `?t=json` listing.
+fn child_json(child: &Child) -> (&'static str, Map<String, Value>) {
+    let metadata = Value::Object(child.metadata.as_map().clone());
+    match child_cap(child) {
+        Ok(cap @ (Cap::File(_) | Cap::Dir(_))) => node_json(&cap, Some(metadata)),
+        _ => {
+            // Unknown node: its caps as stored.
+            let mut m = Map::new();
+            m.insert("metadata".into(), metadata);
+            if let Some(rw) = child.rw_uri() {
+                m.insert(
+                    "rw_uri".into(),
+                    Value::from(String::from_utf8_lossy(rw).into_owned()),
+                );
+            }
+            if let Some(ro) = child.ro_uri() {
+                m.insert(
+                    "ro_uri".into(),
+                    Value::from(String::from_utf8_lossy(ro).into_owned()),
+                );
+            }
+            ("unknown", m)
+        }
+    }
+}
+
+/// Python's `json.dumps(v, indent=1)`: items separated by `,` and a newline, one space of
+/// indentation per level, `": "` after keys, ASCII-only escapes, Python float reprs (leaves are
+/// written by [`pyjson::dumps`]).
+fn json_indent1(v: &Value) -> String {
+    fn go(v: &Value, level: usize, out: &mut String) {
+        match v {
+            Value::Array(items) if !items.is_empty() => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    out.push_str(&" ".repeat(level + 1));
+                    go(item, level + 1, out);
+                }
+                out.push('\n');
+                out.push_str(&" ".repeat(level));
+                out.push(']');
+            }
+            Value::Object(map) if !map.is_empty() => {
+                out.push('{');
+                for (i, (k, item)) in map.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    out.push_str(&" ".repeat(level + 1));
+                    out.push_str(&pyjson::dumps(&Value::String(k.clone())));
+                    out.push_str(": ");
+                    go(item, level + 1, out);
+                }
+                out.push('\n');
+                out.push_str(&" ".repeat(level));
+                out.push('}');
+            }
+            leaf => out.push_str(&pyjson::dumps(leaf)),
+        }
+    }
+    let mut out = String::new();
+    go(v, 0, &mut out);
+    out
+}
+
+async fn mkdir(grid: &Grid, a: MkdirArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let format = match a.format {
+        None | Some(Format::Sdmf) => MutableFormat::Sdmf,
+        Some(Format::Mdmf) => MutableFormat::Mdmf,
+        Some(Format::Chk) => bail!("directories are SDMF or MDMF"),
+    };
+    let Some(target) = a.target else {
+        let dir = grid
+            .dirs
+            .create(format)
+            .await
+            .context("creating the directory")?;
+        writeln!(out, "{}", dir.cap())?;
+        return Ok(());
+    };
+    let loc = location(grid, &target)?;
+    let (parent, name) = parent_and_name(grid, &loc).await?;
+    if parent.lookup(&name).await?.is_some() {
+        bail!("'{}' already exists", loc.path_text());
+    }
+    let dir = grid
+        .dirs
+        .create_subdirectory(&parent, &name, format)
+        .await
+        .with_context(|| format!("creating directory '{}'", loc.path_text()))?;
+    writeln!(out, "{}", dir.cap())?;
+    Ok(())
+}
+
+async fn link_or_move(
+    grid: &Grid,
+    a: TwoPaths,
+    moving: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let from = location(grid, &a.from)?;
+    if moving && from.path.is_empty() {
+        bail!("mv needs a path to move, not a bare cap");
+    }
+    let cap = resolve(grid, &from).await?;
+    let mut to = location(grid, &a.to)?;
+    if to.trailing_slash || to.path.is_empty() {
+        // "mv foo.txt bar/" == "mv foo.txt bar/foo.txt"
+        let Some(name) = from.name() else {
+            bail!("the target needs a name when the source is a bare cap");
+        };
+        to.path.push(name.to_string());
+    }
+    let (parent, name) = parent_and_name(grid, &to).await?;
+    if let Some(existing) = parent.lookup(&name).await? {
+        if child_cap(&existing).is_ok_and(|c| c.is_directory()) {
+            bail!("You can't overwrite a directory with a file");
+        }
+    }
+    let same_dir = moving
+        && from.root == to.root
+        && from.path[..from.path.len() - 1] == to.path[..to.path.len() - 1];
+    if same_dir {
+        if let Some(src_name) = from.name() {
+            if src_name != name {
+                parent
+                    .rename(src_name, &name, true)
+                    .await
+                    .context("renaming")?;
+            }
+            writeln!(out, "OK")?;
+            return Ok(());
+        }
+    }
+    parent
+        .link(&name, &cap, true)
+        .await
+        .with_context(|| format!("linking '{}'", to.path_text()))?;
+    if moving {
+        let (src_parent, src_name) = parent_and_name(grid, &from).await?;
+        src_parent
+            .remove(&src_name)
+            .await
+            .context("Error deleting original after move")?;
+    }
+    writeln!(out, "OK")?;
+    Ok(())
+}
+
+async fn rm(grid: &Grid, a: RmArgs) -> anyhow::Result<()> {
+    let loc = location(grid, &a.path)?;
+    if loc.path.is_empty() {
+        bail!("rm needs a path below a directory");
+    }
+    let parent_loc = loc.parent();
+    let parent_cap = resolve(grid, &parent_loc).await?;
+    let parent = grid
+        .dirs
+        .open(&parent_cap)
+        .with_context(|| format!("the parent of '{}' is not a directory", loc.path_text()))?;
+    let name = loc.name().unwrap_or_default();
+    parent
+        .remove(name)
+        .await
+        .with_context(|| format!("cannot remove '{}'", loc.path_text()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expected texts are what CPython's `json.dumps(v, indent=1)` prints for these values.
+    #[test]
+    fn json_indent_matches_python() {
+        let v: Value = serde_json::from_str(
+            r#"["dirnode", {"children": {}, "mutable": true, "l": [], "n": [1, "\u00e9"]}]"#,
+        )
+        .unwrap();
+        let expected = "[\n \"dirnode\",\n {\n  \"children\": {},\n  \"mutable\": true,\n  \"l\": [],\n  \"n\": [\n   1,\n   \"\\u00e9\"\n  ]\n }\n]";
+        assert_eq!(json_indent1(&v), expected);
+    }
+}

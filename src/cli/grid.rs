@@ -1,0 +1,153 @@
+//! The client side of a node directory: what every file verb (`put`, `get`, `ls`, `mkdir`,
+//! `ln`, `mv`, `rm`) needs before it touches the grid.
+//!
+//! [`Grid::open`] loads the node directory (`-d`, default `~/.tahoe` as tahoe's), makes one
+//! HTTPS [`StorageClient`] per server of `private/servers.yaml` that announces a NURL, and builds
+//! the mutable and directory clients with the encoding parameters of `tahoe.cfg` `[client]`.
+//! Servers that cannot be used (no NURL, a bad announcement) are skipped with a warning, as Tahoe
+//! skips them; connections are made lazily by the storage client, so an unreachable server only
+//! costs a timeout when an operation needs it.
+//!
+//! Invariant: a write verb succeeds only when [`Grid::check_mutable_happiness`] (or the
+//! immutable uploader's own check) says the shares it wrote meet `shares.happy`; nothing is left
+//! to a background process.
+
+use anyhow::{bail, Context};
+use lafs::cap::MutableFormat;
+use lafs::client::directory::DirectoryClient;
+use lafs::client::mutable::{MutableClient, MutableParams};
+use lafs::client::{ServerHandle, ServerSet};
+use lafs::config::NodeDir;
+use lafs::grid::servers_from_yaml;
+use lafs::mutable::keys::KeyPool;
+use lafs::mutable::publish::PublishOutcome;
+use lafs::protocol::client::{ClientOptions, StorageClient};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The default node directory: `~/.tahoe`.
+pub fn default_node_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".tahoe"),
+        None => PathBuf::from(".tahoe"),
+    }
+}
+
+/// A loaded node directory with its grid connections.
+pub struct Grid {
+    pub node: NodeDir,
+    pub servers: ServerSet,
+    pub dirs: DirectoryClient,
+    /// `shares.needed`, `shares.happy`, `shares.total`.
+    pub needed: u16,
+    pub happy: u16,
+    pub total: u16,
+    /// `[client]mutable.format`: the format of new mutable files without `--format`.
+    pub mutable_format: MutableFormat,
+}
+
+impl Grid {
+    /// Loads `basedir` and prepares a client for each of its servers. Must run inside a tokio
+    /// runtime (the storage clients spawn their connection tasks there).
+    pub fn open(basedir: &Path) -> anyhow::Result<Grid> {
+        if !basedir.is_dir() {
+            bail!("node directory {} does not exist", basedir.display());
+        }
+        let node = NodeDir::load(basedir)
+            .with_context(|| format!("loading node directory {}", basedir.display()))?;
+        let (descs, bad) = servers_from_yaml(&node.servers);
+        for (id, e) in bad {
+            eprintln!("lafs: warning: skipping server {id}: {e}");
+        }
+        let mut handles = Vec::new();
+        for desc in descs {
+            let Some(nurl) = desc.nurls.first() else {
+                eprintln!(
+                    "lafs: warning: skipping server {}: it announces no NURL (Foolscap is not supported)",
+                    desc.server_id
+                );
+                continue;
+            };
+            match StorageClient::new(&nurl.to_string(), ClientOptions::default()) {
+                Ok(client) => handles.push(Arc::new(ServerHandle { desc, client })),
+                Err(e) => eprintln!("lafs: warning: skipping server {}: {e}", desc.server_id),
+            }
+        }
+        let servers = ServerSet { servers: handles };
+        let c = &node.config.client;
+        let (needed, happy, total) = (c.shares_needed, c.shares_happy, c.shares_total);
+        let params = MutableParams {
+            k: u8::try_from(needed).context("shares.needed is above 255")?,
+            n: u8::try_from(total).context("shares.total is above 255")?,
+        };
+        let mutable_format = match c.mutable_format {
+            lafs::config::tahoe_cfg::MutableFormat::Sdmf => MutableFormat::Sdmf,
+            lafs::config::tahoe_cfg::MutableFormat::Mdmf => MutableFormat::Mdmf,
+        };
+        let lease_secret = lease_secret(&node)?;
+        // No background key generation: a command creates at most a few files.
+        let files = MutableClient::new(
+            servers.clone(),
+            lease_secret,
+            params,
+            Arc::new(KeyPool::new(0)),
+        )
+        .with_preferred(c.peers_preferred.clone());
+        Ok(Grid {
+            node,
+            servers,
+            dirs: DirectoryClient::new(files),
+            needed,
+            happy,
+            total,
+            mutable_format,
+        })
+    }
+
+    pub fn files(&self) -> &MutableClient {
+        self.dirs.files()
+    }
+
+    /// Fails unless the shares a mutable publish wrote reach `shares.happy` distinct servers
+    /// (servers-of-happiness of the written placement).
+    pub fn check_mutable_happiness(&self, out: &PublishOutcome) -> anyhow::Result<()> {
+        let mut map: BTreeMap<u16, BTreeSet<usize>> = BTreeMap::new();
+        for &(server, shnum) in &out.written {
+            if let Ok(sh) = u16::try_from(shnum) {
+                map.entry(sh).or_default().insert(server);
+            }
+        }
+        let h = lafs::grid::servers_of_happiness(&map);
+        if h < usize::from(self.happy) {
+            bail!(
+                "shares were placed on only {h} servers, fewer than shares.happy={} (the grid has {} usable servers)",
+                self.happy,
+                self.servers.servers.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The 32-byte lease secret of `private/secret`, created as Tahoe's node does on first start
+/// (32 random bytes, base32 and a newline) when the directory has none, so that later runs
+/// renew the same leases.
+fn lease_secret(node: &NodeDir) -> anyhow::Result<[u8; 32]> {
+    let bytes: Vec<u8> = match &node.lease_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            let fresh: [u8; 32] = rand::random();
+            let secret = lafs::config::Secret::from_bytes(fresh.to_vec());
+            let path = node.basedir.join("private").join("secret");
+            std::fs::create_dir_all(node.basedir.join("private"))
+                .and_then(|()| std::fs::write(&path, secret.to_file_text()))
+                .with_context(|| format!("creating {}", path.display()))?;
+            fresh.to_vec()
+        }
+    };
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("private/secret is not a 32-byte secret"))
+}

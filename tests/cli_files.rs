@@ -1,0 +1,399 @@
+//! The file verbs of the `lafs` binary (`mkdir`, `put`, `get`, `ls`, `ln`, `mv`, `rm`) against a
+//! loopback grid of `lafs run` storage nodes, through a client node directory whose
+//! `private/servers.yaml` lists them (as a Tahoe client node directory would).
+//!
+//! Expected contents are the bytes the test wrote; expected listings follow tahoe's CLI
+//! semantics (names sorted one per line; `ls --json` in the layout of tahoe's `?t=json`).
+//! Every wait is bounded; the servers are killed when the grid guard drops (also on panic).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const LAFS: &str = env!("CARGO_BIN_EXE_lafs");
+const CMD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A running `lafs run`; killed on drop.
+struct Node {
+    child: Child,
+}
+
+impl Node {
+    fn start(dir: &Path) -> Node {
+        let mut child = Command::new(LAFS)
+            .arg("run")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn lafs run");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let node = Node { child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l == "ready" => break,
+                Ok(_) => {}
+                Err(e) => panic!("lafs run did not become ready: {e:?}"),
+            }
+        }
+        node
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Runs `lafs ARGS` with an optional stdin, killing it after [`CMD_TIMEOUT`].
+fn run_lafs(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(LAFS)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lafs");
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+    }
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("lafs {args:?} did not finish in {CMD_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().expect("stdout reader"),
+        stderr: t_err.join().expect("stderr reader"),
+    }
+}
+
+/// A loopback grid and a client node directory.
+struct Grid {
+    _nodes: Vec<Node>,
+    client: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Grid {
+    fn start(servers: usize) -> Grid {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs: Vec<PathBuf> = (0..servers)
+            .map(|i| tmp.path().join(format!("server{i}")))
+            .collect();
+        // Node identities take a while to generate: create the nodes in parallel.
+        let creators: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    let port = free_port();
+                    let out = run_lafs(
+                        &[
+                            "create-node",
+                            "--storage",
+                            &format!("--port=tcp:{port}:interface=127.0.0.1"),
+                            &format!("--location=tcp:127.0.0.1:{port}"),
+                            &format!("--nickname=server{i}"),
+                            "--webport=none",
+                            "--reserved-space=0",
+                            d.to_str().expect("utf-8 path"),
+                        ],
+                        None,
+                    );
+                    assert!(
+                        out.status.success(),
+                        "create-node: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                })
+            })
+            .collect();
+        for c in creators {
+            c.join().expect("create-node thread");
+        }
+        let nodes: Vec<Node> = dirs.iter().map(|d| Node::start(d)).collect();
+        let mut all = lafs::config::ServersYaml::default();
+        for d in &dirs {
+            let out = run_lafs(&["announcement", d.to_str().expect("utf-8 path")], None);
+            assert!(out.status.success(), "announcement");
+            let text = String::from_utf8(out.stdout).expect("utf-8 announcement");
+            let y = lafs::config::ServersYaml::parse(&text).expect("announcement parses");
+            all.storage.extend(y.storage);
+        }
+        let client = tmp.path().join("client");
+        std::fs::create_dir_all(client.join("private")).expect("client dir");
+        std::fs::write(
+            client.join("tahoe.cfg"),
+            "[node]\nnickname = client\n\n[client]\nshares.needed = 2\nshares.happy = 3\nshares.total = 4\n\n[storage]\nenabled = false\n",
+        )
+        .expect("tahoe.cfg");
+        std::fs::write(
+            client.join("private/servers.yaml"),
+            all.to_yaml_string().expect("servers.yaml"),
+        )
+        .expect("servers.yaml");
+        Grid {
+            _nodes: nodes,
+            client,
+            _tmp: tmp,
+        }
+    }
+
+    fn tmp(&self) -> &Path {
+        self._tmp.path()
+    }
+
+    /// `lafs -d CLIENT ARGS`.
+    fn lafs(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-d", self.client.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        run_lafs(&full, None)
+    }
+
+    /// `lafs -d CLIENT ARGS`, which must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.lafs(args);
+        assert!(
+            out.status.success(),
+            "lafs {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// `lafs -d CLIENT ARGS`, which must fail; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.lafs(args);
+        assert!(!out.status.success(), "lafs {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn file(&self, name: &str, data: &[u8]) -> String {
+        let p = self.tmp().join(name);
+        std::fs::write(&p, data).expect("write local file");
+        p.to_str().expect("utf-8 path").to_string()
+    }
+
+    fn set_aliases(&self, aliases: &[(&str, &str)]) {
+        let text: String = aliases.iter().map(|(n, c)| format!("{n}: {c}\n")).collect();
+        std::fs::write(self.client.join("private/aliases"), text).expect("aliases");
+    }
+}
+
+fn data(seed: u8, len: usize) -> Vec<u8> {
+    let mut x = u32::from(seed) | 0x9e37_0000;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn one_line(s: &str) -> String {
+    let t = s.trim_end_matches('\n');
+    assert!(!t.contains('\n'), "one line expected: {s:?}");
+    t.to_string()
+}
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn file_verbs_on_a_loopback_grid() {
+    let g = Grid::start(3);
+
+    // A bare path before the default alias exists is an error naming the alias.
+    let e = g.fails(&["ls"]);
+    assert!(e.contains("tahoe"), "{e}");
+
+    // mkdir without a target prints a new directory cap; make it the default alias.
+    let root = one_line(&g.ok(&["mkdir"]));
+    assert!(root.starts_with("URI:DIR2:"), "a directory write cap");
+    let other = one_line(&g.ok(&["mkdir", "--format=MDMF"]));
+    assert!(other.starts_with("URI:DIR2-MDMF:"), "an MDMF directory cap");
+    g.set_aliases(&[("tahoe", &root), ("work", &other)]);
+    assert_eq!(g.ok(&["ls"]), "");
+    // The node directory had no lease secret: the first write created one, as tahoe's node does.
+    assert!(g.client.join("private/secret").is_file());
+
+    // put --mutable into a missing subdirectory creates it and links the file.
+    let a = data(1, 5000);
+    let fa = g.file("a.txt", &a);
+    let cap_a = one_line(&g.ok(&["put", "--mutable", &fa, "docs/a.txt"]));
+    assert!(cap_a.starts_with("URI:SSK:"), "an SDMF write cap");
+    assert_eq!(lines(&g.ok(&["ls"])), ["docs"]);
+    assert_eq!(lines(&g.ok(&["ls", "tahoe:docs"])), ["a.txt"]);
+    assert_eq!(g.ok(&["get", "docs/a.txt"]).into_bytes(), a);
+    let out = g.tmp().join("out.bin");
+    g.ok(&["get", "tahoe:docs/a.txt", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), a);
+
+    // MDMF via --format, unlinked (printed cap only), then read by bare cap and CAP/path.
+    let b = data(2, 300_000);
+    let fb = g.file("b.bin", &b);
+    let cap_b = one_line(&g.ok(&["put", "--format=mdmf", &fb]));
+    assert!(cap_b.starts_with("URI:MDMF:"), "an MDMF write cap");
+    assert_eq!(g.ok(&["ls"]).lines().count(), 1, "unlinked put links nothing");
+    let got = g.lafs(&["get", &cap_b]);
+    assert!(got.status.success());
+    assert_eq!(got.stdout, b);
+
+    // put FILE WRITECAP overwrites in place; put onto a linked mutable file keeps its cap.
+    let b2 = data(3, 1234);
+    let fb2 = g.file("b2.bin", &b2);
+    assert_eq!(one_line(&g.ok(&["put", &fb2, &cap_b])), cap_b);
+    assert_eq!(g.lafs(&["get", &cap_b]).stdout, b2);
+    let a2 = data(4, 70);
+    let fa2 = g.file("a2.txt", &a2);
+    assert_eq!(one_line(&g.ok(&["put", &fa2, "docs/a.txt"])), cap_a);
+    assert_eq!(g.lafs(&["get", &format!("{root}/docs/a.txt")]).stdout, a2);
+
+    // ln: a bare cap, and a path into a directory (trailing slash keeps the name).
+    assert_eq!(one_line(&g.ok(&["ln", &cap_b, "b.bin"])), "OK");
+    g.ok(&["ln", "b.bin", "docs/"]);
+    assert_eq!(lines(&g.ok(&["ls", "docs"])), ["a.txt", "b.bin"]);
+    assert_eq!(lines(&g.ok(&["ls"])), ["b.bin", "docs"]);
+    assert_eq!(g.lafs(&["get", "docs/b.bin"]).stdout, b2);
+
+    // mv within a directory (rename) and across directories and aliases.
+    g.ok(&["mv", "docs/a.txt", "docs/c.txt"]);
+    assert_eq!(lines(&g.ok(&["ls", "docs"])), ["b.bin", "c.txt"]);
+    g.ok(&["mv", "b.bin", "work:moved.bin"]);
+    assert_eq!(lines(&g.ok(&["ls"])), ["docs"]);
+    assert_eq!(lines(&g.ok(&["ls", "work:"])), ["moved.bin"]);
+    assert_eq!(g.lafs(&["get", "work:moved.bin"]).stdout, b2);
+    assert_eq!(lines(&g.ok(&["ls", &other])), ["moved.bin"]);
+
+    // A directory is not overwritten by ln/mv of a file.
+    g.ok(&["mkdir", "docs/sub"]);
+    let e = g.fails(&["ln", "docs/c.txt", "docs/sub"]);
+    assert!(e.contains("overwrite a directory"), "{e}");
+    // mkdir onto an existing name fails.
+    g.fails(&["mkdir", "docs/sub"]);
+
+    // rm unlinks.
+    g.ok(&["rm", "docs/b.bin"]);
+    assert_eq!(lines(&g.ok(&["ls", "docs"])), ["c.txt", "sub"]);
+    g.fails(&["rm", "docs/b.bin"]);
+
+    // put from stdin into a linked path.
+    let s = data(5, 999);
+    let mut full = vec!["-d", g.client.to_str().unwrap()];
+    full.extend_from_slice(&["put", "--mutable", "-", "work:stdin.txt"]);
+    let out = run_lafs(&full, Some(&s));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(g.lafs(&["get", "work:stdin.txt"]).stdout, s);
+
+    // ls --json: tahoe's `?t=json` layout.
+    let text = g.ok(&["ls", "--json", "docs"]);
+    assert!(text.starts_with("[\n \"dirnode\",\n {\n  \"children\": {"), "{text}");
+    assert!(text.ends_with("}\n]\n\n"), "json.dumps(indent=1) body printed by print()");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("ls --json is JSON");
+    assert_eq!(v[0], "dirnode");
+    let d = &v[1];
+    assert_eq!(d["mutable"], true);
+    let rw = d["rw_uri"].as_str().expect("rw_uri");
+    assert!(rw.starts_with("URI:DIR2:"));
+    assert!(d["ro_uri"].as_str().unwrap().starts_with("URI:DIR2-RO:"));
+    assert!(d["verify_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("URI:DIR2-Verifier:"));
+    let c = &d["children"]["c.txt"];
+    assert_eq!(c[0], "filenode");
+    assert_eq!(c[1]["mutable"], true);
+    assert_eq!(c[1]["format"], "SDMF");
+    assert_eq!(c[1]["rw_uri"], cap_a.as_str());
+    assert!(c[1]["ro_uri"].as_str().unwrap().starts_with("URI:SSK-RO:"));
+    assert!(c[1]["metadata"]["tahoe"]["linkcrtime"].is_number());
+    let sub = &d["children"]["sub"];
+    assert_eq!(sub[0], "dirnode");
+    assert_eq!(sub[1]["mutable"], true);
+    // Key order as tahoe inserts them.
+    let keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["children", "ro_uri", "rw_uri", "verify_uri", "mutable"]);
+    let ckeys: Vec<&str> = c[1].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        ckeys,
+        ["mutable", "format", "metadata", "rw_uri", "ro_uri", "verify_uri"]
+    );
+
+    // A read-only directory cap lists but refuses writes.
+    let ro = d["ro_uri"].as_str().unwrap().to_string();
+    assert_eq!(lines(&g.ok(&["ls", &ro])), ["c.txt", "sub"]);
+    g.fails(&["ln", &cap_b, &format!("{ro}/x")]);
+
+    // Errors: non-zero exit, message on stderr, no cap in it.
+    for args in [
+        vec!["get", "docs/missing"],
+        vec!["ls", "nosuchalias:x"],
+        vec!["get", "docs"],
+        vec!["put", &fa, &format!("{root}/docs/c.txt/x")],
+    ] {
+        let e = g.fails(&args);
+        assert!(!e.is_empty(), "an error message for {args:?}");
+        for cap in [&root, &other, &cap_a, &cap_b] {
+            let secret = cap.rsplit(':').nth(1).unwrap();
+            assert!(!e.contains(secret), "no cap in the error of {args:?}: {e}");
+        }
+    }
+}
