@@ -216,6 +216,17 @@ impl Grid {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// `lafs get SOURCE` to stdout, which must succeed.
+    fn get(&self, source: &str) -> Vec<u8> {
+        let out = self.lafs(&["get", source]);
+        assert!(
+            out.status.success(),
+            "lafs get failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// `lafs -d CLIENT ARGS`, which must fail; returns stderr.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.lafs(args);
@@ -282,7 +293,7 @@ fn file_verbs_on_a_loopback_grid() {
     assert!(cap_a.starts_with("URI:SSK:"), "an SDMF write cap");
     assert_eq!(lines(&g.ok(&["ls"])), ["docs"]);
     assert_eq!(lines(&g.ok(&["ls", "tahoe:docs"])), ["a.txt"]);
-    assert_eq!(g.ok(&["get", "docs/a.txt"]).into_bytes(), a);
+    assert_eq!(g.get("docs/a.txt"), a);
     let out = g.tmp().join("out.bin");
     g.ok(&["get", "tahoe:docs/a.txt", out.to_str().unwrap()]);
     assert_eq!(std::fs::read(&out).unwrap(), a);
@@ -292,27 +303,29 @@ fn file_verbs_on_a_loopback_grid() {
     let fb = g.file("b.bin", &b);
     let cap_b = one_line(&g.ok(&["put", "--format=mdmf", &fb]));
     assert!(cap_b.starts_with("URI:MDMF:"), "an MDMF write cap");
-    assert_eq!(g.ok(&["ls"]).lines().count(), 1, "unlinked put links nothing");
-    let got = g.lafs(&["get", &cap_b]);
-    assert!(got.status.success());
-    assert_eq!(got.stdout, b);
+    assert_eq!(
+        g.ok(&["ls"]).lines().count(),
+        1,
+        "unlinked put links nothing"
+    );
+    assert_eq!(g.get(&cap_b), b);
 
     // put FILE WRITECAP overwrites in place; put onto a linked mutable file keeps its cap.
     let b2 = data(3, 1234);
     let fb2 = g.file("b2.bin", &b2);
     assert_eq!(one_line(&g.ok(&["put", &fb2, &cap_b])), cap_b);
-    assert_eq!(g.lafs(&["get", &cap_b]).stdout, b2);
+    assert_eq!(g.get(&cap_b), b2);
     let a2 = data(4, 70);
     let fa2 = g.file("a2.txt", &a2);
     assert_eq!(one_line(&g.ok(&["put", &fa2, "docs/a.txt"])), cap_a);
-    assert_eq!(g.lafs(&["get", &format!("{root}/docs/a.txt")]).stdout, a2);
+    assert_eq!(g.get(&format!("{root}/docs/a.txt")), a2);
 
     // ln: a bare cap, and a path into a directory (trailing slash keeps the name).
     assert_eq!(one_line(&g.ok(&["ln", &cap_b, "b.bin"])), "OK");
     g.ok(&["ln", "b.bin", "docs/"]);
     assert_eq!(lines(&g.ok(&["ls", "docs"])), ["a.txt", "b.bin"]);
     assert_eq!(lines(&g.ok(&["ls"])), ["b.bin", "docs"]);
-    assert_eq!(g.lafs(&["get", "docs/b.bin"]).stdout, b2);
+    assert_eq!(g.get("docs/b.bin"), b2);
 
     // mv within a directory (rename) and across directories and aliases.
     g.ok(&["mv", "docs/a.txt", "docs/c.txt"]);
@@ -320,7 +333,7 @@ fn file_verbs_on_a_loopback_grid() {
     g.ok(&["mv", "b.bin", "work:moved.bin"]);
     assert_eq!(lines(&g.ok(&["ls"])), ["docs"]);
     assert_eq!(lines(&g.ok(&["ls", "work:"])), ["moved.bin"]);
-    assert_eq!(g.lafs(&["get", "work:moved.bin"]).stdout, b2);
+    assert_eq!(g.get("work:moved.bin"), b2);
     assert_eq!(lines(&g.ok(&["ls", &other])), ["moved.bin"]);
 
     // A directory is not overwritten by ln/mv of a file.
@@ -340,13 +353,23 @@ fn file_verbs_on_a_loopback_grid() {
     let mut full = vec!["-d", g.client.to_str().unwrap()];
     full.extend_from_slice(&["put", "--mutable", "-", "work:stdin.txt"]);
     let out = run_lafs(&full, Some(&s));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(g.lafs(&["get", "work:stdin.txt"]).stdout, s);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(g.get("work:stdin.txt"), s);
 
     // ls --json: tahoe's `?t=json` layout.
     let text = g.ok(&["ls", "--json", "docs"]);
-    assert!(text.starts_with("[\n \"dirnode\",\n {\n  \"children\": {"), "{text}");
-    assert!(text.ends_with("}\n]\n\n"), "json.dumps(indent=1) body printed by print()");
+    assert!(
+        text.starts_with("[\n \"dirnode\",\n {\n  \"children\": {"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("}\n]\n\n"),
+        "json.dumps(indent=1) body printed by print()"
+    );
     let v: serde_json::Value = serde_json::from_str(&text).expect("ls --json is JSON");
     assert_eq!(v[0], "dirnode");
     let d = &v[1];
@@ -370,11 +393,26 @@ fn file_verbs_on_a_loopback_grid() {
     assert_eq!(sub[1]["mutable"], true);
     // Key order as tahoe inserts them.
     let keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["children", "ro_uri", "rw_uri", "verify_uri", "mutable"]);
-    let ckeys: Vec<&str> = c[1].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["children", "ro_uri", "rw_uri", "verify_uri", "mutable"]
+    );
+    let ckeys: Vec<&str> = c[1]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         ckeys,
-        ["mutable", "format", "metadata", "rw_uri", "ro_uri", "verify_uri"]
+        [
+            "mutable",
+            "format",
+            "metadata",
+            "rw_uri",
+            "ro_uri",
+            "verify_uri"
+        ]
     );
 
     // A read-only directory cap lists but refuses writes.

@@ -148,7 +148,10 @@ async fn ensure_dir(
     root: &Cap,
     components: &[String],
 ) -> anyhow::Result<NetDirectory> {
-    let mut dir = grid.dirs.open(root).context("the root is not a directory")?;
+    let mut dir = grid
+        .dirs
+        .open(root)
+        .context("the root is not a directory")?;
     for (i, name) in components.iter().enumerate() {
         let walked = components[..=i].join("/");
         dir = match dir.lookup(name).await? {

@@ -18,7 +18,12 @@ use std::ffi::OsString;
 #[command(name = "lafs", version, about = "Tahoe-LAFS compatible client")]
 pub struct Cli {
     /// The node directory (default ~/.tahoe), for the file commands.
-    #[arg(short = 'd', long = "node-directory", global = true, value_name = "DIR")]
+    #[arg(
+        short = 'd',
+        long = "node-directory",
+        global = true,
+        value_name = "DIR"
+    )]
     pub node_directory: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,

@@ -89,7 +89,9 @@ fn alias_root(aliases: &Aliases, alias: &str) -> anyhow::Result<Cap> {
                 "No alias specified, and the default '{DEFAULT_ALIAS}' alias doesn't exist. To create it, use 'tahoe create-alias {DEFAULT_ALIAS}'."
             );
         }
-        bail!("Unknown alias '{alias}', please create it with tahoe add-alias or tahoe create-alias.");
+        bail!(
+            "Unknown alias '{alias}', please create it with tahoe add-alias or tahoe create-alias."
+        );
     };
     let cap = parse_cap(text.trim(), &format!("the cap of alias '{alias}'"))?;
     if !cap.is_directory() {
@@ -139,7 +141,8 @@ mod tests {
 
     // Two well-formed directory caps written by hand: 16- and 32-byte fields are 26 and 52 base32
     // characters whose unused low bits are zero ('a').
-    const DIR: &str = "URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbba";
+    const DIR: &str =
+        "URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbba";
     const DIR_B: &str =
         "URI:DIR2:ccccccccccccccccccccccccca:ddddddddddddddddddddddddddddddddddddddddddddddddddda";
 
@@ -193,9 +196,13 @@ mod tests {
 
     #[test]
     fn unknown_alias_and_missing_default() {
-        let e = parse_location(&aliases(), "nope:x").unwrap_err().to_string();
+        let e = parse_location(&aliases(), "nope:x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Unknown alias 'nope'"), "{e}");
-        let e = parse_location(&Aliases::default(), "x").unwrap_err().to_string();
+        let e = parse_location(&Aliases::default(), "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("default 'tahoe' alias"), "{e}");
     }
 
