@@ -8,6 +8,10 @@
 //! Invariants: no share byte is used before its hash chain to the cap (or signature) is verified,
 //! and a write operation returns success only once happiness is met.
 
+pub mod immutable;
+pub mod secrets;
+pub mod testgrid;
+
 use crate::grid::server::{permuted_servers, StorageServerDesc};
 use crate::protocol::client::StorageClient;
 use std::collections::HashMap;
