@@ -123,8 +123,8 @@ async fn server_failing_mid_upload_is_replaced() {
         opts.chunk_size = 16 * 1024;
         let plain = data((1 << 20) + 1, 3);
         // Two servers accept a couple of writes, then fail every write.
-        grid.servers[2].faults().fail_writes_after(2);
-        grid.servers[7].faults().fail_writes_after(3);
+        grid.servers[2].faults().fail_writes_after(5);
+        grid.servers[7].faults().fail_writes_after(9);
         let r = upload_bytes(&set, &ClientSecrets::random(), plain.clone(), &opts)
             .await
             .unwrap();

@@ -278,7 +278,8 @@ impl Selector {
             let placement = share_placement(&writable, &readonly, self.ctx.total, &held);
             let mut asks: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
             for (s, t) in placement {
-                if !held.get(&t).is_some_and(|h| h.contains(&s)) && s < self.ctx.total {
+                let writable = self.trackers.get(t).is_some_and(|tr| tr.writable);
+                if writable && !held.get(&t).is_some_and(|h| h.contains(&s)) && s < self.ctx.total {
                     asks.entry(t).or_default().insert(s);
                 }
             }
@@ -401,7 +402,14 @@ impl NetSink {
         }
         let data = Bytes::from(std::mem::take(buf));
         let offset = *start;
-        self.send(shnum, offset, data);
+        // Large writes (a whole block, the trailer) go out in PATCHes of at most chunk_size.
+        let step = self.chunk_size.max(1);
+        let mut at = 0;
+        while at < data.len() {
+            let end = data.len().min(at + step);
+            self.send(shnum, offset + at as u64, data.slice(at..end));
+            at = end;
+        }
     }
 }
 
@@ -1003,30 +1011,31 @@ async fn read_nodes(
     Ok(out)
 }
 
-/// Makes sure the share's node cache covers `seg`, fetching the nodes of a run of segments.
-async fn ensure_nodes(
+/// The (untrusted) block and crypttext tree chains of share `share` for segment `seg`, from
+/// its cache or by fetching the nodes of the run of segments starting at `seg`. The chains are
+/// copied out, so concurrent segments replacing the cache cannot take nodes from each other.
+async fn segment_chains(
     share: &ActiveShare,
     si: &StorageIndex,
     nseg: u64,
     seg: u64,
     last: u64,
-) -> Result<(), ShareFault> {
-    let covered = share
-        .nodes
-        .lock()
-        .map(|c| c.covers.is_some_and(|(a, b)| a <= seg && seg <= b))
-        .unwrap_or(false);
-    if covered {
-        return Ok(());
+) -> Result<(BTreeMap<usize, Hash>, BTreeMap<usize, Hash>), ShareFault> {
+    let needed = hashtree::needed_hashes(nseg as usize, seg as usize, false);
+    if let Ok(c) = share.nodes.lock() {
+        if c.covers.is_some_and(|(a, b)| a <= seg && seg <= b) {
+            return Ok((chain_of(&c.block, &needed), chain_of(&c.crypttext, &needed)));
+        }
     }
     let end = last.min(seg + NODE_RUN - 1);
-    let mut needed = BTreeSet::new();
+    let mut run = BTreeSet::new();
     for s in seg..=end {
-        needed.extend(hashtree::needed_hashes(nseg as usize, s as usize, false));
+        run.extend(hashtree::needed_hashes(nseg as usize, s as usize, false));
     }
     let o = &share.layout.offsets;
-    let block = read_nodes(share, si, o.block_hashes, &needed).await?;
-    let crypttext = read_nodes(share, si, o.crypttext_hash_tree, &needed).await?;
+    let block = read_nodes(share, si, o.block_hashes, &run).await?;
+    let crypttext = read_nodes(share, si, o.crypttext_hash_tree, &run).await?;
+    let chains = (chain_of(&block, &needed), chain_of(&crypttext, &needed));
     if let Ok(mut c) = share.nodes.lock() {
         *c = NodeCache {
             covers: Some((seg, end)),
@@ -1034,7 +1043,7 @@ async fn ensure_nodes(
             crypttext,
         };
     }
-    Ok(())
+    Ok(chains)
 }
 
 fn chain_of(nodes: &BTreeMap<usize, Hash>, needed: &BTreeSet<usize>) -> BTreeMap<usize, Hash> {
@@ -1063,14 +1072,17 @@ async fn fetch_segment(
         let offset = sh.layout.offsets.data + geom.block_offset(seg);
         set.spawn(async move {
             let r = async {
-                ensure_nodes(&sh, &si, nseg, seg, last).await?;
-                read_exact(&sh.client, &si, sh.shnum, offset, bl).await
+                let chains = segment_chains(&sh, &si, nseg, seg, last).await?;
+                let block = read_exact(&sh.client, &si, sh.shnum, offset, bl).await?;
+                Ok((block, chains))
             }
             .await;
             (pos, r)
         });
     }
-    let mut blocks: Vec<Option<Bytes>> = vec![None; shares.len()];
+    #[allow(clippy::type_complexity)]
+    let mut blocks: Vec<Option<(Bytes, (BTreeMap<usize, Hash>, BTreeMap<usize, Hash>))>> =
+        vec![None; shares.len()];
     let mut blame = Vec::new();
     while let Some(r) = set.join_next().await {
         match r {
@@ -1082,7 +1094,7 @@ async fn fetch_segment(
     if !blame.is_empty() {
         return Err(blame);
     }
-    let blocks: Vec<Bytes> = blocks.into_iter().flatten().collect();
+    let (blocks, chains): (Vec<Bytes>, Vec<_>) = blocks.into_iter().flatten().unzip();
     if blocks.len() != shares.len() {
         return Err(vec![Blame {
             pos: 0,
@@ -1091,16 +1103,11 @@ async fn fetch_segment(
     }
     let verify = move || -> Result<Vec<u8>, Vec<Blame>> {
         let geom = &file.geom;
-        let needed = hashtree::needed_hashes(nseg as usize, seg as usize, false);
         let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
         let hashes = multihash::tagged_hash_many(tags::BLOCK, &refs);
         let mut blame = Vec::new();
         let mut ct_chains = Vec::with_capacity(shares.len());
-        for (pos, sh) in shares.iter().enumerate() {
-            let (bchain, cchain) = match sh.nodes.lock() {
-                Ok(c) => (chain_of(&c.block, &needed), chain_of(&c.crypttext, &needed)),
-                Err(_) => (BTreeMap::new(), BTreeMap::new()),
-            };
+        for (pos, (sh, (bchain, cchain))) in shares.iter().zip(chains).enumerate() {
             if let Err(fault) = decode::check_block(&sh.block_root, nseg, seg, &hashes[pos], &bchain) {
                 blame.push(Blame { pos, fault });
             }
@@ -1485,4 +1492,66 @@ pub async fn download_bytes(
     let mut out = Vec::new();
     let report = download(servers, cap, &mut out, opts).await?;
     Ok((out, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::immutable::encode_bytes;
+
+    /// The allocated size must equal the share the encoder writes (else a server never
+    /// reports the share complete); the encoder's shares are byte-identical to Tahoe's.
+    #[test]
+    fn allocated_size_is_exact() {
+        for (size, k, n, seg) in [
+            (56u64, 3usize, 10usize, 1u64 << 20),
+            (1000, 1, 1, 1 << 20),
+            ((1 << 20) + 1, 3, 10, 1 << 20),
+            (5 << 20, 3, 10, 1 << 20),
+            (123_457, 7, 13, 4096),
+            (10_000_000, 25, 100, 131_072),
+        ] {
+            let p = EncodingParams {
+                needed: k,
+                happy: k,
+                total: n,
+                max_segment_size: seg,
+            };
+            let plain = vec![7u8; size as usize];
+            let f = encode_bytes(&plain, &p, &KeySource::Fixed([1; 16])).unwrap();
+            let geom = Geometry::new(size, &p).unwrap();
+            for sh in &f.shares {
+                assert_eq!(sh.len() as u64, allocated_size(&geom), "{size} {k}/{n}");
+            }
+        }
+    }
+
+    /// The sink cuts shares into contiguous chunks of at most `chunk_size` and feeds only the
+    /// shares that have writers.
+    #[test]
+    fn sink_chunks_in_order() {
+        let (tx, mut rx) = mpsc::channel(1000);
+        let mut sink = NetSink {
+            senders: vec![Vec::new(), vec![tx]],
+            bufs: vec![(0, Vec::new()); 2],
+            chunk_size: 10,
+        };
+        let mut expect = Vec::new();
+        let mut off = 0u64;
+        for len in [3usize, 4, 25, 1, 9, 0, 40] {
+            let d: Vec<u8> = (0..len).map(|i| (off as usize + i) as u8).collect();
+            sink.write(0, off, &d).unwrap();
+            sink.write(1, off, &d).unwrap();
+            expect.extend_from_slice(&d);
+            off += len as u64;
+        }
+        sink.finish().unwrap();
+        let mut got = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            assert!(c.data.len() <= 10 && !c.data.is_empty());
+            assert_eq!(c.offset, got.len() as u64);
+            got.extend_from_slice(&c.data);
+        }
+        assert_eq!(got, expect);
+    }
 }
