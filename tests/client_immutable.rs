@@ -51,7 +51,10 @@ async fn roundtrip_on(servers: usize, p: EncodingParams) {
     let set = grid.server_set();
     let secrets = ClientSecrets::random();
     let opts = UploadOptions::convergent(p.clone(), CONVERGENCE);
-    for (i, size) in [0usize, 55, 56, (1 << 20) + 1, 5 << 20].into_iter().enumerate() {
+    for (i, size) in [0usize, 55, 56, (1 << 20) + 1, 5 << 20]
+        .into_iter()
+        .enumerate()
+    {
         let plain = data(size, i as u8);
         let writes_before = grid.total_writes();
         let r = upload_bytes(&set, &secrets, plain.clone(), &opts)
@@ -67,7 +70,10 @@ async fn roundtrip_on(servers: usize, p: EncodingParams) {
             let all: BTreeSet<u8> = held.iter().flatten().copied().collect();
             assert_eq!(all.len(), p.total, "every share placed");
             let servers_with = held.iter().filter(|h| !h.is_empty()).count();
-            assert!(servers_with >= p.happy, "{servers_with} servers hold shares");
+            assert!(
+                servers_with >= p.happy,
+                "{servers_with} servers hold shares"
+            );
             assert!(r.happiness >= p.happy);
             assert_eq!(r.pushed_shares, p.total);
         }
@@ -220,7 +226,10 @@ async fn download_with_servers_stopped() {
         let err = download_bytes(&set, &r.cap, &DownloadOptions::default())
             .await
             .unwrap_err();
-        assert!(matches!(err, DownloadError::NotEnoughShares { needed: 3, .. }), "{err}");
+        assert!(
+            matches!(err, DownloadError::NotEnoughShares { needed: 3, .. }),
+            "{err}"
+        );
     })
     .await;
 }
@@ -240,9 +249,10 @@ async fn server_stopped_during_download() {
         // Every server goes away after some reads: two of them mid-download.
         let set2 = set.clone();
         let cap = r.cap.clone();
-        let dl = tokio::spawn(async move {
-            download_bytes(&set2, &cap, &DownloadOptions::default()).await
-        });
+        let dl =
+            tokio::spawn(
+                async move { download_bytes(&set2, &cap, &DownloadOptions::default()).await },
+            );
         let mut stopped = 0;
         while stopped < 2 {
             for s in &grid.servers {
@@ -343,10 +353,20 @@ async fn range_reads_fetch_only_needed_segments() {
         ] {
             let before = reads();
             let mut out = Vec::new();
-            download_range(&set, &r.cap, off, len, &mut out, &DownloadOptions::default())
-                .await
-                .unwrap();
-            assert!(out[..] == plain[off as usize..(off + len) as usize], "{off}+{len}");
+            download_range(
+                &set,
+                &r.cap,
+                off,
+                len,
+                &mut out,
+                &DownloadOptions::default(),
+            )
+            .await
+            .unwrap();
+            assert!(
+                out[..] == plain[off as usize..(off + len) as usize],
+                "{off}+{len}"
+            );
             let used = reads() - before;
             if len == 1 {
                 // Locate + open 3 shares (2 reads each) + nodes (a few) + 3 blocks: far fewer

@@ -53,7 +53,11 @@ fn server_set(g: &Grid) -> ServerSet {
         let tubid = lafs::grid::furl::tubid_from_furl(furl).expect("fURL TubID");
         let pem = std::fs::read(dir.join("private/node.pem")).expect("node.pem");
         let id = NodeIdentity::from_pem(&pem).expect("node.pem parses");
-        assert_eq!(id.tub_id_bytes(), tubid, "TubID of node.pem and of the fURL");
+        assert_eq!(
+            id.tub_id_bytes(),
+            tubid,
+            "TubID of node.pem and of the fURL"
+        );
         let nurl = format!(
             "pb://{}@127.0.0.1:{port}/{swissnum}#v=1",
             id.pin().expect("pin")
@@ -117,7 +121,10 @@ fn lafs_client_and_tahoe_client_share_a_tahoe_grid() {
     let secrets = ClientSecrets::from_lease_secret(&[0x42; 32]);
 
     // 1. lafs uploads, tahoe reads; the cap is the one tahoe computes for the same file.
-    for (i, size) in [56usize, 1000, (1 << 20) + 1, 2_500_000].into_iter().enumerate() {
+    for (i, size) in [56usize, 1000, (1 << 20) + 1, 2_500_000]
+        .into_iter()
+        .enumerate()
+    {
         let plain = data(size, i as u8);
         let r = run(&rt, upload_bytes(&set, &secrets, plain.clone(), &opts))
             .unwrap_or_else(|e| panic!("lafs upload of {size} bytes to tahoe servers: {e}"));
@@ -125,7 +132,10 @@ fn lafs_client_and_tahoe_client_share_a_tahoe_grid() {
         let cap = r.cap.to_string();
         let got = g.http("a", "GET", &format!("/uri/{cap}"), b"", T);
         assert_eq!(got.status, 200, "tahoe GET of our upload ({size} bytes)");
-        assert!(got.body == plain, "tahoe read back different bytes ({size})");
+        assert!(
+            got.body == plain,
+            "tahoe read back different bytes ({size})"
+        );
         // Same file through tahoe: same cap, and tahoe finds the shares already there.
         let tahoe_cap = g.put("a", &plain, T);
         assert_eq!(tahoe_cap, cap, "caps of lafs and tahoe for the same file");
@@ -147,17 +157,20 @@ fn lafs_client_and_tahoe_client_share_a_tahoe_grid() {
     run(
         &rt,
         download_range(
-        &set,
-        &cap,
-        1_048_570,
-        20,
-        &mut part,
-        &DownloadOptions::default(),
+            &set,
+            &cap,
+            1_048_570,
+            20,
+            &mut part,
+            &DownloadOptions::default(),
         ),
     )
     .expect("range read");
     assert!(part[..] == plain[1_048_570..1_048_590]);
     let again = run(&rt, upload_bytes(&set, &secrets, plain, &opts)).expect("re-upload");
     assert_eq!(again.cap.to_string(), cap_text);
-    assert_eq!(again.pushed_shares, 0, "re-upload of tahoe's file wrote shares");
+    assert_eq!(
+        again.pushed_shares, 0,
+        "re-upload of tahoe's file wrote shares"
+    );
 }

@@ -14,11 +14,12 @@
 //!    to allocate the shares it was given and does not hold. A server that errors is dropped; one
 //!    that refuses a share becomes read-only. Unhappy → [`UploadError::HappinessNotMet`].
 //! 4. The encoder runs on a blocking thread (it uses rayon) and writes into a sink that cuts each
-//!    share into chunks and hands them over bounded channels to one writer task per
-//!    (server, share), which PATCHes them in order. Memory is bounded by
-//!    `chunk_size × (queue_depth + 1)` per written share, whatever the file size. Existing shares
-//!    are not written: a second upload of the same file writes nothing (it still encodes, into
-//!    nothing, to compute the cap: a UEB fetched from a server could not be trusted).
+//!    share into PATCHes of at most `chunk_size` bytes and hands them over bounded channels to
+//!    one writer task per (server, share), which sends them in order. Memory is bounded by about
+//!    one block plus `queue_depth` chunks per written share (and the encoder's segment batches),
+//!    whatever the file size. Existing shares are not written: a second upload of the same file
+//!    writes nothing (it still encodes, into nothing, to compute the cap: a UEB fetched from a
+//!    server could not be trusted).
 //! 5. A server failing mid-upload is dropped with all its shares; its lost shares are placed
 //!    again (step 3 over the surviving servers) and written by another encoding pass, which only
 //!    forwards those shares (encoding is deterministic for a fixed key). This repeats while
@@ -57,7 +58,7 @@ use crate::immutable::layout::{self, ShareLayout};
 use crate::immutable::params::{Geometry, LIT_THRESHOLD};
 use crate::immutable::ueb::{Ueb, MAX_UEB_SIZE};
 use crate::immutable::{
-    EncodingParams, Encoder, ImmutableError, KeySource, PlaintextSource, ShareSink,
+    Encoder, EncodingParams, ImmutableError, KeySource, PlaintextSource, ShareSink,
 };
 use crate::protocol::client::{ClientError, StorageClient};
 use crate::protocol::{LeaseSecrets, StorageIndex};
@@ -294,9 +295,18 @@ impl Selector {
                 let lease = tr.lease.clone();
                 let ctx = self.ctx.clone();
                 set.spawn(async move {
-                    let nums: BTreeSet<u8> = shares.iter().filter_map(|&s| u8::try_from(s).ok()).collect();
+                    let nums: BTreeSet<u8> = shares
+                        .iter()
+                        .filter_map(|&s| u8::try_from(s).ok())
+                        .collect();
                     let r = client
-                        .allocate_buckets(&ctx.si, &lease, &ctx.upload_secret[..], &nums, ctx.allocated_size)
+                        .allocate_buckets(
+                            &ctx.si,
+                            &lease,
+                            &ctx.upload_secret[..],
+                            &nums,
+                            ctx.allocated_size,
+                        )
                         .await;
                     (t, shares, r)
                 });
@@ -307,9 +317,12 @@ impl Selector {
                 let tr = &mut self.trackers[t];
                 match r {
                     Ok(resp) => {
-                        let have: BTreeSet<u16> = resp.already_have.iter().map(|&s| u16::from(s)).collect();
-                        let got: BTreeSet<u16> = resp.allocated.iter().map(|&s| u16::from(s)).collect();
-                        tr.existing.extend(have.iter().copied().filter(|&s| s < self.ctx.total));
+                        let have: BTreeSet<u16> =
+                            resp.already_have.iter().map(|&s| u16::from(s)).collect();
+                        let got: BTreeSet<u16> =
+                            resp.allocated.iter().map(|&s| u16::from(s)).collect();
+                        tr.existing
+                            .extend(have.iter().copied().filter(|&s| s < self.ctx.total));
                         // Only shares we asked for can be ours to write.
                         let got: BTreeSet<u16> = got.intersection(&asked).copied().collect();
                         changed |= !got.is_empty();
@@ -468,7 +481,13 @@ async fn bucket_writer(
             return Err("another write to this server failed".into());
         }
         match client
-            .write_share_chunk(&ctx.si, shnum, &ctx.upload_secret[..], chunk.offset, chunk.data)
+            .write_share_chunk(
+                &ctx.si,
+                shnum,
+                &ctx.upload_secret[..],
+                chunk.offset,
+                chunk.data,
+            )
             .await
         {
             Ok(p) => finished = p.finished,
@@ -605,7 +624,8 @@ pub async fn upload<P: PlaintextSource + Send + 'static>(
     };
     let key = key?;
     let si = hash::storage_index_hash(&key);
-    let total = u16::try_from(geom.total).map_err(|_| ImmutableError::BadParameters("too many shares"))?;
+    let total =
+        u16::try_from(geom.total).map_err(|_| ImmutableError::BadParameters("too many shares"))?;
     let ctx = Ctx {
         si,
         upload_secret: Arc::new(rand::random()),
@@ -663,7 +683,11 @@ pub async fn upload<P: PlaintextSource + Send + 'static>(
             .iter()
             .enumerate()
             .filter(|(_, t)| t.alive)
-            .flat_map(|(i, t)| t.allocated.iter().map(move |&s| (i, s, t.handle.client.clone())))
+            .flat_map(|(i, t)| {
+                t.allocated
+                    .iter()
+                    .map(move |&s| (i, s, t.handle.client.clone()))
+            })
             .collect();
         if targets.is_empty() && cap.is_some() {
             break;
@@ -723,7 +747,10 @@ pub async fn upload<P: PlaintextSource + Send + 'static>(
         sel.place().await;
     }
     let achieved = sel.happiness(false);
-    let unfinished = sel.trackers.iter().any(|t| t.alive && !t.allocated.is_empty());
+    let unfinished = sel
+        .trackers
+        .iter()
+        .any(|t| t.alive && !t.allocated.is_empty());
     if achieved < ctx.happy || unfinished || cap.is_none() {
         sel.abort_all().await;
         return Err(sel.unhappy(achieved));
@@ -946,10 +973,17 @@ async fn open_share(
     }
     let lsize = layout.ueb_length_size();
     let tail = client
-        .read_immutable_share(&si, sh, o.share_hashes, chain_len + lsize + MAX_UEB_SIZE as u64)
+        .read_immutable_share(
+            &si,
+            sh,
+            o.share_hashes,
+            chain_len + lsize + MAX_UEB_SIZE as u64,
+        )
         .await
         .map_err(|_| ShareFault::Unavailable)?;
-    let chain_bytes = tail.get(..chain_len as usize).ok_or(ShareFault::Unavailable)?;
+    let chain_bytes = tail
+        .get(..chain_len as usize)
+        .ok_or(ShareFault::Unavailable)?;
     let len_field = tail
         .get(chain_len as usize..(chain_len + lsize) as usize)
         .ok_or(ShareFault::Unavailable)?;
@@ -960,7 +994,8 @@ async fn open_share(
         .ok_or(ShareFault::Unavailable)?;
     let (ueb, geom) = decode::check_ueb(&cap, ueb_bytes)?;
     let chain = layout::parse_share_hashes(chain_bytes)?;
-    let block_root = decode::check_share_hashes(&ueb.share_root_hash, geom.total, usize::from(shnum), &chain)?;
+    let block_root =
+        decode::check_share_hashes(&ueb.share_root_hash, geom.total, usize::from(shnum), &chain)?;
     Ok((
         ActiveShare {
             server,
@@ -1108,7 +1143,9 @@ async fn fetch_segment(
         let mut blame = Vec::new();
         let mut ct_chains = Vec::with_capacity(shares.len());
         for (pos, (sh, (bchain, cchain))) in shares.iter().zip(chains).enumerate() {
-            if let Err(fault) = decode::check_block(&sh.block_root, nseg, seg, &hashes[pos], &bchain) {
+            if let Err(fault) =
+                decode::check_block(&sh.block_root, nseg, seg, &hashes[pos], &bchain)
+            {
                 blame.push(Blame { pos, fault });
             }
             ct_chains.push(cchain);
@@ -1154,6 +1191,13 @@ async fn fetch_segment(
         })
 }
 
+/// The k shares one segment is fetched from.
+type ShareSet = Arc<Vec<Arc<ActiveShare>>>;
+/// A share set and its decoder.
+type Snapshot = (ShareSet, Arc<Decoder>);
+/// A segment fetch in flight.
+type SegmentTask = tokio::task::JoinHandle<Result<Vec<u8>, Vec<Blame>>>;
+
 type LocateResult = (usize, Result<BTreeSet<u8>, ClientError>);
 
 /// The download driver of one file.
@@ -1170,16 +1214,21 @@ struct Fetcher {
     found: BTreeSet<u16>,
     bad_servers: HashSet<usize>,
     active: Vec<Arc<ActiveShare>>,
-    snapshot: Option<(Arc<Vec<Arc<ActiveShare>>>, Arc<Decoder>)>,
+    snapshot: Option<Snapshot>,
     file: Option<Arc<FileInfo>>,
     report: DownloadReport,
     advisories: JoinSet<()>,
 }
 
 impl Fetcher {
-    fn new(servers: &ServerSet, cap: &ChkCap, opts: &DownloadOptions) -> Result<Self, DownloadError> {
+    fn new(
+        servers: &ServerSet,
+        cap: &ChkCap,
+        opts: &DownloadOptions,
+    ) -> Result<Self, DownloadError> {
         let si = hash::storage_index_hash(&cap.key);
-        let codec = Codec::new(cap.needed as usize, cap.total as usize).map_err(ImmutableError::from)?;
+        let codec =
+            Codec::new(cap.needed as usize, cap.total as usize).map_err(ImmutableError::from)?;
         let servers = servers.permuted(&si, &opts.preferred);
         let mut locate = JoinSet::new();
         for (i, s) in servers.iter().enumerate() {
@@ -1238,7 +1287,10 @@ impl Fetcher {
     }
 
     fn rank_of(&self, server: usize) -> usize {
-        self.rank.iter().position(|&s| s == server).unwrap_or(usize::MAX)
+        self.rank
+            .iter()
+            .position(|&s| s == server)
+            .unwrap_or(usize::MAX)
     }
 
     /// Picks up to `count` untried shares: share numbers not active, distinct servers first,
@@ -1318,7 +1370,8 @@ impl Fetcher {
             }
             let mut set = JoinSet::new();
             for (srv, sh) in picks {
-                let (client, si, cap) = (self.servers[srv].client.clone(), self.si, self.cap.clone());
+                let (client, si, cap) =
+                    (self.servers[srv].client.clone(), self.si, self.cap.clone());
                 set.spawn(async move { (srv, sh, open_share(client, si, cap, srv, sh).await) });
             }
             while let Some(r) = set.join_next().await {
@@ -1339,7 +1392,7 @@ impl Fetcher {
     }
 
     /// The current k shares and their decoder.
-    fn current(&mut self) -> Result<(Arc<Vec<Arc<ActiveShare>>>, Arc<Decoder>), DownloadError> {
+    fn current(&mut self) -> Result<Snapshot, DownloadError> {
         if let Some(s) = &self.snapshot {
             return Ok(s.clone());
         }
@@ -1353,7 +1406,9 @@ impl Fetcher {
     /// Drops the blamed shares of a failed segment fetch.
     fn drop_blamed(&mut self, shares: &[Arc<ActiveShare>], blame: Vec<Blame>) {
         for b in blame {
-            let Some(sh) = shares.get(b.pos) else { continue };
+            let Some(sh) = shares.get(b.pos) else {
+                continue;
+            };
             let before = self.active.len();
             self.active.retain(|a| !Arc::ptr_eq(a, sh));
             if self.active.len() != before {
@@ -1367,7 +1422,7 @@ impl Fetcher {
         &mut self,
         seg: u64,
         last: u64,
-    ) -> Result<(Arc<Vec<Arc<ActiveShare>>>, tokio::task::JoinHandle<Result<Vec<u8>, Vec<Blame>>>), DownloadError> {
+    ) -> Result<(ShareSet, SegmentTask), DownloadError> {
         self.fill().await?;
         let (shares, decoder) = self.current()?;
         let file = self.file.clone().ok_or_else(|| self.not_enough())?;
@@ -1392,12 +1447,16 @@ impl Fetcher {
     ) -> Result<(), DownloadError> {
         self.locate(opts.locate_margin).await;
         self.fill().await?;
-        let geom = self.file.as_ref().ok_or_else(|| self.not_enough())?.geom.clone();
+        let geom = self
+            .file
+            .as_ref()
+            .ok_or_else(|| self.not_enough())?
+            .geom
+            .clone();
         let end = offset + len;
         let first = offset / geom.segment_size;
         let last = (end - 1) / geom.segment_size;
-        let mut inflight: VecDeque<(u64, Arc<Vec<Arc<ActiveShare>>>, tokio::task::JoinHandle<_>)> =
-            VecDeque::new();
+        let mut inflight: VecDeque<(u64, ShareSet, SegmentTask)> = VecDeque::new();
         let mut next = first;
         loop {
             while inflight.len() < opts.window.max(1) && next <= last {
@@ -1413,7 +1472,9 @@ impl Fetcher {
                     let seg_start = geom.segment_offset(seg);
                     let a = (offset.max(seg_start) - seg_start) as usize;
                     let b = (end.min(seg_start + plain.len() as u64) - seg_start) as usize;
-                    let part = plain.get(a..b).ok_or_else(|| DownloadError::Task("segment shorter than expected".into()))?;
+                    let part = plain.get(a..b).ok_or_else(|| {
+                        DownloadError::Task("segment shorter than expected".into())
+                    })?;
                     out.write_all(part).await.map_err(DownloadError::Output)?;
                 }
                 Ok(Err(blame)) => {

@@ -95,7 +95,8 @@ mod tests {
             base32::encode(&c.cancel),
             "rjwzmafe2duixvqy6h47f5wfrokdziry6zhx4smew4cj6iocsfaa"
         );
-        let secret = base32::decode("boity2cdh7jvl3ltaeebuiobbspjmbuopnwbde2yeh4k6x7jioga").unwrap();
+        let secret =
+            base32::decode("boity2cdh7jvl3ltaeebuiobbspjmbuopnwbde2yeh4k6x7jioga").unwrap();
         let si: [u8; 16] = base32::decode("vrttmwlicrzbt7gh5qsooogr7u")
             .unwrap()
             .try_into()
