@@ -388,3 +388,30 @@ async fn range_reads_fetch_only_needed_segments() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_source_with_random_key() {
+    bounded(async {
+        let grid = TestGrid::start(4).await.unwrap();
+        let set = grid.server_set();
+        let plain = data(200_001, 11);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &plain).unwrap();
+        let src = lafs::client::immutable::FileSource::open(file.path()).unwrap();
+        let opts = UploadOptions::random(params(2, 4, 4));
+        let r = lafs::client::immutable::upload(&set, &ClientSecrets::random(), src, &opts)
+            .await
+            .unwrap();
+        // A random key: not the convergent cap, and every server got one share.
+        assert_ne!(r.cap.to_string(), expected_cap(&plain, &params(2, 4, 4)));
+        assert!(grid
+            .shares_of(&r.storage_index.unwrap())
+            .iter()
+            .all(|s| s.len() == 1));
+        let (got, _) = download_bytes(&set, &r.cap, &DownloadOptions::default())
+            .await
+            .unwrap();
+        assert!(got == plain);
+    })
+    .await;
+}
