@@ -415,3 +415,38 @@ async fn file_source_with_random_key() {
     })
     .await;
 }
+
+/// More segments than one run of fetched hash tree nodes (64), so the node caches refill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_segments_roundtrip_and_range() {
+    bounded(async {
+        let grid = TestGrid::start(5).await.unwrap();
+        let set = grid.server_set();
+        let mut p = params(3, 5, 5);
+        p.max_segment_size = 4096;
+        let plain = data(600_001, 12);
+        let opts = UploadOptions::convergent(p.clone(), CONVERGENCE);
+        let r = upload_bytes(&set, &ClientSecrets::random(), plain.clone(), &opts)
+            .await
+            .unwrap();
+        assert_eq!(r.cap.to_string(), expected_cap(&plain, &p));
+        let (got, report) = download_bytes(&set, &r.cap, &DownloadOptions::default())
+            .await
+            .unwrap();
+        assert!(got == plain);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let mut out = Vec::new();
+        download_range(
+            &set,
+            &r.cap,
+            300_000,
+            250_000,
+            &mut out,
+            &DownloadOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert!(out[..] == plain[300_000..550_000]);
+    })
+    .await;
+}
