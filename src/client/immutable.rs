@@ -58,7 +58,7 @@ use crate::immutable::layout::{self, ShareLayout};
 use crate::immutable::params::{Geometry, LIT_THRESHOLD};
 use crate::immutable::ueb::{Ueb, MAX_UEB_SIZE};
 use crate::immutable::{
-    Encoder, EncodingParams, ImmutableError, KeySource, PlaintextSource, ShareSink,
+    resolve_key, Encoder, EncodingParams, ImmutableError, KeySource, PlaintextSource, ShareSink,
 };
 use crate::protocol::client::{ClientError, StorageClient};
 use crate::protocol::{LeaseSecrets, StorageIndex};
@@ -557,34 +557,6 @@ pub fn allocated_size(geom: &Geometry) -> u64 {
     layout.offsets.uri_extension + layout.ueb_length_size() + ueb.len() as u64
 }
 
-/// Computes the key of `opts.key` (one pass over the plaintext for a convergent key).
-fn choose_key<P: PlaintextSource + ?Sized>(
-    source: &mut P,
-    geom: &Geometry,
-    key: &KeySource,
-) -> Result<[u8; 16], ImmutableError> {
-    Ok(match key {
-        KeySource::Fixed(k) => *k,
-        KeySource::Random => rand::random(),
-        KeySource::Convergent(secret) => {
-            let mut hasher =
-                hash::convergence_hasher(geom.needed, geom.total, geom.segment_size, secret);
-            const CHUNK: u64 = 1 << 20;
-            let mut buf = vec![0u8; CHUNK.min(geom.size) as usize];
-            let mut off = 0;
-            while off < geom.size {
-                let len = CHUNK.min(geom.size - off) as usize;
-                source
-                    .read_at(off, &mut buf[..len])
-                    .map_err(ImmutableError::Source)?;
-                hasher.update(&buf[..len]);
-                off += len as u64;
-            }
-            hash::convergent_key(hasher)
-        }
-    })
-}
-
 /// Uploads the plaintext of `source` as a CHK file (or LIT) to `servers`.
 pub async fn upload<P: PlaintextSource + Send + 'static>(
     servers: &ServerSet,
@@ -616,7 +588,7 @@ pub async fn upload<P: PlaintextSource + Send + 'static>(
         let (g, k) = (geom.clone(), opts.key.clone());
         tokio::task::spawn_blocking(move || {
             let mut source = source;
-            let key = choose_key(&mut source, &g, &k);
+            let key = resolve_key(&mut source, &g, &k);
             (source, key)
         })
         .await
