@@ -9,7 +9,10 @@
 //! and a write operation returns success only once happiness is met.
 
 pub mod directory;
+pub mod immutable;
 pub mod mutable;
+pub mod secrets;
+pub mod testgrid;
 
 use crate::grid::server::{permuted_servers, StorageServerDesc};
 use crate::protocol::client::StorageClient;

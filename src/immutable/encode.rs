@@ -222,11 +222,7 @@ impl Encoder {
             return Ok(NodeCap::Lit(LitCap { data }));
         }
         let geom = Geometry::new(size, &self.params)?;
-        let key = match &self.key {
-            KeySource::Fixed(k) => *k,
-            KeySource::Random => rand::random(),
-            KeySource::Convergent(secret) => convergent_key(source, &geom, secret)?,
-        };
+        let key = resolve_key(source, &geom, &self.key)?;
         let (k, n) = (geom.needed, geom.total);
         let seg_enc = SegmentEncoder::new(geom.clone(), key)?;
         let layout = ShareLayout::new(&geom, self.force_v2);
@@ -332,6 +328,19 @@ impl Collected {
         }
         Ok(())
     }
+}
+
+/// The AES key a [`KeySource`] gives for this file (a convergent key reads the whole plaintext).
+pub fn resolve_key<P: PlaintextSource + ?Sized>(
+    source: &mut P,
+    geom: &Geometry,
+    key: &KeySource,
+) -> Result<[u8; 16], ImmutableError> {
+    Ok(match key {
+        KeySource::Fixed(k) => *k,
+        KeySource::Random => rand::random(),
+        KeySource::Convergent(secret) => convergent_key(source, geom, secret)?,
+    })
 }
 
 /// The convergent key: one pass over the whole plaintext.

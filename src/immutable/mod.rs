@@ -28,8 +28,8 @@ pub mod ueb;
 
 pub use decode::{download, Downloader, OutputSink, ShareFault, ShareProblem, ShareSource};
 pub use encode::{
-    encode_bytes, encode_file, EncodedFile, Encoder, KeySource, PlaintextSource, ShareSink,
-    SliceSource,
+    encode_bytes, encode_file, resolve_key, EncodedFile, Encoder, KeySource, PlaintextSource,
+    ShareSink, SliceSource,
 };
 pub use params::{EncodingParams, Geometry};
 pub use store::MemoryShares;
