@@ -360,6 +360,40 @@ fn file_verbs_on_a_loopback_grid() {
     );
     assert_eq!(g.get("work:stdin.txt"), s);
 
+    // CHK: an unlinked put prints a CHK cap (the same one `lafs debug encode` computes with this
+    // node's convergence secret and 2-of-4), a linked put, get by path, cap and to a file.
+    let c = data(6, 200_000);
+    let fc = g.file("c.bin", &c);
+    let cap_c = one_line(&g.ok(&["put", &fc]));
+    assert!(cap_c.starts_with("URI:CHK:"), "a CHK cap");
+    assert!(cap_c.ends_with(":2:4:200000"), "k:N:size in the cap");
+    let conv = std::fs::read_to_string(g.client.join("private/convergence")).unwrap();
+    let expected = g.ok(&[
+        "debug",
+        "encode",
+        "--convergence",
+        conv.trim(),
+        "--needed=2",
+        "--total=4",
+        &fc,
+    ]);
+    assert_eq!(cap_c, one_line(&expected));
+    assert_eq!(
+        one_line(&g.ok(&["put", "--format=chk", &fc, "docs/c.bin"])),
+        cap_c
+    );
+    assert_eq!(g.get("docs/c.bin"), c);
+    assert_eq!(g.get(&cap_c), c);
+    let outc = g.tmp().join("outc.bin");
+    g.ok(&["get", &cap_c, outc.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&outc).unwrap(), c);
+    // A small file is a LIT cap; no server is involved.
+    let lit = g.file("lit.txt", b"hello");
+    let cap_lit = one_line(&g.ok(&["put", &lit]));
+    assert!(cap_lit.starts_with("URI:LIT:"));
+    assert_eq!(g.get(&cap_lit), b"hello");
+    g.ok(&["rm", "docs/c.bin"]);
+
     // ls --json: tahoe's `?t=json` layout.
     let text = g.ok(&["ls", "--json", "docs"]);
     assert!(

@@ -20,6 +20,8 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use lafs::cap::{Cap, MutableFormat, NodeCap};
 use lafs::client::directory::{child_cap, NetDirectory};
+use lafs::client::immutable::{self, DownloadOptions, UploadOptions};
+use lafs::client::secrets::ClientSecrets;
 use lafs::dirnode::pyjson;
 use lafs::dirnode::Child;
 use serde_json::{Map, Value};
@@ -113,7 +115,8 @@ pub fn run(node_dir: Option<PathBuf>, cmd: FileCommand) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let grid = Grid::open(&basedir)?;
-        let mut out = std::io::stdout().lock();
+        // Not locked: the CHK download writes to stdout from a blocking thread.
+        let mut out = std::io::stdout();
         match cmd {
             FileCommand::Put(a) => put(&grid, a, &mut out).await,
             FileCommand::Get(a) => get(&grid, a, &mut out).await,
@@ -233,8 +236,16 @@ async fn upload(grid: &Grid, data: &[u8], mutable: Option<MutableFormat>) -> any
     }
 }
 
-async fn upload_immutable(_grid: &Grid, _data: &[u8]) -> anyhow::Result<Cap> {
-    bail!("immutable (CHK) upload is not available yet: use --mutable or --format=SDMF|MDMF")
+/// A CHK upload (LIT for 55 bytes or less), convergent with `private/convergence`; the
+/// uploader fails unless servers-of-happiness reaches `shares.happy`.
+async fn upload_immutable(grid: &Grid, data: &[u8]) -> anyhow::Result<Cap> {
+    let mut opts = UploadOptions::convergent(grid.encoding_params(), &grid.convergence);
+    opts.preferred = grid.node.config.client.peers_preferred.clone();
+    let secrets = ClientSecrets::from_lease_secret(&grid.lease_secret);
+    let r = immutable::upload_bytes(&grid.servers, &secrets, data.to_vec(), &opts)
+        .await
+        .context("uploading the immutable file")?;
+    Ok(Cap::File(r.cap))
 }
 
 async fn put(grid: &Grid, a: PutArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -312,13 +323,53 @@ async fn read_file(grid: &Grid, cap: &Cap) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-async fn read_immutable(_grid: &Grid, _cap: &Cap) -> anyhow::Result<Vec<u8>> {
-    bail!("immutable (CHK) download is not available yet")
+fn download_options(grid: &Grid) -> DownloadOptions {
+    DownloadOptions {
+        preferred: grid.node.config.client.peers_preferred.clone(),
+        ..DownloadOptions::default()
+    }
+}
+
+async fn read_immutable(grid: &Grid, cap: &Cap) -> anyhow::Result<Vec<u8>> {
+    let Cap::File(node) = cap else {
+        bail!("not a file cap");
+    };
+    let (data, _) = immutable::download_bytes(&grid.servers, node, &download_options(grid)).await?;
+    Ok(data)
+}
+
+/// Streams a CHK file to `outfile` or stdout (memory bounded by the downloader's window).
+async fn stream_immutable(
+    grid: &Grid,
+    node: &NodeCap,
+    outfile: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let opts = download_options(grid);
+    match outfile {
+        Some(p) => {
+            let mut f = tokio::fs::File::create(p)
+                .await
+                .with_context(|| format!("creating {}", p.display()))?;
+            immutable::download(&grid.servers, node, &mut f, &opts).await?;
+            f.sync_all().await?;
+        }
+        None => {
+            let mut out = tokio::io::stdout();
+            immutable::download(&grid.servers, node, &mut out, &opts).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn get(grid: &Grid, a: GetArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let loc = location(grid, &a.source)?;
     let cap = resolve(grid, &loc).await?;
+    if let Cap::File(node @ NodeCap::Chk(_)) = &cap {
+        out.flush()?;
+        return stream_immutable(grid, node, a.outfile.as_deref())
+            .await
+            .with_context(|| format!("cannot read '{}'", display_source(&loc)));
+    }
     let data = read_file(grid, &cap)
         .await
         .with_context(|| format!("cannot read '{}'", display_source(&loc)))?;

@@ -45,6 +45,10 @@ pub struct Grid {
     pub total: u16,
     /// `[client]mutable.format`: the format of new mutable files without `--format`.
     pub mutable_format: MutableFormat,
+    /// `private/secret`, raw.
+    pub lease_secret: [u8; 32],
+    /// `private/convergence`, raw.
+    pub convergence: Vec<u8>,
 }
 
 impl Grid {
@@ -86,6 +90,7 @@ impl Grid {
             lafs::config::tahoe_cfg::MutableFormat::Mdmf => MutableFormat::Mdmf,
         };
         let lease_secret = lease_secret(&node)?;
+        let convergence = convergence(&node)?;
         // No background key generation: a command creates at most a few files.
         let files = MutableClient::new(
             servers.clone(),
@@ -102,7 +107,19 @@ impl Grid {
             happy,
             total,
             mutable_format,
+            lease_secret,
+            convergence,
         })
+    }
+
+    /// The immutable encoding parameters of tahoe.cfg.
+    pub fn encoding_params(&self) -> lafs::immutable::EncodingParams {
+        lafs::immutable::EncodingParams {
+            needed: usize::from(self.needed),
+            happy: usize::from(self.happy),
+            total: usize::from(self.total),
+            max_segment_size: self.node.config.client.max_segment_size,
+        }
     }
 
     pub fn files(&self) -> &MutableClient {
@@ -134,20 +151,31 @@ impl Grid {
 /// (32 random bytes, base32 and a newline) when the directory has none, so that later runs
 /// renew the same leases.
 fn lease_secret(node: &NodeDir) -> anyhow::Result<[u8; 32]> {
-    let bytes: Vec<u8> = match &node.lease_secret {
-        Some(s) => s.as_bytes().to_vec(),
-        None => {
-            let fresh: [u8; 32] = rand::random();
-            let secret = lafs::config::Secret::from_bytes(fresh.to_vec());
-            let path = node.basedir.join("private").join("secret");
-            std::fs::create_dir_all(node.basedir.join("private"))
-                .and_then(|()| std::fs::write(&path, secret.to_file_text()))
-                .with_context(|| format!("creating {}", path.display()))?;
-            fresh.to_vec()
-        }
-    };
-    bytes
+    get_or_create(node, node.lease_secret.as_ref(), "secret")?
         .as_slice()
         .try_into()
         .map_err(|_| anyhow::anyhow!("private/secret is not a 32-byte secret"))
+}
+
+/// `private/convergence`, created as Tahoe's node does (32 random bytes) when missing.
+fn convergence(node: &NodeDir) -> anyhow::Result<Vec<u8>> {
+    get_or_create(node, node.convergence.as_ref(), "convergence")
+}
+
+/// Tahoe's `get_or_create_private_config` for a 32-byte secret.
+fn get_or_create(
+    node: &NodeDir,
+    existing: Option<&lafs::config::Secret>,
+    file: &str,
+) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = existing {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let fresh: [u8; 32] = rand::random();
+    let secret = lafs::config::Secret::from_bytes(fresh.to_vec());
+    let path = node.basedir.join("private").join(file);
+    std::fs::create_dir_all(node.basedir.join("private"))
+        .and_then(|()| std::fs::write(&path, secret.to_file_text()))
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(fresh.to_vec())
 }
