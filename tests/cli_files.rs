@@ -6,69 +6,16 @@
 //! semantics (names sorted one per line; `ls --json` in the layout of tahoe's `?t=json`).
 //! Every wait is bounded; the servers are killed when the grid guard drops (also on panic).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::lafs_node::{free_port, LafsNode};
 
 const LAFS: &str = env!("CARGO_BIN_EXE_lafs");
 const CMD_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// A running `lafs run`; killed on drop.
-struct Node {
-    child: Child,
-}
-
-impl Node {
-    fn start(dir: &Path) -> Node {
-        let mut child = Command::new(LAFS)
-            .arg("run")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn lafs run");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let node = Node { child };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l == "ready" => break,
-                Ok(_) => {}
-                Err(e) => panic!("lafs run did not become ready: {e:?}"),
-            }
-        }
-        node
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// Runs `lafs ARGS` with an optional stdin, killing it after [`CMD_TIMEOUT`].
 fn run_lafs(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -123,7 +70,7 @@ fn run_lafs(args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 /// A loopback grid and a client node directory.
 struct Grid {
-    _nodes: Vec<Node>,
+    _nodes: Vec<LafsNode>,
     client: PathBuf,
     _tmp: tempfile::TempDir,
 }
@@ -166,7 +113,7 @@ impl Grid {
         for c in creators {
             c.join().expect("create-node thread");
         }
-        let nodes: Vec<Node> = dirs.iter().map(|d| Node::start(d)).collect();
+        let nodes: Vec<LafsNode> = dirs.iter().map(|d| LafsNode::start(d)).collect();
         let mut all = lafs::config::ServersYaml::default();
         for d in &dirs {
             let out = run_lafs(&["announcement", d.to_str().expect("utf-8 path")], None);

@@ -13,75 +13,19 @@
 //! Every process is killed at the end (guards), every wait is bounded.
 
 mod common;
+use common::lafs_node::{free_port, LafsNode};
 #[path = "interop/grid.rs"]
 mod grid;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use grid::{run_bounded, ClientSpec, Grid};
 
 const LAFS: &str = env!("CARGO_BIN_EXE_lafs");
 const CMD_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// A running `lafs run`; killed on drop.
-struct LafsNode {
-    child: Child,
-    nurl: String,
-}
-
-impl LafsNode {
-    fn start(dir: &Path) -> LafsNode {
-        let mut child = Command::new(LAFS)
-            .arg("run")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lafs run");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut node = LafsNode {
-            child,
-            nurl: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l == "ready" => return node,
-                Ok(l) => {
-                    if let Some(v) = l.strip_prefix("nurl: ") {
-                        node.nurl = v.to_string();
-                    }
-                }
-                Err(e) => panic!("lafs run on {} did not become ready: {e:?}", dir.display()),
-            }
-        }
-    }
-
-    fn stop(mut self) {
-        terminate(&mut self.child, false);
-    }
-}
-
-impl Drop for LafsNode {
-    fn drop(&mut self) {
-        terminate(&mut self.child, false);
-    }
-}
 
 /// A `tahoe run` of one node directory, in its own process group, with a stdin pipe (Tahoe
 /// exits by itself when it closes, so even a killed test leaves no node behind).
@@ -139,13 +83,6 @@ fn terminate(child: &mut Child, group: bool) {
     // SAFETY: as above.
     unsafe { libc::kill(target, libc::SIGKILL) };
     let _ = child.wait();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn lafs(args: &[&str]) -> String {

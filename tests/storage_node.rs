@@ -5,11 +5,8 @@
 //! Every wait is bounded; a running node is killed when its guard drops (also on panic).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use bytes::Bytes;
 use lafs::protocol::client::{ClientError, ClientOptions, StorageClient};
@@ -18,95 +15,10 @@ use lafs::protocol::messages::{
 };
 use lafs::protocol::LeaseSecrets;
 
+mod common;
+use common::lafs_node::{free_port, LafsNode};
+
 const LAFS: &str = env!("CARGO_BIN_EXE_lafs");
-
-/// A running `lafs run`; killed on drop.
-struct Node {
-    child: Child,
-    nurl: String,
-    furl: String,
-    server_id: String,
-}
-
-impl Node {
-    fn start(dir: &Path) -> Node {
-        let mut child = Command::new(LAFS)
-            .arg("run")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lafs run");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut node = Node {
-            child,
-            nurl: String::new(),
-            furl: String::new(),
-            server_id: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l == "ready" => break,
-                Ok(l) => {
-                    if let Some(v) = l.strip_prefix("nurl: ") {
-                        node.nurl = v.to_string();
-                    } else if let Some(v) = l.strip_prefix("furl: ") {
-                        node.furl = v.to_string();
-                    } else if let Some(v) = l.strip_prefix("server-id: ") {
-                        node.server_id = v.to_string();
-                    }
-                }
-                Err(e) => panic!("lafs run did not become ready: {e:?}"),
-            }
-        }
-        assert!(node.nurl.ends_with("#v=1"), "a NURL was printed");
-        node
-    }
-
-    /// SIGTERM, then a bounded wait for a clean exit.
-    fn stop(mut self) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: plain kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                assert!(st.success(), "lafs run exits 0 on SIGTERM, got {st}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "lafs run ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn create(dir: &Path, port: u16) {
     let out = Command::new(LAFS)
@@ -185,7 +97,7 @@ fn create_run_store_restart() {
         .expect("announcement");
     assert!(ann_before.status.success());
 
-    let node = Node::start(&dir);
+    let node = LafsNode::start(&dir);
     // The printed identity is the one in the node directory.
     let furl_file = std::fs::read_to_string(dir.join("private/storage.furl")).unwrap();
     assert_eq!(furl_file.trim(), node.furl);
@@ -330,7 +242,7 @@ fn create_run_store_restart() {
     assert!(bucket.join("0").is_file() && bucket.join("3").is_file());
 
     // Restart: same identity, same data.
-    let node2 = Node::start(&dir);
+    let node2 = LafsNode::start(&dir);
     assert_eq!(node2.nurl, first_nurl);
     rt.block_on(async {
         let c = client(&node2.nurl);

@@ -51,3 +51,4 @@ pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
     }
     found
 }
+pub mod lafs_node;
