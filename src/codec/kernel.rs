@@ -15,7 +15,7 @@
 //!   group passes over it.
 //! - Per (group, input) the plan records whether the coefficients are all zero (skip the input),
 //!   all 0 or 1 (plain XOR, no shuffles; e.g. every k = 1 code), or general.
-//! - Bytes that do not fill a vector are done by [`nibble_tail`] with the same tables.
+//! - Bytes that do not fill a vector are done by `nibble_tail` with the same tables.
 //! - Kernels: `scalar` (64 KiB table), `nibble` (the split-nibble math byte by byte), and at run
 //!   time `ssse3`, `avx2` and `gfni-avx2` on x86_64 (the last uses one affine instruction per
 //!   coefficient, from the plan's 8×8 bit matrices) or `neon` on aarch64.

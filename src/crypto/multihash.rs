@@ -7,7 +7,7 @@
 //! Design:
 //! - every message is `prefix ‖ m` (the prefix is `ns(tag)` for tagged hashes). The prefix's full
 //!   64-byte blocks are compressed once into a shared midstate; its remaining `< 64` bytes are
-//!   copied into the message's first block. Each message then becomes a [`Job`] of at most three
+//!   copied into the message's first block. Each message then becomes a `Job` of at most three
 //!   runs of whole blocks: a copied head block, the message bytes themselves (no copy), and a
 //!   copied tail of one or two blocks holding the last bytes and the SHA-256 padding;
 //! - two lanes run jobs side by side. Each step compresses as many blocks as both lanes' current
@@ -16,7 +16,7 @@
 //!   once no message is left, the last lane finishes alone;
 //! - the outer SHA-256 of each 32-byte inner digest is a single block, done two at a time too.
 //!
-//! The block compressor is the [`Engine`]: two-lane SHA-NI when the CPU has it (see `sha256_x2`),
+//! The block compressor is the `Engine`: two-lane SHA-NI when the CPU has it (see `sha256_x2`),
 //! else `sha2::compress256` one lane after the other. The job and lane logic is the same for both,
 //! so tests run it with each engine against `hash::tagged_hash`.
 

@@ -4,7 +4,7 @@
 //! SEMANTICS.md at the repository root states what each operation guarantees.
 //!
 //! Design:
-//! - The namespace is a tree of [`Node`]s (one parent each: no hard links). A directory's view is
+//! - The namespace is a tree of `Node`s (one parent each: no hard links). A directory's view is
 //!   its grid listing (cached, refreshed after `dir_refresh`) overlaid with the pending changes of
 //!   the journal; every attribute lives in the directory entry's metadata ([`attr`]).
 //! - Every namespace or attribute change becomes a journal record `(dir cap, name) -> set | remove`
