@@ -126,8 +126,11 @@ timeout $T bash -c "while mountpoint -q '$mnt'; do sleep 0.1; done" || fail "sti
 timeout $T "$LAFS" -d "$client" get tahoe:big.bin "$work/big.get" || fail "lafs get big.bin"
 cmp "$work/big.src" "$work/big.get" || fail "lafs get big.bin differs"
 
-echo "smoke: remounting with a fresh cache"
-mount_it "$work/cache2"
+echo "smoke: remounting with a fresh cache, through the mount.lafs helper"
+ln -s "$LAFS" "$work/mount.lafs"
+timeout $T "$work/mount.lafs" tahoe: "$mnt" -o "node-directory=$client,cache-dir=$work/cache2,_netdev" \
+    || fail "mount.lafs"
+mountpoint -q "$mnt" || fail "not mounted after mount.lafs returned"
 timeout $T cmp "$work/big.src" "$mnt/big.bin" || fail "big.bin after remount"
 timeout $T cmp "$work/small.src" "$mnt/small.txt" || fail "small.txt after remount"
 timeout $T cmp "$work/small.src" "$mnt/sub/inner.txt" || fail "sub/inner.txt after remount"
