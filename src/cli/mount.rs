@@ -253,8 +253,30 @@ fn serve(basedir: &Path, args: &MountArgs, opts: &Opts) -> anyhow::Result<()> {
         config.acl = fuser::SessionACL::All;
     }
     let fs = LafsFs::new(Arc::new(vfs), rt.handle().clone());
-    fuser::mount(fs, &args.mountpoint, &config)
+    let session = fuser::spawn_mount(fs, &args.mountpoint, &config)
         .with_context(|| format!("mounting on {}", args.mountpoint.display()))?;
+    // Serve until unmounted from outside, or SIGINT/SIGTERM (then unmount ourselves; the
+    // filesystem's destroy flushes pending uploads either way).
+    let signalled = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return anyhow::Ok(true),
+                _ = term.recv() => return Ok(true),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if session.guard.is_finished() {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    })?;
+    if signalled {
+        session.umount_and_join().context("unmounting")?;
+    } else {
+        session.join().context("the FUSE session")?;
+    }
     Ok(())
 }
 

@@ -32,6 +32,8 @@ use tokio::sync::Semaphore;
 
 /// How long the kernel may cache attributes and entries. Short: other writers change the grid.
 const TTL: Duration = Duration::from_secs(1);
+/// How long an unmount waits for pending uploads.
+pub const FLUSH_AT_UNMOUNT: Duration = Duration::from_secs(120);
 /// Requests running at once.
 pub const MAX_IN_FLIGHT: usize = 256;
 
@@ -173,7 +175,19 @@ impl Filesystem for LafsFs {
         // Unmount: give pending uploads their chance (what cannot be uploaded stays journaled).
         let vfs = Arc::clone(&self.vfs);
         let rt = self.rt.clone();
-        let _ = std::thread::spawn(move || rt.block_on(vfs.flush_all())).join();
+        // Bounded: an unreachable grid must not hang the unmount; what is not uploaded stays
+        // in the journal and goes up at the next mount.
+        let _ = std::thread::spawn(move || {
+            rt.block_on(async {
+                if tokio::time::timeout(FLUSH_AT_UNMOUNT, vfs.flush_all())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("unmount: pending uploads left in the cache for the next mount");
+                }
+            })
+        })
+        .join();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
