@@ -134,5 +134,22 @@ mountpoint -q "$mnt" || fail "not mounted after mount.lafs returned"
 timeout $T cmp "$work/big.src" "$mnt/big.bin" || fail "big.bin after remount"
 timeout $T cmp "$work/small.src" "$mnt/small.txt" || fail "small.txt after remount"
 timeout $T cmp "$work/small.src" "$mnt/sub/inner.txt" || fail "sub/inner.txt after remount"
-timeout $T fusermount3 -u "$mnt" || fail "final fusermount3 -u"
+echo "unsynced" >"$mnt/nosync.txt" || fail "write nosync.txt"
+timeout $T fusermount3 -u "$mnt" || fail "second fusermount3 -u"
+timeout $T bash -c "while mountpoint -q '$mnt'; do sleep 0.1; done" || fail "still mounted"
+
+echo "smoke: a foreground mount ended by SIGTERM flushes what was closed without fsync"
+"$LAFS" -d "$client" mount --foreground tahoe: "$mnt" -o "cache-dir=$work/cache3" \
+    >"$work/fg.log" 2>&1 &
+fg=$!
+pids+=("$fg")
+timeout $T bash -c "until mountpoint -q '$mnt'; do sleep 0.1; done" || fail "foreground mount"
+timeout $T cmp "$work/small.src" "$mnt/small.txt" || fail "small.txt in the foreground mount"
+[[ "$(timeout $T cat "$mnt/nosync.txt")" == "unsynced" ]] || fail "nosync.txt (flushed at unmount)"
+echo "by the foreground mount" >"$mnt/fg.txt" || fail "write fg.txt"
+kill -TERM "$fg"
+timeout $T bash -c "while kill -0 $fg 2>/dev/null; do sleep 0.1; done" || fail "daemon still running"
+mountpoint -q "$mnt" && fail "still mounted after SIGTERM"
+[[ "$(timeout $T "$LAFS" -d "$client" get tahoe:fg.txt)" == "by the foreground mount" ]] \
+    || fail "fg.txt not on the grid after SIGTERM"
 echo "smoke: OK"
