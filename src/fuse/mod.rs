@@ -6,8 +6,9 @@
 //! [`VfsError::to_errno`]. A semaphore bounds the requests in flight (the FUSE thread blocks on
 //! it only when that many requests are already running, which is the back-pressure we want).
 //!
-//! Invariants: every request is answered exactly once (the reply object moves into its task and
-//! a task that fails replies with the error); caps never reach a log line. Ordering between
+//! Invariants: every request is answered exactly once (the reply object moves into its task, which
+//! replies with the result or the errno; a reply dropped unsent answers EIO); caps never reach a
+//! log line. Ordering between
 //! requests on one inode is the kernel's: it serialises writes and namespace changes on an
 //! inode itself; the layer below takes its own locks.
 
@@ -123,8 +124,8 @@ impl LafsFs {
             Ok(p) => p,
             Err(_) => match self.rt.block_on(Arc::clone(&self.slots).acquire_owned()) {
                 Ok(p) => p,
-                // The semaphore is never closed; dropping the request would leave the caller
-                // hanging, so this is unreachable by construction.
+                // The semaphore is never closed. Were it closed, the reply dropped with `f`
+                // answers EIO (fuser replies EIO for a reply never sent).
                 Err(_) => return,
             },
         };
