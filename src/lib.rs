@@ -23,6 +23,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod dirnode;
+pub mod fuse;
 pub mod grid;
 pub mod immutable;
 pub mod mutable;

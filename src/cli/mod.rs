@@ -8,6 +8,7 @@
 pub mod debug;
 pub mod files;
 pub mod grid;
+pub mod mount;
 pub mod node;
 pub mod paths;
 
@@ -40,18 +41,23 @@ pub enum Command {
     /// File and directory commands.
     #[command(flatten)]
     Files(files::FileCommand),
+    /// Mounts a directory with FUSE.
+    Mount(mount::MountArgs),
 }
 
 /// Which program the binary is acting as, from the file name it was invoked under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Personality {
     Lafs,
+    /// `mount.lafs`: the mount(8) helper.
+    MountHelper,
 }
 
 pub fn personality(argv0: &std::ffi::OsStr) -> Personality {
-    // `mount.lafs` will dispatch here once the FUSE front end exists.
-    let _name = std::path::Path::new(argv0).file_name();
-    Personality::Lafs
+    match std::path::Path::new(argv0).file_name() {
+        Some(n) if n == "mount.lafs" => Personality::MountHelper,
+        _ => Personality::Lafs,
+    }
 }
 
 /// Runs the program with these arguments (including `argv[0]`).
@@ -64,7 +70,9 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
                 Command::Debug(cmd) => debug::run(cmd),
                 Command::Node(cmd) => node::run(cmd),
                 Command::Files(cmd) => files::run(cli.node_directory, cmd),
+                Command::Mount(a) => mount::run(cli.node_directory, a),
             }
         }
+        Personality::MountHelper => mount::mount_helper(args),
     }
 }

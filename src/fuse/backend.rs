@@ -1,0 +1,300 @@
+//! [`GridBackend`]: the filesystem layer's [`Backend`] over a real grid.
+//!
+//! - `upload_file`: a CHK (or LIT) upload of the local file, convergent with the node's secret
+//!   and its `shares.*` parameters; `read_file`: a ranged CHK/LIT download (or a ranged read of a
+//!   mutable file), fetching only the segments the range touches.
+//! - `read_dir` / `publish_dir`: a directory is the body of its SDMF/MDMF backing file. A
+//!   [`DirVersion`] is the 8-byte big-endian seqnum followed by the 32-byte root hash of the
+//!   version read, or the seqnum alone right after our own publish (the publish does not report
+//!   its root hash).
+//! - `create_dir`: a new empty mutable file (key from the client's key pool) as a directory.
+//!
+//! Invariants: `publish_dir` is a test-and-write. It publishes against the server map of the
+//! read that produced `expected` (kept per directory), or against a fresh map whose version is
+//! `expected`; a share changed by another writer in between makes the servers refuse the write,
+//! reported as [`BackendError::Conflict`]. A publish succeeds only when the shares it wrote
+//! reach `shares.happy` distinct servers. No cap ever reaches an error message.
+
+use crate::cap::{Cap, MutableFormat, MutableWriteCap, NodeCap};
+use crate::client::directory::DirectoryClient;
+use crate::client::immutable::{self, DownloadOptions, FileSource, UploadOptions};
+use crate::client::secrets::ClientSecrets;
+use crate::client::ServerSet;
+use crate::mutable::publish::PublishOutcome;
+use crate::mutable::retrieve::ServerMap;
+use crate::mutable::MutableError;
+use crate::vfs::backend::{Backend, BackendError, BoxFuture, DirVersion};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Server maps kept per directory; bounded so a long mount over many directories does not grow
+/// without limit (a missing map only costs one more mapping round).
+const MAX_MAPS: usize = 1024;
+
+/// The grid operations of a mount, over a node's servers.
+pub struct GridBackend {
+    servers: ServerSet,
+    dirs: DirectoryClient,
+    upload: UploadOptions,
+    secrets: ClientSecrets,
+    download: DownloadOptions,
+    format: MutableFormat,
+    happy: usize,
+    /// Directory write cap -> (version read, the map it was read with).
+    maps: Mutex<HashMap<String, (DirVersion, ServerMap)>>,
+}
+
+impl std::fmt::Debug for GridBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GridBackend")
+            .field("servers", &self.servers.servers.len())
+            .field("happy", &self.happy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn version_bytes(seqnum: u64, root: Option<&[u8; 32]>) -> DirVersion {
+    let mut v = seqnum.to_be_bytes().to_vec();
+    if let Some(r) = root {
+        v.extend_from_slice(r);
+    }
+    DirVersion(v)
+}
+
+/// Whether the version just read (`seen`, full) is the `expected` one. An `expected` of the
+/// seqnum alone (after our own publish) matches on the seqnum.
+fn same_version(expected: &DirVersion, seen: &DirVersion) -> bool {
+    match expected.0.len() {
+        8 => seen.0.get(..8) == Some(&expected.0[..]),
+        _ => expected == seen,
+    }
+}
+
+fn mutable_error(e: MutableError) -> BackendError {
+    match e {
+        MutableError::UncoordinatedWrite { .. } => BackendError::Conflict,
+        MutableError::NoVersions { problems: 0 } => BackendError::NotFound,
+        other => BackendError::Other(other.to_string()),
+    }
+}
+
+fn other<E: std::fmt::Display>(e: E) -> BackendError {
+    BackendError::Other(e.to_string())
+}
+
+impl GridBackend {
+    /// A backend over `servers`. `dirs` carries the mutable parameters and key pool;
+    /// `upload` the immutable encoding parameters and convergence; `lease_secret` is the node's
+    /// `private/secret`; `happy` is `shares.happy`; `format` the format of new directories.
+    pub fn new(
+        servers: ServerSet,
+        dirs: DirectoryClient,
+        upload: UploadOptions,
+        lease_secret: &[u8; 32],
+        happy: usize,
+        format: MutableFormat,
+    ) -> Self {
+        GridBackend {
+            servers,
+            dirs,
+            upload,
+            secrets: ClientSecrets::from_lease_secret(lease_secret),
+            download: DownloadOptions::default(),
+            format,
+            happy,
+            maps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn check_happiness(&self, out: &PublishOutcome) -> Result<(), BackendError> {
+        let mut map: BTreeMap<u16, BTreeSet<usize>> = BTreeMap::new();
+        for &(server, shnum) in &out.written {
+            if let Ok(sh) = u16::try_from(shnum) {
+                map.entry(sh).or_default().insert(server);
+            }
+        }
+        let h = crate::grid::servers_of_happiness(&map);
+        if h < self.happy {
+            return Err(BackendError::Other(format!(
+                "directory shares reached only {h} servers, fewer than shares.happy={}",
+                self.happy
+            )));
+        }
+        Ok(())
+    }
+
+    fn remember(&self, cap: &str, v: DirVersion, map: ServerMap) {
+        if let Ok(mut m) = self.maps.lock() {
+            if m.len() >= MAX_MAPS && !m.contains_key(cap) {
+                m.clear();
+            }
+            m.insert(cap.to_string(), (v, map));
+        }
+    }
+
+    fn take_map(&self, cap: &str) -> Option<(DirVersion, ServerMap)> {
+        self.maps.lock().ok().and_then(|mut m| m.remove(cap))
+    }
+
+    async fn write_cap_of(cap: &str) -> Result<MutableWriteCap, BackendError> {
+        match Cap::parse(cap) {
+            Cap::Dir(NodeCap::MutableWrite(w)) => Ok(w),
+            Cap::Dir(_) => Err(BackendError::Other("the directory is read-only".into())),
+            _ => Err(BackendError::Other("not a directory cap".into())),
+        }
+    }
+
+    async fn do_read_dir(&self, cap: &str) -> Result<(Vec<u8>, DirVersion), BackendError> {
+        let files = self.dirs.files();
+        match Cap::parse(cap) {
+            Cap::Dir(NodeCap::MutableWrite(w)) => {
+                let (r, map) = files.read_for_write(&w).await.map_err(mutable_error)?;
+                let v = version_bytes(r.version.seqnum, Some(&r.version.root_hash));
+                self.remember(cap, v.clone(), map);
+                Ok((r.data, v))
+            }
+            Cap::Dir(NodeCap::MutableRead(rc)) => {
+                let r = files.read(&rc, None).await.map_err(mutable_error)?;
+                let v = version_bytes(r.version.seqnum, Some(&r.version.root_hash));
+                Ok((r.data, v))
+            }
+            Cap::Dir(node @ (NodeCap::Lit(_) | NodeCap::Chk(_))) => {
+                // Immutable directories never change: one version.
+                let (data, _) = immutable::download_bytes(&self.servers, &node, &self.download)
+                    .await
+                    .map_err(other)?;
+                Ok((data, DirVersion(Vec::new())))
+            }
+            _ => Err(BackendError::Other("not a readable directory cap".into())),
+        }
+    }
+
+    async fn do_publish_dir(
+        &self,
+        cap: &str,
+        expected: &DirVersion,
+        body: Vec<u8>,
+    ) -> Result<DirVersion, BackendError> {
+        let w = Self::write_cap_of(cap).await?;
+        let files = self.dirs.files();
+        let mut map = match self.take_map(cap) {
+            Some((v, map)) if &v == expected => map,
+            _ => {
+                // No map of the expected version: map again; a file that moved on is a
+                // conflict.
+                let (r, map) = files.read_for_write(&w).await.map_err(mutable_error)?;
+                let seen = version_bytes(r.version.seqnum, Some(&r.version.root_hash));
+                if !same_version(expected, &seen) {
+                    return Err(BackendError::Conflict);
+                }
+                map
+            }
+        };
+        let out = files
+            .publish_against(&w, &mut map, &body)
+            .await
+            .map_err(mutable_error)?;
+        self.check_happiness(&out)?;
+        Ok(version_bytes(out.seqnum, None))
+    }
+}
+
+impl Backend for GridBackend {
+    fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let source = FileSource::open(path).map_err(other)?;
+            let r = immutable::upload(&self.servers, &self.secrets, source, &self.upload)
+                .await
+                .map_err(other)?;
+            Ok(Cap::File(r.cap).to_string())
+        })
+    }
+
+    fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            match Cap::parse(cap) {
+                Cap::File(node @ (NodeCap::Lit(_) | NodeCap::Chk(_))) => {
+                    let size = match &node {
+                        NodeCap::Lit(l) => l.data.len() as u64,
+                        NodeCap::Chk(c) => c.size,
+                        _ => 0,
+                    };
+                    let start = offset.min(size);
+                    let len = len.min(size - start);
+                    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                    immutable::download_range(
+                        &self.servers,
+                        &node,
+                        start,
+                        len,
+                        &mut out,
+                        &self.download,
+                    )
+                    .await
+                    .map_err(other)?;
+                    Ok(out)
+                }
+                Cap::File(NodeCap::MutableWrite(w)) => {
+                    let r = self
+                        .dirs
+                        .files()
+                        .read_writeable(&w, Some((offset, len)))
+                        .await
+                        .map_err(mutable_error)?;
+                    Ok(r.data)
+                }
+                Cap::File(NodeCap::MutableRead(rc)) => {
+                    let r = self
+                        .dirs
+                        .files()
+                        .read(&rc, Some((offset, len)))
+                        .await
+                        .map_err(mutable_error)?;
+                    Ok(r.data)
+                }
+                _ => Err(BackendError::Other("not a readable file cap".into())),
+            }
+        })
+    }
+
+    fn read_dir<'a>(&'a self, cap: &'a str) -> BoxFuture<'a, (Vec<u8>, DirVersion)> {
+        Box::pin(self.do_read_dir(cap))
+    }
+
+    fn publish_dir<'a>(
+        &'a self,
+        cap: &'a str,
+        expected: &'a DirVersion,
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, DirVersion> {
+        Box::pin(self.do_publish_dir(cap, expected, body))
+    }
+
+    fn create_dir(&self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let (w, out) = self
+                .dirs
+                .files()
+                .create(self.format, b"")
+                .await
+                .map_err(mutable_error)?;
+            self.check_happiness(&out)?;
+            Ok(Cap::Dir(NodeCap::MutableWrite(w)).to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_seqnum_after_own_publish() {
+        let full = version_bytes(7, Some(&[1; 32]));
+        assert!(same_version(&version_bytes(7, None), &full));
+        assert!(!same_version(&version_bytes(6, None), &full));
+        assert!(same_version(&full, &full));
+        assert!(!same_version(&version_bytes(7, Some(&[2; 32])), &full));
+    }
+}

@@ -1,0 +1,574 @@
+//! The mount: [`GridBackend`] (the filesystem layer's grid) and [`LafsFs`], a thin fuser adapter.
+//!
+//! Design: every fuser callback copies its arguments, spawns one tokio task that calls the
+//! matching [`Vfs`] method and replies from that task, so the FUSE thread never waits on the
+//! network (or on the cache's disk). Errors become errnos in ONE place, [`errno`], through
+//! [`VfsError::to_errno`]. A semaphore bounds the requests in flight (the FUSE thread blocks on
+//! it only when that many requests are already running, which is the back-pressure we want).
+//!
+//! Invariants: every request is answered exactly once (the reply object moves into its task, which
+//! replies with the result or the errno; a reply dropped unsent answers EIO); caps never reach a
+//! log line. Ordering between
+//! requests on one inode is the kernel's: it serialises writes and namespace changes on an
+//! inode itself; the layer below takes its own locks.
+
+pub mod backend;
+
+pub use backend::GridBackend;
+
+use crate::vfs::{FileAttr, FileKind, SetAttr, TimeSet, Vfs, VfsError};
+use fuser::{
+    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::{OsStr, OsString};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+/// How long the kernel may cache attributes and entries. Short: other writers change the grid.
+const TTL: Duration = Duration::from_secs(1);
+/// How long an unmount waits for pending uploads.
+pub const FLUSH_AT_UNMOUNT: Duration = Duration::from_secs(120);
+/// Requests running at once.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// The one place where a layer error becomes an errno.
+fn errno(e: &VfsError) -> Errno {
+    Errno::from_i32(e.to_errno())
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_nanos(ns.unsigned_abs()))
+            .unwrap_or(UNIX_EPOCH)
+    }
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::At(match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+        }),
+    }
+}
+
+/// The kernel's view of a [`FileAttr`].
+pub fn fuse_attr(a: &FileAttr) -> fuser::FileAttr {
+    fuser::FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: system_time(a.atime_ns),
+        mtime: system_time(a.mtime_ns),
+        ctime: system_time(a.ctime_ns),
+        crtime: system_time(a.ctime_ns),
+        kind: file_type(a.kind),
+        perm: (a.perm & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev as u32,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+/// The fuser filesystem over a [`Vfs`].
+pub struct LafsFs {
+    vfs: Arc<Vfs>,
+    rt: Handle,
+    slots: Arc<Semaphore>,
+}
+
+impl LafsFs {
+    /// An adapter that runs its requests on `rt`.
+    pub fn new(vfs: Arc<Vfs>, rt: Handle) -> Self {
+        LafsFs {
+            vfs,
+            rt,
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// Runs `f(vfs)` on a tokio task holding one in-flight slot.
+    fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Vfs>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        // Back-pressure: the FUSE thread waits here only when MAX_IN_FLIGHT requests run.
+        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match self.rt.block_on(Arc::clone(&self.slots).acquire_owned()) {
+                Ok(p) => p,
+                // The semaphore is never closed. Were it closed, the reply dropped with `f`
+                // answers EIO (fuser replies EIO for a reply never sent).
+                Err(_) => return,
+            },
+        };
+        let vfs = Arc::clone(&self.vfs);
+        self.rt.spawn(async move {
+            f(vfs).await;
+            drop(permit);
+        });
+    }
+}
+
+fn reply_entry(r: Result<FileAttr, VfsError>, reply: ReplyEntry) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &fuse_attr(&a), Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_empty(r: Result<(), VfsError>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_attr(r: Result<FileAttr, VfsError>, reply: ReplyAttr) {
+    match r {
+        Ok(a) => reply.attr(&TTL, &fuse_attr(&a)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+/// getxattr/listxattr: `size` 0 asks for the length; a buffer too small is ERANGE.
+fn reply_xattr(r: Result<Vec<u8>, VfsError>, size: u32, reply: ReplyXattr) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() <= size as usize => reply.data(&v),
+        Ok(_) => reply.error(Errno::ERANGE),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn name(n: &OsStr) -> OsString {
+    n.to_os_string()
+}
+
+impl Filesystem for LafsFs {
+    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        // Unmount: give pending uploads their chance (what cannot be uploaded stays journaled).
+        let vfs = Arc::clone(&self.vfs);
+        let rt = self.rt.clone();
+        // Bounded: an unreachable grid must not hang the unmount; what is not uploaded stays
+        // in the journal and goes up at the next mount.
+        let _ = std::thread::spawn(move || {
+            rt.block_on(async {
+                if tokio::time::timeout(FLUSH_AT_UNMOUNT, vfs.flush_all())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("unmount: pending uploads left in the cache for the next mount");
+                }
+            })
+        })
+        .join();
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        let n = name(n);
+        self.spawn(move |v| async move { reply_entry(v.lookup(parent.0, &n).await, reply) });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        // Local bookkeeping only: no network, no reply.
+        self.vfs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |v| async move { reply_attr(v.getattr(ino.0).await, reply) });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_set),
+            mtime: mtime.map(time_set),
+        };
+        self.spawn(move |v| async move { reply_attr(v.setattr(ino.0, set).await, reply) });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |v| async move {
+            match v.readlink(ino.0).await {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (n, uid, gid) = (name(n), req.uid(), req.gid());
+        let mode = mode & !(umask & 0o777);
+        self.spawn(move |v| async move {
+            reply_entry(
+                v.mknod(parent.0, &n, mode, u64::from(rdev), uid, gid).await,
+                reply,
+            )
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (n, uid, gid) = (name(n), req.uid(), req.gid());
+        let mode = mode & !umask;
+        self.spawn(move |v| async move {
+            reply_entry(v.mkdir(parent.0, &n, mode, uid, gid).await, reply)
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name(n);
+        self.spawn(move |v| async move { reply_empty(v.unlink(parent.0, &n).await, reply) });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name(n);
+        self.spawn(move |v| async move { reply_empty(v.rmdir(parent.0, &n).await, reply) });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (n, t, uid, gid) = (
+            name(link_name),
+            target.as_os_str().to_os_string(),
+            req.uid(),
+            req.gid(),
+        );
+        self.spawn(move |v| async move {
+            reply_entry(v.symlink(parent.0, &n, &t, uid, gid).await, reply)
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (n, nn) = (name(n), name(newname));
+        let flags = flags.bits();
+        self.spawn(move |v| async move {
+            reply_empty(v.rename(parent.0, &n, newparent.0, &nn, flags).await, reply)
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let nn = name(newname);
+        self.spawn(
+            move |v| async move { reply_entry(v.link(ino.0, newparent.0, &nn).await, reply) },
+        );
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |v| async move {
+            match v.open(ino.0, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |v| async move {
+            match v.read(ino.0, fh.0, offset, size).await {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(move |v| async move {
+            match v.write(ino.0, fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |v| async move { reply_empty(v.flush(ino.0, fh.0).await, reply) });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |v| async move { reply_empty(v.release(ino.0, fh.0).await, reply) });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |v| async move { reply_empty(v.fsync(ino.0, fh.0).await, reply) });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn(move |v| async move {
+            match v.readdir(ino.0).await {
+                Ok(entries) => {
+                    // Offsets are positions in the listing, stable for one open directory
+                    // handle as long as the listing does not change under it.
+                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                        if reply.add(INodeNo(e.ino), i as u64 + 1, file_type(e.kind), &e.name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        // Not negotiated: the kernel uses readdir + lookup.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |v| async move { reply_empty(v.fsyncdir(ino.0).await, reply) });
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.vfs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        n: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (n, value) = (name(n), value.to_vec());
+        self.spawn(move |v| async move {
+            reply_empty(v.setxattr(ino.0, &n, &value, flags).await, reply)
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        let n = name(n);
+        self.spawn(move |v| async move { reply_xattr(v.getxattr(ino.0, &n).await, size, reply) });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(move |v| async move {
+            let r = v.listxattr(ino.0).await.map(|names| {
+                let mut out = Vec::new();
+                for n in names {
+                    out.extend_from_slice(n.as_bytes());
+                    out.push(0);
+                }
+                out
+            });
+            reply_xattr(r, size, reply)
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name(n);
+        self.spawn(move |v| async move { reply_empty(v.removexattr(ino.0, &n).await, reply) });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (n, uid, gid) = (name(n), req.uid(), req.gid());
+        let mode = mode & !(umask & 0o777);
+        self.spawn(move |v| async move {
+            match v.create(parent.0, &n, mode, flags, uid, gid).await {
+                Ok((a, fh)) => reply.created(
+                    &TTL,
+                    &fuse_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_through_system_time() {
+        for ns in [0i64, 1, 1_700_000_000_123_456_789, -1_500_000_000] {
+            let TimeSet::At(back) = time_set(TimeOrNow::SpecificTime(system_time(ns))) else {
+                panic!("not a time");
+            };
+            assert_eq!(back, ns);
+        }
+    }
+
+    #[test]
+    fn every_kind_maps_to_its_fuse_type() {
+        assert_eq!(file_type(FileKind::Fifo), FileType::NamedPipe);
+        assert_eq!(file_type(FileKind::Dir), FileType::Directory);
+        assert_eq!(file_type(FileKind::CharDevice), FileType::CharDevice);
+        assert_eq!(errno(&VfsError::NotFound), Errno::from_i32(libc::ENOENT));
+    }
+}
