@@ -8,7 +8,7 @@
 #
 # Needs root (or FUSE access), /dev/fuse and fusermount3. Every step is bounded by `timeout`.
 # With CI=true a missing prerequisite is a failure; otherwise the script says why and skips.
-# LAFS: the binary (default target/debug/lafs, built with `cargo build` when missing).
+# LAFS: the binary (default target/ci/lafs if built, else target/debug/lafs, built when missing).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,7 +27,10 @@ fail() { echo "smoke: FAIL: $*" >&2; exit 1; }
 [[ -e /dev/fuse ]] || skip "no /dev/fuse"
 command -v fusermount3 >/dev/null || skip "no fusermount3 (apt-get install fuse3)"
 
-LAFS="${LAFS:-${CARGO_TARGET_DIR:-$here/target}/debug/lafs}"
+# Prefer the binary the README's test command just built (the `ci` profile), else a debug build.
+target="${CARGO_TARGET_DIR:-$here/target}"
+if [[ -z "${LAFS:-}" && -x "$target/ci/lafs" ]]; then LAFS="$target/ci/lafs"; fi
+LAFS="${LAFS:-$target/debug/lafs}"
 if [[ ! -x "$LAFS" ]]; then
     (cd "$here" && timeout 1800 cargo build --bin lafs) || fail "cargo build"
 fi
