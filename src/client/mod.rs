@@ -13,6 +13,7 @@ pub mod immutable;
 pub mod mutable;
 pub mod secrets;
 pub mod testgrid;
+pub mod check;
 
 use crate::grid::server::{permuted_servers, StorageServerDesc};
 use crate::protocol::client::StorageClient;

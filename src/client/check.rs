@@ -1,0 +1,385 @@
+//! Check, verify and repair of immutable (CHK) files, after Tahoe's `immutable/checker.py` and
+//! `immutable/repairer.py`.
+//!
+//! * **check** asks every server of the permuted list which shares of the storage index it
+//!   holds. Nothing is read, so a corrupt share counts as good.
+//! * **verify** additionally reads every listed share completely and validates it: header, the
+//!   share hash chain to the UEB's share root, the UEB against the cap's UEB hash, the whole
+//!   block hash tree and every block. A share failing any check is reported corrupt, excluded
+//!   from the counts, and a corruption advisory is sent to its server.
+//! * **repair** (only when the file is unhealthy but recoverable) downloads and validates the
+//!   plaintext, re-encodes it with the cap's own key and segment size and uploads it; the
+//!   uploader's survey finds the shares already on the grid and writes only the missing share
+//!   numbers, placing them on servers by the usual happiness rules. The re-encoding must give the
+//!   same cap (same UEB), which is asserted before reporting success; then the file is checked
+//!   again.
+//!
+//! Health follows Tahoe: *healthy* when all N distinct share numbers are good, *recoverable*
+//! when at least k are, *needs rebalancing* when fewer servers hold good shares than there are
+//! distinct good shares. LIT files hold no shares and are always healthy.
+//!
+//! Invariants: a verify never trusts a byte before it has been checked against the cap's chain;
+//! caps and keys never appear in errors or reports (only the storage index, in base32).
+
+use super::immutable::{
+    self as imm, download_bytes, upload_bytes, DownloadError, DownloadOptions, UploadError,
+    UploadOptions,
+};
+use super::secrets::ClientSecrets;
+use super::ServerSet;
+use crate::cap::{ChkCap, NodeCap};
+use crate::crypto::hash::{self, Hash};
+use crate::crypto::hashtree;
+use crate::grid::happiness::servers_of_happiness;
+use crate::immutable::decode::{self, ShareFault};
+use crate::immutable::{EncodingParams, KeySource};
+use crate::protocol::StorageIndex;
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+use tokio::task::JoinSet;
+
+/// What to do besides listing shares.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Read and validate every share completely.
+    pub verify: bool,
+    /// Repair an unhealthy, recoverable file.
+    pub repair: bool,
+    /// `shares.happy` for the repair upload (clamped to N; 0 means N's default of Tahoe, 7).
+    pub happy: usize,
+}
+
+/// A share found corrupt by verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptShare {
+    pub server_id: String,
+    pub shnum: u16,
+    pub fault: ShareFault,
+}
+
+/// The state of one file on the grid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckResults {
+    /// `None` for LIT files.
+    pub storage_index: Option<StorageIndex>,
+    pub needed: usize,
+    pub total: usize,
+    /// Share number → servers holding a good copy.
+    pub sharemap: BTreeMap<u16, BTreeSet<String>>,
+    /// Good share copies (a share on two servers counts twice).
+    pub good_shares: usize,
+    /// Distinct good share numbers.
+    pub distinct_shares: usize,
+    /// Servers holding at least one good share.
+    pub good_hosts: usize,
+    /// Servers-of-happiness of the good shares.
+    pub happiness: usize,
+    pub corrupt: Vec<CorruptShare>,
+    /// Servers that did not answer.
+    pub servers_failed: Vec<String>,
+    /// Servers asked.
+    pub servers_queried: usize,
+    pub healthy: bool,
+    pub recoverable: bool,
+    pub needs_rebalancing: bool,
+    /// Whether every share was read and validated.
+    pub verified: bool,
+}
+
+impl CheckResults {
+    /// Tahoe's one-line summary.
+    pub fn summary(&self) -> String {
+        if self.healthy {
+            "Healthy".into()
+        } else if self.recoverable {
+            format!(
+                "Not Healthy: {} shares (enc {}-of-{})",
+                self.distinct_shares, self.needed, self.total
+            )
+        } else {
+            format!(
+                "Not Healthy: {} shares (enc {}-of-{}), Unrecoverable",
+                self.distinct_shares, self.needed, self.total
+            )
+        }
+    }
+}
+
+/// What a check-and-repair did.
+#[derive(Clone, Debug, Default)]
+pub struct CheckAndRepairResults {
+    pub pre: CheckResults,
+    pub repair_attempted: bool,
+    pub repair_successful: bool,
+    /// Shares the repair wrote.
+    pub shares_pushed: usize,
+    /// The check after repair (`None` when no repair was attempted).
+    pub post: Option<CheckResults>,
+}
+
+impl CheckAndRepairResults {
+    /// The results that describe the file now.
+    pub fn current(&self) -> &CheckResults {
+        self.post.as_ref().unwrap_or(&self.pre)
+    }
+}
+
+/// Why a check or repair failed. No variant carries key material.
+#[derive(Debug, Error)]
+pub enum CheckError {
+    #[error("not a file cap this checker handles")]
+    UnsupportedCap,
+    #[error("repair download failed: {0}")]
+    Download(#[from] DownloadError),
+    #[error("repair upload failed: {0}")]
+    Upload(#[from] UploadError),
+    #[error("repair re-encoding gave a different file (UEB mismatch); nothing usable was written")]
+    ReencodeMismatch,
+}
+
+/// Lists the shares of `si` on every server (concurrently), in permuted order.
+async fn list_shares(
+    servers: &ServerSet,
+    si: &StorageIndex,
+) -> (Vec<(usize, String, BTreeSet<u16>)>, Vec<String>, usize) {
+    let permuted = servers.permuted(si, &[]);
+    let mut set = JoinSet::new();
+    for (i, s) in permuted.iter().enumerate() {
+        let (s, si) = (s.clone(), *si);
+        set.spawn(async move {
+            let r = s.client.list_immutable_shares(&si).await;
+            (i, s.desc.server_id.clone(), r)
+        });
+    }
+    let mut found = Vec::new();
+    let mut failed = Vec::new();
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok((i, id, Ok(shares))) => {
+                found.push((i, id, shares.into_iter().map(u16::from).collect()))
+            }
+            Ok((_, id, Err(_))) => failed.push(id),
+            Err(_) => {}
+        }
+    }
+    found.sort_by_key(|(i, _, _)| *i);
+    failed.sort();
+    (found, failed, permuted.len())
+}
+
+/// Reads share `shnum` of `si` completely and validates it against `cap`.
+pub async fn verify_share(
+    client: crate::protocol::client::StorageClient,
+    si: StorageIndex,
+    cap: ChkCap,
+    shnum: u16,
+) -> Result<(), ShareFault> {
+    let (share, info) = imm::open_share(client.clone(), si, cap, 0, shnum).await?;
+    let geom = &info.geom;
+    let nseg = geom.num_segments;
+    let o = share.layout.offsets.clone();
+    // The whole block hash tree: every leaf is checked against the verified root below.
+    let tree_len = hashtree::tree_size(nseg as usize) as u64 * 32;
+    if o.block_hashes + tree_len > o.share_hashes {
+        return Err(ShareFault::RegionsTooSmall);
+    }
+    let tree_bytes = imm::read_exact(&client, &si, shnum, o.block_hashes, tree_len).await?;
+    let nodes: BTreeMap<usize, Hash> = tree_bytes
+        .chunks_exact(32)
+        .enumerate()
+        .filter_map(|(i, c)| <[u8; 32]>::try_from(c).ok().map(|h| (i, h)))
+        .collect();
+    let mut offset = o.data;
+    for seg in 0..nseg {
+        let len = if seg + 1 == nseg {
+            geom.tail_block_size
+        } else {
+            geom.block_size
+        };
+        if offset + len > o.plaintext_hash_tree {
+            return Err(ShareFault::RegionsTooSmall);
+        }
+        let block = imm::read_exact(&client, &si, shnum, offset, len).await?;
+        decode::check_block(
+            &share.block_root,
+            nseg,
+            seg,
+            &hash::block_hash(&block),
+            &nodes,
+        )?;
+        offset += len;
+    }
+    Ok(())
+}
+
+fn tally(
+    results: &mut CheckResults,
+    sharemap: BTreeMap<u16, BTreeSet<String>>,
+    corrupt: Vec<CorruptShare>,
+) {
+    results.good_shares = sharemap.values().map(BTreeSet::len).sum();
+    results.distinct_shares = sharemap.len();
+    results.good_hosts = sharemap
+        .values()
+        .flatten()
+        .collect::<BTreeSet<_>>()
+        .len();
+    results.happiness = servers_of_happiness(&sharemap);
+    results.healthy = results.distinct_shares >= results.total;
+    results.recoverable = results.distinct_shares >= results.needed;
+    results.needs_rebalancing = results.good_hosts < results.distinct_shares;
+    results.sharemap = sharemap;
+    results.corrupt = corrupt;
+}
+
+/// Checks (and with `verify`, validates) the CHK file `cap`.
+pub async fn check_chk(servers: &ServerSet, cap: &ChkCap, verify: bool) -> CheckResults {
+    let si = hash::storage_index_hash(&cap.key);
+    let (found, failed, queried) = list_shares(servers, &si).await;
+    let mut results = CheckResults {
+        storage_index: Some(si),
+        needed: cap.needed as usize,
+        total: cap.total as usize,
+        servers_failed: failed,
+        servers_queried: queried,
+        verified: verify,
+        ..CheckResults::default()
+    };
+    let by_id: BTreeMap<String, _> = servers
+        .servers
+        .iter()
+        .map(|s| (s.desc.server_id.clone(), s.clone()))
+        .collect();
+    let mut sharemap: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
+    let mut corrupt = Vec::new();
+    if verify {
+        let mut set = JoinSet::new();
+        for (_, id, shares) in &found {
+            let Some(handle) = by_id.get(id) else {
+                continue;
+            };
+            for &sh in shares {
+                let (client, id, cap) = (handle.client.clone(), id.clone(), cap.clone());
+                set.spawn(async move {
+                    let r = verify_share(client.clone(), si, cap, sh).await;
+                    if let (Err(f), Ok(s8)) = (&r, u8::try_from(sh)) {
+                        // An unavailable share is not evidence of corruption.
+                        if *f != ShareFault::Unavailable {
+                            let _ = client
+                                .advise_corrupt_immutable(&si, s8, &f.to_string())
+                                .await;
+                        }
+                    }
+                    (id, sh, r)
+                });
+            }
+        }
+        while let Some(j) = set.join_next().await {
+            match j {
+                Ok((id, sh, Ok(()))) => {
+                    sharemap.entry(sh).or_default().insert(id);
+                }
+                Ok((server_id, shnum, Err(fault))) => corrupt.push(CorruptShare {
+                    server_id,
+                    shnum,
+                    fault,
+                }),
+                Err(_) => {}
+            }
+        }
+        corrupt.sort_by(|a, b| (a.shnum, &a.server_id).cmp(&(b.shnum, &b.server_id)));
+    } else {
+        for (_, id, shares) in found {
+            for sh in shares {
+                sharemap.entry(sh).or_default().insert(id.clone());
+            }
+        }
+    }
+    tally(&mut results, sharemap, corrupt);
+    results
+}
+
+/// Checks any immutable file cap (LIT is always healthy).
+pub async fn check(
+    servers: &ServerSet,
+    cap: &NodeCap,
+    verify: bool,
+) -> Result<CheckResults, CheckError> {
+    match cap {
+        NodeCap::Lit(_) => Ok(CheckResults {
+            healthy: true,
+            recoverable: true,
+            verified: verify,
+            ..CheckResults::default()
+        }),
+        NodeCap::Chk(c) => Ok(check_chk(servers, c, verify).await),
+        _ => Err(CheckError::UnsupportedCap),
+    }
+}
+
+/// Checks `cap` and, with `opts.repair`, repairs it when unhealthy but recoverable.
+pub async fn check_and_repair(
+    servers: &ServerSet,
+    secrets: &ClientSecrets,
+    cap: &NodeCap,
+    opts: &CheckOptions,
+) -> Result<CheckAndRepairResults, CheckError> {
+    let pre = check(servers, cap, opts.verify).await?;
+    let mut out = CheckAndRepairResults {
+        pre,
+        ..CheckAndRepairResults::default()
+    };
+    let NodeCap::Chk(chk) = cap else {
+        return Ok(out);
+    };
+    if !opts.repair || out.pre.healthy || !out.pre.recoverable {
+        return Ok(out);
+    }
+    out.repair_attempted = true;
+    let (plain, _report) = download_bytes(servers, cap, &DownloadOptions::default()).await?;
+    let total = chk.total as usize;
+    let happy = if opts.happy == 0 { 7 } else { opts.happy };
+    // The segment size is the file's own (from its geometry) so the UEB comes out identical.
+    let params_probe = EncodingParams {
+        needed: chk.needed as usize,
+        happy: happy.clamp(1, total),
+        total,
+        max_segment_size: 128 * 1024,
+    };
+    let segment_size = repair_segment_size(servers, chk).await;
+    let params = EncodingParams {
+        max_segment_size: segment_size.unwrap_or(params_probe.max_segment_size),
+        ..params_probe
+    };
+    let mut uopts = UploadOptions::convergent(params, b"");
+    uopts.key = KeySource::Fixed(chk.key);
+    let r = upload_bytes(servers, secrets, plain, &uopts).await?;
+    if r.cap != *cap {
+        return Err(CheckError::ReencodeMismatch);
+    }
+    out.shares_pushed = r.pushed_shares;
+    let post = check_chk(servers, chk, opts.verify).await;
+    out.repair_successful = post.healthy;
+    out.post = Some(post);
+    Ok(out)
+}
+
+/// The file's segment size, read from the first share whose UEB validates.
+async fn repair_segment_size(servers: &ServerSet, chk: &ChkCap) -> Option<u64> {
+    let si = hash::storage_index_hash(&chk.key);
+    let (found, _, _) = list_shares(servers, &si).await;
+    let by_id: BTreeMap<String, _> = servers
+        .servers
+        .iter()
+        .map(|s| (s.desc.server_id.clone(), s.clone()))
+        .collect();
+    for (_, id, shares) in found {
+        let Some(h) = by_id.get(&id) else { continue };
+        for sh in shares {
+            if let Ok((_, info)) = imm::open_share(h.client.clone(), si, chk.clone(), 0, sh).await {
+                return Some(info.geom.segment_size);
+            }
+        }
+    }
+    None
+}
