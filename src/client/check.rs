@@ -219,11 +219,7 @@ fn tally(
 ) {
     results.good_shares = sharemap.values().map(BTreeSet::len).sum();
     results.distinct_shares = sharemap.len();
-    results.good_hosts = sharemap
-        .values()
-        .flatten()
-        .collect::<BTreeSet<_>>()
-        .len();
+    results.good_hosts = sharemap.values().flatten().collect::<BTreeSet<_>>().len();
     results.happiness = servers_of_happiness(&sharemap);
     results.healthy = results.distinct_shares >= results.total;
     results.recoverable = results.distinct_shares >= results.needed;

@@ -8,12 +8,12 @@
 //! Invariants: no share byte is used before its hash chain to the cap (or signature) is verified,
 //! and a write operation returns success only once happiness is met.
 
+pub mod check;
 pub mod directory;
 pub mod immutable;
 pub mod mutable;
 pub mod secrets;
 pub mod testgrid;
-pub mod check;
 
 use crate::grid::server::{permuted_servers, StorageServerDesc};
 use crate::protocol::client::StorageClient;

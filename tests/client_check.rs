@@ -1,0 +1,234 @@
+//! Check, verify and repair of CHK files over in-process loopback grids
+//! (`lafs::client::testgrid`). Expected counts come from the grid's own storage (what the memory
+//! backends hold) and from the faults the tests inject, never from the checker's output.
+//!
+//! Every test runs under a timeout so a hang fails instead of blocking CI.
+
+use lafs::client::check::{check, check_and_repair, CheckOptions};
+use lafs::client::immutable::{download_bytes, upload_bytes, DownloadOptions, UploadOptions};
+use lafs::client::secrets::ClientSecrets;
+use lafs::client::testgrid::TestGrid;
+use lafs::immutable::EncodingParams;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const CONVERGENCE: &[u8] = b"test convergence secret, 32 byte";
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8 ^ seed)
+        .collect()
+}
+
+/// 3-of-10, happy 7, small segments so files have several.
+fn params() -> EncodingParams {
+    EncodingParams {
+        needed: 3,
+        happy: 7,
+        total: 10,
+        max_segment_size: 64 * 1024,
+    }
+}
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(300), f)
+        .await
+        .expect("test timed out")
+}
+
+/// Indices of the servers that hold at least one share of `si`.
+fn holders(grid: &TestGrid, si: &[u8; 16]) -> Vec<usize> {
+    grid.shares_of(si)
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_file_then_missing_shares_repaired() {
+    bounded(async {
+        let grid = TestGrid::start(10).await.unwrap();
+        let set = grid.server_set();
+        let secrets = ClientSecrets::random();
+        let plain = data(200_000, 1);
+        let r = upload_bytes(
+            &set,
+            &secrets,
+            plain.clone(),
+            &UploadOptions::convergent(params(), CONVERGENCE),
+        )
+        .await
+        .unwrap();
+        let si = r.storage_index.unwrap();
+
+        let c = check(&set, &r.cap, false).await.unwrap();
+        let on_grid: usize = grid.shares_of(&si).iter().map(BTreeSet::len).sum();
+        assert_eq!(c.good_shares, on_grid);
+        assert_eq!(c.distinct_shares, 10);
+        assert_eq!(c.good_hosts, holders(&grid, &si).len());
+        assert!(c.healthy && c.recoverable, "{c:?}");
+        assert_eq!(c.summary(), "Healthy");
+        let v = check(&set, &r.cap, true).await.unwrap();
+        assert!(v.healthy && v.corrupt.is_empty(), "{v:?}");
+
+        // Two servers holding shares go away: their shares are missing.
+        let gone: Vec<usize> = holders(&grid, &si).into_iter().take(2).collect();
+        let lost: BTreeSet<u8> = gone
+            .iter()
+            .flat_map(|&i| grid.shares_of(&si)[i].clone())
+            .collect();
+        let kept: BTreeSet<u8> = (0..grid.servers.len())
+            .filter(|i| !gone.contains(i))
+            .flat_map(|i| grid.shares_of(&si)[i].clone())
+            .collect();
+        for &i in &gone {
+            grid.servers[i].faults().set_offline(true);
+        }
+        let c = check(&set, &r.cap, false).await.unwrap();
+        assert_eq!(c.distinct_shares, kept.len());
+        assert!(kept.len() < 10 && !lost.is_empty());
+        assert!(!c.healthy && c.recoverable, "{c:?}");
+        assert_eq!(c.servers_failed.len(), 2);
+        assert!(c.summary().starts_with("Not Healthy"));
+
+        // Check alone changes nothing.
+        let o = check_and_repair(&set, &secrets, &r.cap, &CheckOptions::default())
+            .await
+            .unwrap();
+        assert!(!o.repair_attempted && o.post.is_none());
+
+        let o = check_and_repair(
+            &set,
+            &secrets,
+            &r.cap,
+            &CheckOptions {
+                repair: true,
+                ..CheckOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(o.repair_attempted && o.repair_successful, "{o:?}");
+        assert_eq!(o.shares_pushed, 10 - kept.len());
+        // The live servers now hold all ten share numbers.
+        let now: BTreeSet<u8> = (0..grid.servers.len())
+            .filter(|i| !gone.contains(i))
+            .flat_map(|i| grid.shares_of(&si)[i].clone())
+            .collect();
+        assert_eq!(now.len(), 10);
+        let c = check(&set, &r.cap, true).await.unwrap();
+        assert!(c.healthy, "{c:?}");
+        let (got, _) = download_bytes(&set, &r.cap, &DownloadOptions::default())
+            .await
+            .unwrap();
+        assert!(got == plain);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_share_found_only_by_verify() {
+    bounded(async {
+        let grid = TestGrid::start(10).await.unwrap();
+        let set = grid.server_set();
+        let secrets = ClientSecrets::random();
+        let r = upload_bytes(
+            &set,
+            &secrets,
+            data(300_000, 2),
+            &UploadOptions::convergent(params(), CONVERGENCE),
+        )
+        .await
+        .unwrap();
+        let si = r.storage_index.unwrap();
+        let bad = holders(&grid, &si)[0];
+        let bad_shares = grid.shares_of(&si)[bad].clone();
+        // Invert bytes in the middle of the data region (blocks of a later segment): only a
+        // full read sees them.
+        grid.servers[bad]
+            .faults()
+            .corrupt_reads(0x24 + 60_000, 0x24 + 60_010);
+
+        let c = check(&set, &r.cap, false).await.unwrap();
+        assert!(c.healthy && c.corrupt.is_empty(), "{c:?}");
+
+        let v = check(&set, &r.cap, true).await.unwrap();
+        let bad_id = grid.servers[bad].handle.desc.server_id.clone();
+        let found: BTreeSet<u8> = v
+            .corrupt
+            .iter()
+            .map(|c| {
+                assert_eq!(c.server_id, bad_id);
+                c.shnum as u8
+            })
+            .collect();
+        assert_eq!(found, bad_shares);
+        assert_eq!(v.distinct_shares, 10 - bad_shares.len());
+        assert!(!v.healthy && v.recoverable, "{v:?}");
+        // Advisories reached the server that holds the bad shares, and only it.
+        let adv: BTreeSet<u8> = grid.servers[bad]
+            .memory()
+            .advisories()
+            .into_iter()
+            .map(|(_, _, sh, _)| sh)
+            .collect();
+        assert_eq!(adv, bad_shares);
+        for (i, s) in grid.servers.iter().enumerate() {
+            if i != bad {
+                assert!(s.memory().advisories().is_empty());
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrecoverable_file_is_reported_and_not_repaired() {
+    bounded(async {
+        let grid = TestGrid::start(10).await.unwrap();
+        let set = grid.server_set();
+        let secrets = ClientSecrets::random();
+        let r = upload_bytes(
+            &set,
+            &secrets,
+            data(100_000, 3),
+            &UploadOptions::convergent(params(), CONVERGENCE),
+        )
+        .await
+        .unwrap();
+        let si = r.storage_index.unwrap();
+        // Keep servers online until only two share numbers remain visible (k = 3).
+        let mut visible: BTreeSet<u8> = BTreeSet::new();
+        let mut keep = Vec::new();
+        for i in holders(&grid, &si) {
+            let s = &grid.shares_of(&si)[i];
+            if visible.len() + s.len() <= 2 && s.iter().all(|x| !visible.contains(x)) {
+                visible.extend(s.iter().copied());
+                keep.push(i);
+            }
+        }
+        for i in 0..grid.servers.len() {
+            if !keep.contains(&i) {
+                grid.servers[i].faults().set_offline(true);
+            }
+        }
+        let o = check_and_repair(
+            &set,
+            &secrets,
+            &r.cap,
+            &CheckOptions {
+                repair: true,
+                ..CheckOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(o.pre.distinct_shares, visible.len());
+        assert!(!o.pre.recoverable && !o.pre.healthy);
+        assert!(o.pre.summary().ends_with("Unrecoverable"));
+        assert!(!o.repair_attempted);
+    })
+    .await
+}
