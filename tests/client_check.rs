@@ -4,12 +4,16 @@
 //!
 //! Every test runs under a timeout so a hang fails instead of blocking CI.
 
-use lafs::client::check::{check, check_and_repair, CheckOptions};
+use lafs::cap::{MutableFormat, NodeCap};
+use lafs::client::check::{check, check_and_repair, check_and_repair_mutable, CheckOptions};
 use lafs::client::immutable::{download_bytes, upload_bytes, DownloadOptions, UploadOptions};
+use lafs::client::mutable::{MutableClient, MutableParams};
 use lafs::client::secrets::ClientSecrets;
 use lafs::client::testgrid::TestGrid;
 use lafs::immutable::EncodingParams;
+use lafs::mutable::keys::{KeyPool, WriterKeys};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 const CONVERGENCE: &[u8] = b"test convergence secret, 32 byte";
@@ -229,6 +233,60 @@ async fn unrecoverable_file_is_reported_and_not_repaired() {
         assert!(!o.pre.recoverable && !o.pre.healthy);
         assert!(o.pre.summary().ends_with("Unrecoverable"));
         assert!(!o.repair_attempted);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutable_file_missing_shares_repaired() {
+    bounded(async {
+        let grid = TestGrid::start(10).await.unwrap();
+        let mc = MutableClient::new(
+            grid.server_set(),
+            [7; 32],
+            MutableParams { k: 3, n: 10 },
+            Arc::new(KeyPool::new(0)),
+        );
+        let contents = data(10_000, 4);
+        let (wcap, _) = mc.create(MutableFormat::Sdmf, &contents).await.unwrap();
+        let si = WriterKeys::from_cap(&wcap).reader.storage_index;
+        let cap = NodeCap::MutableWrite(wcap.clone());
+        let list = |i: usize| {
+            let c = grid.servers[i].handle.client.clone();
+            async move { c.list_mutable_shares(&si).await.unwrap_or_default() }
+        };
+        let mut held = Vec::new();
+        for i in 0..10 {
+            held.push(list(i).await);
+        }
+        let all: BTreeSet<u8> = held.iter().flatten().copied().collect();
+        assert_eq!(all.len(), 10);
+        let opts = CheckOptions::default();
+        let c = check_and_repair_mutable(&mc, &cap, &opts).await.unwrap();
+        assert!(c.pre.healthy && c.pre.versions == 1, "{:?}", c.pre);
+        assert_eq!(c.pre.distinct_shares, 10);
+
+        let gone: Vec<usize> = (0..10).filter(|&i| !held[i].is_empty()).take(2).collect();
+        let lost: usize = gone.iter().map(|&i| held[i].len()).sum();
+        for &i in &gone {
+            grid.servers[i].faults().set_offline(true);
+        }
+        let repair = CheckOptions {
+            repair: true,
+            verify: true,
+            ..CheckOptions::default()
+        };
+        let o = check_and_repair_mutable(&mc, &cap, &repair).await.unwrap();
+        assert_eq!(o.pre.distinct_shares, 10 - lost);
+        assert!(!o.pre.healthy && o.pre.recoverable, "{:?}", o.pre);
+        assert!(o.repair_attempted && o.repair_successful, "{o:?}");
+        let mut now = BTreeSet::new();
+        for i in (0..10).filter(|i| !gone.contains(i)) {
+            now.extend(list(i).await);
+        }
+        assert_eq!(now.len(), 10);
+        let r = mc.read_writeable(&wcap, None).await.unwrap();
+        assert!(r.data == contents);
     })
     .await
 }

@@ -25,6 +25,7 @@ use super::immutable::{
     self as imm, download_bytes, upload_bytes, DownloadError, DownloadOptions, UploadError,
     UploadOptions,
 };
+use super::mutable::{is_corruption, MutableClient, NetMutableServer};
 use super::secrets::ClientSecrets;
 use super::ServerSet;
 use crate::cap::{ChkCap, NodeCap};
@@ -33,6 +34,10 @@ use crate::crypto::hashtree;
 use crate::grid::happiness::servers_of_happiness;
 use crate::immutable::decode::{self, ShareFault};
 use crate::immutable::{EncodingParams, KeySource};
+use crate::mutable::keys::{ReaderKeys, WriterKeys};
+use crate::mutable::retrieve;
+use crate::mutable::storage::MutableServer;
+use crate::mutable::MutableError;
 use crate::protocol::StorageIndex;
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
@@ -54,7 +59,8 @@ pub struct CheckOptions {
 pub struct CorruptShare {
     pub server_id: String,
     pub shnum: u16,
-    pub fault: ShareFault,
+    /// Why the share failed validation.
+    pub reason: String,
 }
 
 /// The state of one file on the grid.
@@ -84,6 +90,9 @@ pub struct CheckResults {
     pub needs_rebalancing: bool,
     /// Whether every share was read and validated.
     pub verified: bool,
+    /// Mutable files: distinct versions seen, and how many of them are recoverable.
+    pub versions: usize,
+    pub recoverable_versions: usize,
 }
 
 impl CheckResults {
@@ -133,6 +142,10 @@ pub enum CheckError {
     Download(#[from] DownloadError),
     #[error("repair upload failed: {0}")]
     Upload(#[from] UploadError),
+    #[error("mutable file operation failed: {0}")]
+    Mutable(#[from] MutableError),
+    #[error("a read-only or verify cap cannot repair a mutable file")]
+    MutableReadOnly,
     #[error("repair re-encoding gave a different file (UEB mismatch); nothing usable was written")]
     ReencodeMismatch,
 }
@@ -278,7 +291,7 @@ pub async fn check_chk(servers: &ServerSet, cap: &ChkCap, verify: bool) -> Check
                 Ok((server_id, shnum, Err(fault))) => corrupt.push(CorruptShare {
                     server_id,
                     shnum,
-                    fault,
+                    reason: fault.to_string(),
                 }),
                 Err(_) => {}
             }
@@ -378,4 +391,134 @@ async fn repair_segment_size(servers: &ServerSet, chk: &ChkCap) -> Option<u64> {
         }
     }
     None
+}
+
+// ------------------------------------------------------------------------------------------
+// Mutable files
+// ------------------------------------------------------------------------------------------
+
+/// Checks the mutable file of `reader` (after Tahoe's `mutable/checker.py`): a servermap update
+/// validates every share's signature, hash chain and block hash tree. With `verify`, the newest
+/// recoverable version is also read completely, which checks every block it decodes from.
+///
+/// The counts describe the newest recoverable version (or the newest version when none is
+/// recoverable). Healthy: one version only, with all N share numbers.
+pub async fn check_mutable(servers: &ServerSet, reader: &ReaderKeys, verify: bool) -> CheckResults {
+    let si = reader.storage_index;
+    let handles = servers.permuted(&si, &[]);
+    let net: Vec<NetMutableServer> = handles
+        .iter()
+        .map(|h| NetMutableServer { handle: h.clone() })
+        .collect();
+    let refs: Vec<&dyn MutableServer> = net.iter().map(|s| s as &dyn MutableServer).collect();
+    let mut map = retrieve::map_update(&refs, reader).await;
+    let versions = map.versions();
+    let distinct_of = |v| {
+        map.shares_of(v)
+            .iter()
+            .map(|s| s.shnum)
+            .collect::<BTreeSet<_>>()
+    };
+    let recoverable_versions = versions
+        .iter()
+        .filter(|v| distinct_of(v).len() >= usize::from(v.k))
+        .count();
+    let best = versions
+        .iter()
+        .find(|v| distinct_of(v).len() >= usize::from(v.k))
+        .or(versions.first())
+        .cloned();
+    if verify {
+        if let Some(b) = &best {
+            // Reading the whole version checks every block used against its share's tree;
+            // shares serving bad blocks land in `map.problems`.
+            let _ = retrieve::read_version(&refs, reader, &mut map, b, 0, b.datalen).await;
+        }
+    }
+    let id_of = |i: usize| handles.get(i).map(|h| h.desc.server_id.clone());
+    let mut corrupt = Vec::new();
+    let mut bad: BTreeSet<(usize, u16)> = BTreeSet::new();
+    for p in map.problems.iter().filter(|p| is_corruption(p)) {
+        let Some(server_id) = id_of(p.server) else {
+            continue;
+        };
+        let (Ok(shnum), Ok(sh8)) = (u16::try_from(p.shnum), u8::try_from(p.shnum)) else {
+            continue;
+        };
+        if bad.insert((p.server, shnum)) {
+            if let Some(h) = handles.get(p.server) {
+                let reason = format!("lafs check: mutable share failed verification: {}", p.error);
+                let _ = h.client.advise_corrupt_mutable(&si, sh8, &reason).await;
+            }
+            corrupt.push(CorruptShare {
+                server_id,
+                shnum,
+                reason: p.error.to_string(),
+            });
+        }
+    }
+    let mut sharemap: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
+    let (mut needed, mut total) = (0, 0);
+    if let Some(b) = &best {
+        needed = usize::from(b.k);
+        total = usize::from(b.n);
+        for s in map.shares_of(b) {
+            let Ok(shnum) = u16::try_from(s.shnum) else {
+                continue;
+            };
+            if bad.contains(&(s.server, shnum)) {
+                continue;
+            }
+            if let Some(id) = id_of(s.server) {
+                sharemap.entry(shnum).or_default().insert(id);
+            }
+        }
+    }
+    let mut results = CheckResults {
+        storage_index: Some(si),
+        needed,
+        total,
+        servers_failed: Vec::new(),
+        servers_queried: handles.len(),
+        verified: verify,
+        versions: versions.len(),
+        recoverable_versions,
+        ..CheckResults::default()
+    };
+    tally(&mut results, sharemap, corrupt);
+    results.recoverable = best.is_some() && results.distinct_shares >= needed;
+    results.healthy = results.healthy && versions.len() == 1 && total > 0;
+    results
+}
+
+/// Checks a mutable file and, with `opts.repair` and a write cap, repairs it when it is
+/// unhealthy but recoverable by publishing the newest recoverable contents again (a new
+/// sequence number, as Tahoe's repairer does), which places all N shares.
+pub async fn check_and_repair_mutable(
+    client: &MutableClient,
+    cap: &NodeCap,
+    opts: &CheckOptions,
+) -> Result<CheckAndRepairResults, CheckError> {
+    let (reader, writecap) = match cap {
+        NodeCap::MutableWrite(w) => (WriterKeys::from_cap(w).reader, Some(w)),
+        NodeCap::MutableRead(r) => (ReaderKeys::from_cap(r), None),
+        _ => return Err(CheckError::UnsupportedCap),
+    };
+    let pre = check_mutable(client.servers(), &reader, opts.verify).await;
+    let mut out = CheckAndRepairResults {
+        pre,
+        ..CheckAndRepairResults::default()
+    };
+    if !opts.repair || out.pre.healthy || !out.pre.recoverable {
+        return Ok(out);
+    }
+    let w = writecap.ok_or(CheckError::MutableReadOnly)?;
+    out.repair_attempted = true;
+    let (contents, mut map) = client.read_for_write(w).await?;
+    client.publish_against(w, &mut map, &contents.data).await?;
+    out.shares_pushed = out.pre.total;
+    let post = check_mutable(client.servers(), &reader, opts.verify).await;
+    out.repair_successful = post.healthy;
+    out.post = Some(post);
+    Ok(out)
 }
