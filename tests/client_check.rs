@@ -4,8 +4,12 @@
 //!
 //! Every test runs under a timeout so a hang fails instead of blocking CI.
 
+use lafs::cap::Cap;
 use lafs::cap::{MutableFormat, NodeCap};
-use lafs::client::check::{check, check_and_repair, check_and_repair_mutable, CheckOptions};
+use lafs::client::check::{
+    check, check_and_repair, check_and_repair_mutable, deep_check, CheckOptions,
+};
+use lafs::client::directory::DirectoryClient;
 use lafs::client::immutable::{download_bytes, upload_bytes, DownloadOptions, UploadOptions};
 use lafs::client::mutable::{MutableClient, MutableParams};
 use lafs::client::secrets::ClientSecrets;
@@ -287,6 +291,70 @@ async fn mutable_file_missing_shares_repaired() {
         assert_eq!(now.len(), 10);
         let r = mc.read_writeable(&wcap, None).await.unwrap();
         assert!(r.data == contents);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_check_over_a_small_tree() {
+    bounded(async {
+        let grid = TestGrid::start(10).await.unwrap();
+        let set = grid.server_set();
+        let secrets = ClientSecrets::random();
+        let mc = MutableClient::new(
+            set.clone(),
+            [7; 32],
+            MutableParams { k: 3, n: 10 },
+            Arc::new(KeyPool::new(0)),
+        );
+        let dirs = DirectoryClient::new(mc);
+        let root = dirs.create(MutableFormat::Sdmf).await.unwrap();
+        let sub = dirs
+            .create_subdirectory(&root, "sub", MutableFormat::Sdmf)
+            .await
+            .unwrap();
+        let up = UploadOptions::convergent(params(), CONVERGENCE);
+        let big = upload_bytes(&set, &secrets, data(100_000, 5), &up)
+            .await
+            .unwrap();
+        let small = upload_bytes(&set, &secrets, b"tiny".to_vec(), &up)
+            .await
+            .unwrap();
+        sub.link("big", &Cap::File(big.cap.clone()), false)
+            .await
+            .unwrap();
+        root.link("small", &Cap::File(small.cap.clone()), false)
+            .await
+            .unwrap();
+        // A cycle back to the root must not loop.
+        sub.link("up", root.cap(), false).await.unwrap();
+
+        let d = deep_check(&dirs, &secrets, root.cap(), &CheckOptions::default()).await;
+        let paths: Vec<&str> = d.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["", "small", "sub", "sub/big"]);
+        assert_eq!(d.objects_checked(), 4);
+        assert_eq!(d.healthy_pre(), 4, "{d:?}");
+        assert!(d.list_errors.is_empty());
+
+        // The CHK file loses the shares of two servers; deep-check --repair restores them.
+        let si = big.storage_index.unwrap();
+        let gone: Vec<usize> = holders(&grid, &si).into_iter().take(2).collect();
+        for &i in &gone {
+            grid.servers[i].faults().set_offline(true);
+        }
+        let opts = CheckOptions {
+            repair: true,
+            ..CheckOptions::default()
+        };
+        let d = deep_check(&dirs, &secrets, root.cap(), &opts).await;
+        assert_eq!(d.objects_checked(), 4);
+        // The two directories also lost the shares on those servers (one share per server).
+        assert!(d.healthy_pre() <= 2, "{d:?}");
+        assert_eq!(d.repairs_attempted(), 4 - d.healthy_pre());
+        assert_eq!(d.repairs_successful(), d.repairs_attempted());
+        assert_eq!(d.healthy_post(), 4);
+        let c = check(&set, &big.cap, true).await.unwrap();
+        assert!(c.healthy, "{c:?}");
     })
     .await
 }

@@ -1,5 +1,8 @@
-//! Check, verify and repair of immutable (CHK) files, after Tahoe's `immutable/checker.py` and
-//! `immutable/repairer.py`.
+//! Check, verify and repair of files and directories, after Tahoe's `immutable/checker.py`,
+//! `immutable/repairer.py`, `mutable/checker.py` and `mutable/repairer.py`, and deep-check over
+//! a directory tree.
+//!
+//! Immutable (CHK) files:
 //!
 //! * **check** asks every server of the permuted list which shares of the storage index it
 //!   holds. Nothing is read, so a corrupt share counts as good.
@@ -14,6 +17,15 @@
 //!   same cap (same UEB), which is asserted before reporting success; then the file is checked
 //!   again.
 //!
+//! Mutable files (and directories, which are mutable files): check is a servermap update, which
+//! already validates signature, share hash chain and block hash tree of every share; verify
+//! also reads the newest recoverable version completely (every block it decodes from is
+//! checked); repair republishes the newest recoverable contents under a new sequence number,
+//! which writes all N shares (needs the write cap). Healthy needs a single version with N shares.
+//!
+//! Deep-check walks a tree depth first in name order, checks every node once (a node linked
+//! twice, or a cycle, is visited once, keyed by storage index) and aggregates the results.
+//!
 //! Health follows Tahoe: *healthy* when all N distinct share numbers are good, *recoverable*
 //! when at least k are, *needs rebalancing* when fewer servers hold good shares than there are
 //! distinct good shares. LIT files hold no shares and are always healthy.
@@ -21,6 +33,7 @@
 //! Invariants: a verify never trusts a byte before it has been checked against the cap's chain;
 //! caps and keys never appear in errors or reports (only the storage index, in base32).
 
+use super::directory::{child_cap, DirectoryClient};
 use super::immutable::{
     self as imm, download_bytes, upload_bytes, DownloadError, DownloadOptions, UploadError,
     UploadOptions,
@@ -28,7 +41,7 @@ use super::immutable::{
 use super::mutable::{is_corruption, MutableClient, NetMutableServer};
 use super::secrets::ClientSecrets;
 use super::ServerSet;
-use crate::cap::{ChkCap, NodeCap};
+use crate::cap::{Cap, ChkCap, NodeCap};
 use crate::crypto::hash::{self, Hash};
 use crate::crypto::hashtree;
 use crate::grid::happiness::servers_of_happiness;
@@ -521,4 +534,155 @@ pub async fn check_and_repair_mutable(
     out.repair_successful = post.healthy;
     out.post = Some(post);
     Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------
+// Any node, and deep-check over a directory tree
+// ------------------------------------------------------------------------------------------
+
+/// Checks (and repairs) the file or directory node `cap`: immutable nodes through the CHK
+/// checker, mutable ones (files and directories) through the mutable checker.
+pub async fn check_node(
+    dirs: &DirectoryClient,
+    secrets: &ClientSecrets,
+    cap: &Cap,
+    opts: &CheckOptions,
+) -> Result<CheckAndRepairResults, CheckError> {
+    let node = match cap {
+        Cap::File(n) | Cap::Dir(n) => n,
+        Cap::Unknown(_) => return Err(CheckError::UnsupportedCap),
+    };
+    match node {
+        NodeCap::Lit(_) | NodeCap::Chk(_) => {
+            check_and_repair(dirs.files().servers(), secrets, node, opts).await
+        }
+        NodeCap::MutableWrite(_) | NodeCap::MutableRead(_) => {
+            check_and_repair_mutable(dirs.files(), node, opts).await
+        }
+        NodeCap::ChkVerifier(_) | NodeCap::MutableVerifier(_) => Err(CheckError::UnsupportedCap),
+    }
+}
+
+/// One node visited by a deep-check.
+#[derive(Clone, Debug)]
+pub struct DeepCheckEntry {
+    /// Path from the root (`""` for the root), components joined by `/`.
+    pub path: String,
+    pub is_directory: bool,
+    pub results: Result<CheckAndRepairResults, String>,
+}
+
+/// What a deep-check found over a tree.
+#[derive(Clone, Debug, Default)]
+pub struct DeepCheckResults {
+    pub entries: Vec<DeepCheckEntry>,
+    /// Directories whose children could not be listed: (path, why).
+    pub list_errors: Vec<(String, String)>,
+}
+
+impl DeepCheckResults {
+    pub fn objects_checked(&self) -> usize {
+        self.entries.len()
+    }
+    fn count(&self, f: impl Fn(&CheckAndRepairResults) -> bool) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.results.as_ref().is_ok_and(&f))
+            .count()
+    }
+    /// Healthy before any repair.
+    pub fn healthy_pre(&self) -> usize {
+        self.count(|r| r.pre.healthy)
+    }
+    /// Healthy now (after repair when one ran).
+    pub fn healthy_post(&self) -> usize {
+        self.count(|r| r.current().healthy)
+    }
+    pub fn unrecoverable(&self) -> usize {
+        self.count(|r| !r.current().recoverable)
+    }
+    pub fn repairs_attempted(&self) -> usize {
+        self.count(|r| r.repair_attempted)
+    }
+    pub fn repairs_successful(&self) -> usize {
+        self.count(|r| r.repair_successful)
+    }
+    pub fn corrupt_shares(&self) -> usize {
+        self.entries
+            .iter()
+            .filter_map(|e| e.results.as_ref().ok())
+            .map(|r| r.pre.corrupt.len())
+            .sum()
+    }
+}
+
+/// A key identifying a node for cycle detection (its storage index, or its bytes for LIT).
+fn node_key(cap: &Cap) -> Option<Vec<u8>> {
+    let node = match cap {
+        Cap::File(n) | Cap::Dir(n) => n,
+        Cap::Unknown(_) => return None,
+    };
+    Some(match node {
+        NodeCap::Chk(c) => hash::storage_index_hash(&c.key).to_vec(),
+        NodeCap::MutableWrite(w) => WriterKeys::from_cap(w).reader.storage_index.to_vec(),
+        NodeCap::MutableRead(r) => ReaderKeys::from_cap(r).storage_index.to_vec(),
+        // LIT nodes and verify caps: no shared identity worth tracking; never cyclic.
+        _ => return None,
+    })
+}
+
+/// Walks the tree under the directory `root` (depth first, each node once even when linked
+/// several times or in a cycle), checking and, with `opts.repair`, repairing every node.
+pub async fn deep_check(
+    dirs: &DirectoryClient,
+    secrets: &ClientSecrets,
+    root: &Cap,
+    opts: &CheckOptions,
+) -> DeepCheckResults {
+    let mut out = DeepCheckResults::default();
+    let mut seen: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut stack: Vec<(String, Cap)> = vec![(String::new(), root.clone())];
+    while let Some((path, cap)) = stack.pop() {
+        if let Some(k) = node_key(&cap) {
+            if !seen.insert(k) {
+                continue;
+            }
+        }
+        let is_directory = cap.is_directory();
+        let results = check_node(dirs, secrets, &cap, opts)
+            .await
+            .map_err(|e| e.to_string());
+        out.entries.push(DeepCheckEntry {
+            path: path.clone(),
+            is_directory,
+            results,
+        });
+        if !is_directory {
+            continue;
+        }
+        let listed = match dirs.open(&cap) {
+            Ok(d) => d.list().await,
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(dir) => {
+                let mut kids: Vec<(String, Cap)> = Vec::new();
+                for (name, child) in dir.iter() {
+                    let p = if path.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{path}/{name}")
+                    };
+                    match child_cap(child) {
+                        Ok(c) => kids.push((p, c)),
+                        Err(e) => out.list_errors.push((p, e.to_string())),
+                    }
+                }
+                // Reversed so the stack pops children in name order.
+                stack.extend(kids.into_iter().rev());
+            }
+            Err(e) => out.list_errors.push((path, e.to_string())),
+        }
+    }
+    out
 }
