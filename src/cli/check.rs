@@ -30,6 +30,9 @@ pub struct CheckArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub raw: bool,
+    /// deep-check: one line per node.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// The file or directory (default `tahoe:`).
     pub source: Option<String>,
 }
@@ -68,7 +71,7 @@ pub fn run(node_dir: Option<PathBuf>, a: CheckArgs, deep: bool) -> anyhow::Resul
             if a.raw {
                 writeln!(out, "{}", serde_json::to_string_pretty(&deep_json(&d))?)?;
             } else {
-                out.write_all(format_deep(&d, a.repair).as_bytes())?;
+                out.write_all(format_deep(&d, a.repair, a.verbose).as_bytes())?;
             }
             if d.unrecoverable() > 0 {
                 anyhow::bail!("{} object(s) are unrecoverable", d.unrecoverable());
@@ -93,78 +96,102 @@ fn si_text(r: &CheckResults) -> String {
         .unwrap_or_default()
 }
 
-/// The lines tahoe prints for one check result.
-pub fn format_results(r: &CheckResults) -> String {
-    let mut s = format!("Summary: {}\n", r.summary());
-    if r.storage_index.is_none() {
-        // LIT: no shares, nothing more to say.
-        return s;
-    }
+fn corrupt_line(r: &CheckResults, c: &lafs::client::check::CorruptShare) -> String {
+    format!(
+        "server {}, SI {}, shnum {}",
+        c.server_id,
+        si_text(r),
+        c.shnum
+    )
+}
+
+/// The lines tahoe prints for one check result (`summary` is the first line's text).
+fn format_counts(r: &CheckResults, summary: &str) -> String {
+    let mut s = format!("Summary: {summary}\n");
     s += &format!(" storage index: {}\n", si_text(r));
-    s += &format!(
-        " good-shares: {} (encoding is {}-of-{})\n",
-        r.distinct_shares, r.needed, r.total
-    );
-    s += &format!(" wrong-shares: {}\n", r.good_shares - r.distinct_shares);
-    if r.versions > 1 {
+    if r.storage_index.is_some() {
         s += &format!(
-            " versions: {} ({} recoverable)\n",
-            r.versions, r.recoverable_versions
+            " good-shares: {} (encoding is {}-of-{})\n",
+            r.distinct_shares, r.needed, r.total
         );
+        s += &format!(" wrong-shares: {}\n", r.good_shares - r.distinct_shares);
     }
     if !r.corrupt.is_empty() {
         s += " corrupt shares:\n";
         for c in &r.corrupt {
-            s += &format!(
-                "  server {}, SI {}, shnum {}\n",
-                c.server_id,
-                si_text(r),
-                c.shnum
-            );
+            s += &format!("  {}\n", corrupt_line(r, c));
         }
     }
     s
 }
 
-/// `check` output, with the repair lines when `--repair` was given.
+/// Tahoe's summary text; LIT files have none and print `Healthy (LIT)`.
+fn summary_of(r: &CheckResults) -> String {
+    if r.storage_index.is_none() {
+        "Healthy (LIT)".into()
+    } else {
+        r.summary()
+    }
+}
+
+/// `check` output as `tahoe check` prints it (with `--repair`: the pre-repair counts and
+/// whether the repair succeeded).
 pub fn format_check(r: &CheckAndRepairResults, repair: bool) -> String {
     if !repair {
-        return format_results(&r.pre);
+        return format_counts(&r.pre, &summary_of(&r.pre));
     }
-    let mut s = String::new();
-    if r.pre.healthy {
-        s += &format_results(&r.pre);
-        s += " repair not attempted: the node is healthy\n";
-    } else if !r.repair_attempted {
-        s += &format_results(&r.pre);
-        s += " repair not attempted: the node is unrecoverable\n";
+    let summary = if r.pre.healthy {
+        "healthy"
     } else {
-        s += &format_results(&r.pre);
+        "not healthy"
+    };
+    let mut s = format_counts(&r.pre, summary);
+    if r.repair_attempted {
         s += if r.repair_successful {
             " repair successful\n"
         } else {
             " repair failed\n"
         };
-        if let Some(post) = &r.post {
-            s += " post-repair:\n";
-            s += &format_results(post);
-        }
     }
     s
 }
 
-/// `deep-check` totals, as tahoe prints them.
-pub fn format_deep(d: &DeepCheckResults, repair: bool) -> String {
+/// `deep-check` output as `tahoe deep-check` prints it: with `verbose` one line per node, always
+/// the corrupt shares (and with `--repair` the repair outcomes), then the totals.
+pub fn format_deep(d: &DeepCheckResults, repair: bool, verbose: bool) -> String {
     let n = d.objects_checked();
     let mut s = String::new();
-    for e in &d.entries {
-        let label = if e.path.is_empty() { "<root>" } else { &e.path };
+    for (i, e) in d.entries.iter().enumerate() {
+        if (i + 1) % 100 == 0 {
+            s += &format!("{} objects checked..\n", i + 1);
+        }
+        let label = if e.path.is_empty() {
+            "<root>".to_string()
+        } else {
+            format!("'{}'", e.path)
+        };
         match &e.results {
-            Ok(r) if !r.current().healthy => {
-                s += &format!("'{label}': {}\n", r.current().summary())
+            Ok(r) => {
+                if verbose {
+                    let summary = match (repair, r.pre.healthy) {
+                        (false, _) => summary_of(&r.pre),
+                        (true, true) => "healthy".into(),
+                        (true, false) => "not healthy".into(),
+                    };
+                    s += &format!("{label}: {summary}\n");
+                }
+                for c in &r.pre.corrupt {
+                    s += &format!(" corrupt: {}\n", corrupt_line(&r.pre, c));
+                }
+                if repair && r.repair_attempted {
+                    s += if r.repair_successful {
+                        " repair successful\n"
+                    } else {
+                        " repair failed\n"
+                    };
+                }
             }
-            Ok(_) => {}
-            Err(err) => s += &format!("'{label}': check failed: {err}\n"),
+            Err(err) => s += &format!("{label}: check failed: {err}\n"),
         }
     }
     for (p, err) in &d.list_errors {
@@ -187,9 +214,6 @@ pub fn format_deep(d: &DeepCheckResults, repair: bool) -> String {
             n - h
         );
     }
-    if d.corrupt_shares() > 0 {
-        s += &format!(" {} corrupt shares\n", d.corrupt_shares());
-    }
     s
 }
 
@@ -201,7 +225,7 @@ fn results_json(r: &CheckResults) -> Value {
         .collect();
     json!({
         "storage-index": si_text(r),
-        "summary": r.summary(),
+        "summary": summary_of(r),
         "results": {
             "healthy": r.healthy,
             "recoverable": r.recoverable,
