@@ -318,6 +318,9 @@ pub async fn check_chk(servers: &ServerSet, cap: &ChkCap, verify: bool) -> Check
         }
     }
     tally(&mut results, sharemap, corrupt);
+    // An immutable file has one version; Tahoe counts it recoverable or not.
+    results.versions = usize::from(results.distinct_shares > 0);
+    results.recoverable_versions = usize::from(results.recoverable);
     results
 }
 
