@@ -278,3 +278,89 @@ fn deep_json(d: &DeepCheckResults) -> Value {
             .collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Expected text follows the format strings of tahoe's `scripts/tahoe_check.py`.
+    use super::*;
+    use lafs::client::check::{CorruptShare, DeepCheckEntry};
+
+    fn unhealthy() -> CheckResults {
+        CheckResults {
+            storage_index: Some([0; 16]),
+            needed: 3,
+            total: 10,
+            good_shares: 9,
+            distinct_shares: 8,
+            recoverable: true,
+            corrupt: vec![CorruptShare {
+                server_id: "v0-abc".into(),
+                shnum: 4,
+                reason: "x".into(),
+            }],
+            ..CheckResults::default()
+        }
+    }
+
+    #[test]
+    fn check_lines() {
+        let r = CheckAndRepairResults {
+            pre: unhealthy(),
+            ..CheckAndRepairResults::default()
+        };
+        let si = "a".repeat(26);
+        assert_eq!(
+            format_check(&r, false),
+            format!(
+                "Summary: Not Healthy: 8 shares (enc 3-of-10)\n storage index: {si}\n \
+                 good-shares: 8 (encoding is 3-of-10)\n wrong-shares: 1\n corrupt shares:\n  \
+                 server v0-abc, SI {si}, shnum 4\n"
+            )
+        );
+        let r = CheckAndRepairResults {
+            pre: unhealthy(),
+            repair_attempted: true,
+            repair_successful: true,
+            ..CheckAndRepairResults::default()
+        };
+        let text = format_check(&r, true);
+        assert!(text.starts_with("Summary: not healthy\n"), "{text}");
+        assert!(text.ends_with(" repair successful\n"), "{text}");
+    }
+
+    #[test]
+    fn deep_check_totals() {
+        let healthy = CheckResults {
+            healthy: true,
+            recoverable: true,
+            ..CheckResults::default()
+        };
+        let entry = |path: &str, pre: CheckResults| DeepCheckEntry {
+            path: path.into(),
+            is_directory: false,
+            results: Ok(CheckAndRepairResults {
+                pre,
+                ..CheckAndRepairResults::default()
+            }),
+        };
+        let d = DeepCheckResults {
+            entries: vec![entry("", healthy.clone()), entry("a", unhealthy())],
+            list_errors: Vec::new(),
+        };
+        let text = format_deep(&d, false, true);
+        assert!(
+            text.starts_with("<root>: Healthy (LIT)\n'a': Not Healthy"),
+            "{text}"
+        );
+        assert!(text.contains(" corrupt: server v0-abc, SI "), "{text}");
+        assert!(
+            text.ends_with("done: 2 objects checked, 1 healthy, 1 unhealthy\n"),
+            "{text}"
+        );
+        let text = format_deep(&d, true, false);
+        assert!(text.ends_with(
+            "done: 2 objects checked\n pre-repair: 1 healthy, 1 unhealthy\n 0 repairs attempted, \
+             0 successful, 0 failed\n post-repair: 1 healthy, 1 unhealthy\n"
+        ));
+    }
+}

@@ -504,6 +504,8 @@ pub async fn check_mutable(servers: &ServerSet, reader: &ReaderKeys, verify: boo
     tally(&mut results, sharemap, corrupt);
     results.recoverable = best.is_some() && results.distinct_shares >= needed;
     results.healthy = results.healthy && versions.len() == 1 && total > 0;
+    // Tahoe's mutable rule: fewer hosts for the best version than N shares.
+    results.needs_rebalancing = results.recoverable && results.good_hosts < total;
     results
 }
 
