@@ -19,8 +19,8 @@
 //!
 //! Mutable files (and directories, which are mutable files): check is a servermap update, which
 //! already validates signature, share hash chain and block hash tree of every share; verify
-//! also reads the newest recoverable version completely (every block it decodes from is
-//! checked); repair republishes the newest recoverable contents under a new sequence number,
+//! also reads every block of every share and checks it against the share's verified block
+//! tree; repair republishes the newest recoverable contents under a new sequence number,
 //! which writes all N shares (needs the write cap). Healthy needs a single version with N shares.
 //!
 //! Deep-check walks a tree depth first in name order, checks every node once (a node linked
@@ -427,7 +427,7 @@ pub async fn check_mutable(servers: &ServerSet, reader: &ReaderKeys, verify: boo
         .map(|h| NetMutableServer { handle: h.clone() })
         .collect();
     let refs: Vec<&dyn MutableServer> = net.iter().map(|s| s as &dyn MutableServer).collect();
-    let mut map = retrieve::map_update(&refs, reader).await;
+    let map = retrieve::map_update(&refs, reader).await;
     let versions = map.versions();
     let distinct_of = |v| {
         map.shares_of(v)
@@ -444,32 +444,53 @@ pub async fn check_mutable(servers: &ServerSet, reader: &ReaderKeys, verify: boo
         .find(|v| distinct_of(v).len() >= usize::from(v.k))
         .or(versions.first())
         .cloned();
+    // Verify: every block of every validly signed share, against the share's verified block
+    // tree leaves. A share failing is corrupt like one the map update rejected.
+    let mut block_faults: Vec<(usize, u32, String)> = Vec::new();
     if verify {
-        if let Some(b) = &best {
-            // Reading the whole version checks every block used against its share's tree;
-            // shares serving bad blocks land in `map.problems`.
-            let _ = retrieve::read_version(&refs, reader, &mut map, b, 0, b.datalen).await;
-        }
+        let checks = map.verified.iter().map(|share| {
+            let server = refs.get(share.server).copied();
+            async move {
+                let server = server?;
+                for seg in 0..share.block_leaves.len() as u64 {
+                    if let Err(e) = retrieve::fetch_block(server, &si, share, seg).await {
+                        return Some((share.server, share.shnum, e.to_string()));
+                    }
+                }
+                None
+            }
+        });
+        block_faults = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
     }
     let id_of = |i: usize| handles.get(i).map(|h| h.desc.server_id.clone());
     let mut corrupt = Vec::new();
     let mut bad: BTreeSet<(usize, u16)> = BTreeSet::new();
-    for p in map.problems.iter().filter(|p| is_corruption(p)) {
-        let Some(server_id) = id_of(p.server) else {
+    let faults = map
+        .problems
+        .iter()
+        .filter(|p| is_corruption(p))
+        .map(|p| (p.server, p.shnum, p.error.to_string()))
+        .chain(block_faults);
+    for (server, shnum32, why) in faults {
+        let Some(server_id) = id_of(server) else {
             continue;
         };
-        let (Ok(shnum), Ok(sh8)) = (u16::try_from(p.shnum), u8::try_from(p.shnum)) else {
+        let (Ok(shnum), Ok(sh8)) = (u16::try_from(shnum32), u8::try_from(shnum32)) else {
             continue;
         };
-        if bad.insert((p.server, shnum)) {
-            if let Some(h) = handles.get(p.server) {
-                let reason = format!("lafs check: mutable share failed verification: {}", p.error);
+        if bad.insert((server, shnum)) {
+            if let Some(h) = handles.get(server) {
+                let reason = format!("lafs check: mutable share failed verification: {why}");
                 let _ = h.client.advise_corrupt_mutable(&si, sh8, &reason).await;
             }
             corrupt.push(CorruptShare {
                 server_id,
                 shnum,
-                reason: p.error.to_string(),
+                reason: why,
             });
         }
     }
