@@ -358,3 +358,43 @@ async fn deep_check_over_a_small_tree() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_that_cannot_meet_happiness_reports_failure() {
+    bounded(async {
+        let grid = TestGrid::start(10).await.unwrap();
+        let set = grid.server_set();
+        let secrets = ClientSecrets::random();
+        let r = upload_bytes(
+            &set,
+            &secrets,
+            data(100_000, 6),
+            &UploadOptions::convergent(params(), CONVERGENCE),
+        )
+        .await
+        .unwrap();
+        let si = r.storage_index.unwrap();
+        // Five of the servers go away: five live servers cannot reach happiness 7.
+        let gone: Vec<usize> = holders(&grid, &si).into_iter().take(5).collect();
+        for &i in &gone {
+            grid.servers[i].faults().set_offline(true);
+        }
+        let o = check_and_repair(
+            &set,
+            &secrets,
+            &r.cap,
+            &CheckOptions {
+                repair: true,
+                happy: 7,
+                ..CheckOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(o.pre.recoverable && !o.pre.healthy, "{:?}", o.pre);
+        assert!(o.repair_attempted && !o.repair_successful, "{o:?}");
+        assert!(o.repair_error.is_some());
+        assert!(o.post.is_some());
+    })
+    .await
+}

@@ -80,6 +80,9 @@ pub fn run(node_dir: Option<PathBuf>, a: CheckArgs, deep: bool) -> anyhow::Resul
             let r = check_node(&grid.dirs, &secrets, &cap, &opts)
                 .await
                 .context("check failed")?;
+            if let Some(e) = &r.repair_error {
+                eprintln!("lafs: repair failed: {e}");
+            }
             if a.raw {
                 writeln!(out, "{}", serde_json::to_string_pretty(&repair_json(&r))?)?;
             } else {

@@ -133,8 +133,10 @@ pub struct CheckAndRepairResults {
     pub pre: CheckResults,
     pub repair_attempted: bool,
     pub repair_successful: bool,
-    /// Shares the repair wrote.
+    /// Shares the repair wrote (mutable: all N shares of the republished version).
     pub shares_pushed: usize,
+    /// Why the repair failed, when it did (the post-repair check still runs).
+    pub repair_error: Option<String>,
     /// The check after repair (`None` when no repair was attempted).
     pub post: Option<CheckResults>,
 }
@@ -361,20 +363,38 @@ pub async fn check_and_repair(
         return Ok(out);
     }
     out.repair_attempted = true;
+    match repair_chk(servers, secrets, cap, chk, opts).await {
+        Ok(pushed) => out.shares_pushed = pushed,
+        Err(e) => out.repair_error = Some(e.to_string()),
+    }
+    let post = check_chk(servers, chk, opts.verify).await;
+    out.repair_successful = out.repair_error.is_none() && post.healthy;
+    out.post = Some(post);
+    Ok(out)
+}
+
+/// Re-encodes the file with its own key and segment size and uploads it; the upload writes
+/// only the share numbers no live server holds. Returns the shares written.
+async fn repair_chk(
+    servers: &ServerSet,
+    secrets: &ClientSecrets,
+    cap: &NodeCap,
+    chk: &ChkCap,
+    opts: &CheckOptions,
+) -> Result<usize, CheckError> {
     let (plain, _report) = download_bytes(servers, cap, &DownloadOptions::default()).await?;
     let total = chk.total as usize;
     let happy = if opts.happy == 0 { 7 } else { opts.happy };
-    // The segment size is the file's own (from its geometry) so the UEB comes out identical.
-    let params_probe = EncodingParams {
+    // The segment size must be the file's own (from a validated UEB) for the UEB, hence the
+    // cap, to come out identical; any share that was found will have given it.
+    let max_segment_size = repair_segment_size(servers, chk)
+        .await
+        .unwrap_or(128 * 1024);
+    let params = EncodingParams {
         needed: chk.needed as usize,
         happy: happy.clamp(1, total),
         total,
-        max_segment_size: 128 * 1024,
-    };
-    let segment_size = repair_segment_size(servers, chk).await;
-    let params = EncodingParams {
-        max_segment_size: segment_size.unwrap_or(params_probe.max_segment_size),
-        ..params_probe
+        max_segment_size,
     };
     let mut uopts = UploadOptions::convergent(params, b"");
     uopts.key = KeySource::Fixed(chk.key);
@@ -382,11 +402,7 @@ pub async fn check_and_repair(
     if r.cap != *cap {
         return Err(CheckError::ReencodeMismatch);
     }
-    out.shares_pushed = r.pushed_shares;
-    let post = check_chk(servers, chk, opts.verify).await;
-    out.repair_successful = post.healthy;
-    out.post = Some(post);
-    Ok(out)
+    Ok(r.pushed_shares)
 }
 
 /// The file's segment size, read from the first share whose UEB validates.
@@ -553,11 +569,16 @@ pub async fn check_and_repair_mutable(
     }
     let w = writecap.ok_or(CheckError::MutableReadOnly)?;
     out.repair_attempted = true;
-    let (contents, mut map) = client.read_for_write(w).await?;
-    client.publish_against(w, &mut map, &contents.data).await?;
-    out.shares_pushed = out.pre.total;
+    let republish = async {
+        let (contents, mut map) = client.read_for_write(w).await?;
+        client.publish_against(w, &mut map, &contents.data).await
+    };
+    match republish.await {
+        Ok(_) => out.shares_pushed = out.pre.total,
+        Err(e) => out.repair_error = Some(e.to_string()),
+    }
     let post = check_mutable(client.servers(), &reader, opts.verify).await;
-    out.repair_successful = post.healthy;
+    out.repair_successful = out.repair_error.is_none() && post.healthy;
     out.post = Some(post);
     Ok(out)
 }
