@@ -134,7 +134,7 @@ fn location(grid: &Grid, arg: &str) -> anyhow::Result<Location> {
 }
 
 /// The cap a location leads to.
-async fn resolve(grid: &Grid, loc: &Location) -> anyhow::Result<Cap> {
+pub(super) async fn resolve(grid: &Grid, loc: &Location) -> anyhow::Result<Cap> {
     if loc.path.is_empty() {
         return Ok(loc.root.clone());
     }

@@ -5,6 +5,7 @@
 //! their result to stdout; errors go back to `main`, which prints them to stderr and exits
 //! non-zero. Secrets given on the command line never appear in error messages.
 
+pub mod check;
 pub mod debug;
 pub mod files;
 pub mod grid;
@@ -43,6 +44,10 @@ pub enum Command {
     Files(files::FileCommand),
     /// Mounts a directory with FUSE.
     Mount(mount::MountArgs),
+    /// Check the health of a file or directory (--verify reads every share, --repair fixes).
+    Check(check::CheckArgs),
+    /// Check every file and directory under a directory.
+    DeepCheck(check::CheckArgs),
 }
 
 /// Which program the binary is acting as, from the file name it was invoked under.
@@ -71,6 +76,8 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
                 Command::Node(cmd) => node::run(cmd),
                 Command::Files(cmd) => files::run(cli.node_directory, cmd),
                 Command::Mount(a) => mount::run(cli.node_directory, a),
+                Command::Check(a) => check::run(cli.node_directory, a, false),
+                Command::DeepCheck(a) => check::run(cli.node_directory, a, true),
             }
         }
         Personality::MountHelper => mount::mount_helper(args),

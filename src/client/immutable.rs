@@ -882,18 +882,18 @@ struct NodeCache {
 }
 
 /// A share whose header, UEB and share hash chain have been verified.
-struct ActiveShare {
+pub(crate) struct ActiveShare {
     server: usize,
     client: StorageClient,
     shnum: u16,
-    layout: ShareLayout,
-    block_root: Hash,
+    pub(crate) layout: ShareLayout,
+    pub(crate) block_root: Hash,
     nodes: Mutex<NodeCache>,
 }
 
 /// The verified facts about the file.
-struct FileInfo {
-    geom: Geometry,
+pub(crate) struct FileInfo {
+    pub(crate) geom: Geometry,
     crypttext_root: Hash,
 }
 
@@ -905,7 +905,7 @@ struct Blame {
 }
 
 /// Reads exactly `len` bytes (a shorter answer means the share is truncated).
-async fn read_exact(
+pub(crate) async fn read_exact(
     client: &StorageClient,
     si: &StorageIndex,
     shnum: u16,
@@ -924,7 +924,7 @@ async fn read_exact(
 }
 
 /// Opens share `shnum` on a server: header, then share hash chain + UEB in one read.
-async fn open_share(
+pub(crate) async fn open_share(
     client: StorageClient,
     si: StorageIndex,
     cap: ChkCap,

@@ -8,6 +8,7 @@
 //! Invariants: no share byte is used before its hash chain to the cap (or signature) is verified,
 //! and a write operation returns success only once happiness is met.
 
+pub mod check;
 pub mod directory;
 pub mod immutable;
 pub mod mutable;

@@ -208,7 +208,7 @@ impl Placement {
 
 /// Whether a rejected share is worth a corruption advisory (the share itself is bad, as opposed
 /// to the server failing to answer).
-fn is_corruption(p: &ShareProblem) -> bool {
+pub(crate) fn is_corruption(p: &ShareProblem) -> bool {
     !matches!(p.error, ShareError::Storage(_)) && p.shnum != ShareNum::MAX
 }
 

@@ -260,8 +260,9 @@ pub async fn map_update(servers: &[&dyn MutableServer], reader: &ReaderKeys) -> 
     map
 }
 
-/// Fetches and checks segment `seg` of a verified share: returns (salt, block).
-async fn fetch_block(
+/// Fetches and checks segment `seg` of a verified share: returns (salt, block). Public for the
+/// checker, which reads every block of every share.
+pub async fn fetch_block(
     server: &dyn MutableServer,
     si: &[u8; 16],
     share: &VerifiedShare,
