@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-#[path = "cputime.rs"]
+#[path = "support/cputime.rs"]
 mod cputime;
 use cputime::ProcessCpuTime;
 use lafs::cap::NodeCap;

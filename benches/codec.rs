@@ -10,7 +10,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-#[path = "cputime.rs"]
+#[path = "support/cputime.rs"]
 mod cputime;
 use cputime::ProcessCpuTime;
 use lafs::codec::{kernel, Codec};
