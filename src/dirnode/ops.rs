@@ -384,6 +384,8 @@ impl<S: DirectoryStore> Dirnode<S> {
         let (mut body, mut version, mut base) = self.read()?;
         let mut report = BatchReport::default();
         let mut dropped: BTreeSet<usize> = BTreeSet::new();
+        // Children removed by changes found already applied after a conflict (see below).
+        let mut settled: BTreeMap<usize, Child> = BTreeMap::new();
         for _ in 0..self.max_attempts {
             let now = (self.clock)();
             let mut dir = base.clone();
@@ -396,6 +398,7 @@ impl<S: DirectoryStore> Dirnode<S> {
                     removed.insert(i, c);
                 }
             }
+            removed.extend(settled.iter().map(|(i, c)| (*i, c.clone())));
             report.removed = removed;
             let new_body = dir.pack()?;
             if new_body == body {
@@ -420,8 +423,22 @@ impl<S: DirectoryStore> Dirnode<S> {
                             .into_iter()
                             .filter(|n| changed.contains(n))
                             .collect();
-                        if !names.is_empty() {
-                            dropped.insert(i);
+                        if names.is_empty() {
+                            continue;
+                        }
+                        dropped.insert(i);
+                        // A publish that reports a conflict may still have won on enough
+                        // servers (two writers racing on a mutable file): when the fresh
+                        // directory holds exactly what this change produces, it is done, not
+                        // a conflict.
+                        let mut ours = base.clone();
+                        let done = apply_change(&mut ours, ch, now).is_ok()
+                            && ch.touched().iter().all(|n| ours.get(n) == fresh.get(n));
+                        if done {
+                            if let Some(c) = report.removed.get(&i) {
+                                settled.insert(i, c.clone());
+                            }
+                        } else {
                             report.conflicts.push(ChangeConflict { index: i, names });
                         }
                     }

@@ -699,3 +699,61 @@ proptest! {
         prop_assert!(store.replace_count() <= 1);
     }
 }
+
+/// A store whose first `replace` is applied but reported as a conflict: what a mutable publish
+/// racing another writer can do when its shares still win on enough servers.
+struct WonButConflicted {
+    inner: MemoryStore,
+    first: Mutex<bool>,
+}
+
+impl DirectoryStore for WonButConflicted {
+    type Version = u64;
+
+    fn read(&self) -> Result<(Vec<u8>, u64), StoreError> {
+        self.inner.read()
+    }
+
+    fn replace(&self, expected: &u64, new: Vec<u8>) -> Result<u64, StoreError> {
+        let v = self.inner.replace(expected, new)?;
+        let mut first = self.first.lock().unwrap();
+        if std::mem::take(&mut *first) {
+            return Err(StoreError::Conflict);
+        }
+        Ok(v)
+    }
+
+    fn writekey(&self) -> Option<[u8; 16]> {
+        self.inner.writekey()
+    }
+}
+
+/// Regression: a batch whose publish won although it reported a conflict named its own,
+/// already-applied changes as conflicts (seen as a flaky `Conflict(["y"])` with two writers
+/// adding different names to one directory over the network).
+#[test]
+fn own_change_already_applied_after_a_conflict_is_not_a_conflict() {
+    let store = MemoryStore::new(Some(WK));
+    let d = Dirnode::new(WonButConflicted {
+        inner: store.clone(),
+        first: Mutex::new(true),
+    })
+    .with_clock(|| 5.0);
+    let strict_add = Change::Set {
+        name: "y".into(),
+        rw_uri: None,
+        ro_uri: Some(b"URI:Y".to_vec()),
+        metadata: None,
+        overwrite: false,
+    };
+    let report = d.apply(&[strict_add]).unwrap();
+    assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
+    let names: Vec<String> = d
+        .list()
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(names, ["y"]);
+    assert_eq!(store.replace_count(), 1);
+}
