@@ -374,6 +374,9 @@ impl State {
                     .filter(|c| self.nodes.get(c).is_some_and(|n| n.dir.is_some()))
                     .count() as u32
             }
+            // An unlinked node still open (or looked up) has no name left: POSIX's link
+            // count of an open, unlinked file is 0.
+            None if n.parent.is_none() && ino != ROOT_INO => 0,
             None => 1,
         };
         Ok(FileAttr {

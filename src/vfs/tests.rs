@@ -1036,3 +1036,32 @@ async fn sequential_reads_of_a_grid_file_with_read_ahead() {
     );
     v.release(f, fh).await.unwrap();
 }
+
+/// fsx (mount-tests/fsx.py) found: fstat of an open file after its unlink said nlink 1.
+/// POSIX: the link count of an open, unlinked file is 0; its data stays readable and writable.
+#[tokio::test]
+async fn open_unlinked_file_has_nlink_zero_and_keeps_its_data() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 0))
+        .await
+        .unwrap();
+    let f = put(&v, ROOT_INO, "f", b"hello").await;
+    assert_eq!(v.getattr(f).await.unwrap().nlink, 1);
+    let fh = v.open(f, libc::O_RDWR).await.unwrap();
+    v.unlink(ROOT_INO, os("f")).await.unwrap();
+    let a = v.getattr(f).await.unwrap();
+    assert_eq!((a.nlink, a.size), (0, 5));
+    assert_eq!(v.write(f, fh, 5, b" world").await.unwrap(), 6);
+    assert_eq!(
+        v.read(f, fh, 0, 100).await.unwrap(),
+        b"hello world".to_vec()
+    );
+    assert_eq!(v.getattr(f).await.unwrap().nlink, 0);
+    v.release(f, fh).await.unwrap();
+    assert_eq!(
+        v.lookup(ROOT_INO, os("f")).await.unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+}
