@@ -2060,6 +2060,19 @@ impl Inner {
                     }
                     Err(e) => {
                         let msg = format!("upload of a file failed: {e}");
+                        // The file changed while this upload read it (a write or a shrinking
+                        // truncate: the read can even hit the new EOF). The failure concerns
+                        // content that no longer exists; the current content is uploaded on
+                        // its own schedule and reports its own errors.
+                        if st.caches.get(&f).is_some_and(|c| c.gen != gen) {
+                            if let Some(c) = st.caches.get_mut(&f) {
+                                c.in_flight = false;
+                            }
+                            drop(st);
+                            self.progress.notify_waiters();
+                            self.wake.notify_one();
+                            continue;
+                        }
                         st.push_error(msg.clone());
                         if let Some(c) = st.caches.get_mut(&f) {
                             c.in_flight = false;

@@ -1065,3 +1065,33 @@ async fn open_unlinked_file_has_nlink_zero_and_keeps_its_data() {
         libc::ENOENT
     );
 }
+
+/// fsx (mount-tests/fsx.py) found: an upload that failed because the file changed under it (a
+/// truncate shrank the cache file while the upload read it: early EOF) was reported by the next
+/// fsync as EIO, although that content no longer existed. A failure of a stale generation is
+/// not an error of the file; its current content is uploaded and fsync succeeds.
+#[tokio::test]
+async fn failure_of_an_upload_overtaken_by_a_change_is_not_reported() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 0))
+        .await
+        .unwrap();
+    b.set_upload_delay(Duration::from_millis(300));
+    b.fail_next_uploads(1);
+    let f = put(&v, ROOT_INO, "f", &[5u8; 1000]).await;
+    // Wait until that upload (the one that will fail) is in flight.
+    let t0 = Instant::now();
+    while v.status().uploads_in_flight == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no upload started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let set = SetAttr {
+        size: Some(10),
+        ..SetAttr::default()
+    };
+    v.setattr(f, set).await.unwrap();
+    v.fsync(f, 0).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "f"), Some(vec![5u8; 10]));
+}
