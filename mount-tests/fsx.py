@@ -11,8 +11,8 @@ atime (SEMANTICS.md: not stored on read); hard links are not tried (SEMANTICS.md
 Operations: open/create with O_CREAT|O_EXCL|O_TRUNC|O_APPEND, write and pwrite at random offsets
 (holes beyond EOF included), read/pread, lseek, ftruncate/truncate (grow and shrink), mmap read
 and mmap write (MAP_SHARED of existing ranges, then msync), fsync, fdatasync, fstat, close,
-rename (within and across directories, over existing files, directory over empty directory),
-unlink, mkdir, rmdir, symlink/readlink, chmod, utime, stat/lstat, sorted listdir. Several file
+rename (within and across directories, over existing files, directory over empty directory;
+also RENAME_NOREPLACE and RENAME_EXCHANGE), unlink, mkfifo, mkdir, rmdir, symlink/readlink, chmod, utime, stat/lstat, sorted listdir. Several file
 descriptors stay open at once (also across renames and unlinks of their file).
 
 Now and then a "remount" closes everything, unmounts, waits for the daemon to finish, mounts
@@ -26,6 +26,7 @@ Python 3 standard library only.
 
 import argparse
 import collections
+import ctypes
 import errno
 import mmap
 import os
@@ -41,6 +42,19 @@ PAGE = mmap.ALLOCATIONGRANULARITY
 # Offsets reach past 128 KiB (the default segment size) so that writes cross segments.
 MAX_OFF = 300 * 1024
 MAX_LEN = 40 * 1024
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+AT_FDCWD = -100
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def renameat2(old, new, flags):
+    """rename(2) with flags (glibc's renameat2; Python has no binding)."""
+    if _libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new),
+                       ctypes.c_uint(flags)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
 
 
 class Mismatch(Exception):
@@ -188,8 +202,9 @@ class Fsx:
             flags |= os.O_APPEND
         mode = self.rng.choice([0o644, 0o600, 0o755, 0o640, 0o666])
         desc = "open %s flags=%s mode=%o" % (rel, flag_names(flags), mode)
-        r = [outcome(lambda: os.open(self.p(0, rel), flags, mode)),
-             outcome(lambda: os.open(self.p(1, rel), flags, mode))]
+        # O_NONBLOCK: a fifo must not block the test (no effect on files and directories).
+        r = [outcome(lambda: os.open(self.p(0, rel), flags | os.O_NONBLOCK, mode)),
+             outcome(lambda: os.open(self.p(1, rel), flags | os.O_NONBLOCK, mode))]
         if r[0][0] != r[1][0] or (r[0][0] == "err" and r[0] != r[1]):
             for kind, fd in r:
                 if kind == "ok":
@@ -404,10 +419,13 @@ class Fsx:
             dst = self.path(0.5)
         src_ino = self.local_ino(src, follow=False)
         dst_ino = self.local_ino(dst, follow=False)
-        r = self.both("rename %s -> %s" % (src, dst),
-                      lambda side: os.rename(self.p(side, src), self.p(side, dst)))
+        flags = self.rng.choice([0, 0, 0, 0, RENAME_NOREPLACE, RENAME_EXCHANGE])
+        name = {0: "rename", RENAME_NOREPLACE: "rename-noreplace",
+                RENAME_EXCHANGE: "rename-exchange"}[flags]
+        r = self.both("%s %s -> %s" % (name, src, dst),
+                      lambda side: renameat2(self.p(side, src), self.p(side, dst), flags))
         if r[1][0] == "ok":
-            if src_ino != dst_ino:
+            if src_ino != dst_ino and flags != RENAME_EXCHANGE:
                 self.unmark(dst_ino)
             self.unmark_dirs()
 
@@ -441,6 +459,13 @@ class Fsx:
         target = self.rng.choice([self.rng.choice(NAMES), "d0/f1", "d1", "nowhere", "d0/d1/f2"])
         r = self.both("symlink %s -> %s" % (rel, target),
                       lambda side: os.symlink(target, self.p(side, rel)))
+        if r[1][0] == "ok":
+            self.unmark(self.local_ino(rel, follow=False))
+            self.unmark_dirs()
+
+    def op_mkfifo(self):
+        rel = self.path(0.3)
+        r = self.both("mkfifo %s" % rel, lambda side: os.mkfifo(self.p(side, rel), 0o640))
         if r[1][0] == "ok":
             self.unmark(self.local_ino(rel, follow=False))
             self.unmark_dirs()
@@ -484,8 +509,16 @@ class Fsx:
         rel = self.path(0.8)
 
         def rd(side):
-            with open(self.p(side, rel), "rb") as f:
-                return f.read()
+            fd = os.open(self.p(side, rel), os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                out = []
+                while True:
+                    b = os.read(fd, 1 << 20)
+                    if not b:
+                        return b"".join(out)
+                    out.append(b)
+            finally:
+                os.close(fd)
 
         self.both("read-whole %s" % rel, rd)
 
@@ -493,7 +526,7 @@ class Fsx:
         ("open", 12), ("pwrite", 14), ("write", 5), ("lseek", 2), ("pread", 8), ("read", 4),
         ("ftruncate", 4), ("truncate", 3), ("mmap_read", 4), ("mmap_write", 4), ("fsync", 2),
         ("fstat", 4), ("close", 8), ("rename", 6), ("unlink", 4), ("mkdir", 4), ("rmdir", 2),
-        ("symlink", 2), ("readlink", 1), ("chmod", 3), ("utime", 3), ("stat", 5),
+        ("symlink", 2), ("mkfifo", 1), ("readlink", 1), ("chmod", 3), ("utime", 3), ("stat", 5),
         ("listdir", 3), ("readfile", 4),
     ]
 
