@@ -16,7 +16,8 @@ also RENAME_NOREPLACE and RENAME_EXCHANGE), unlink, mkfifo, mkdir, rmdir, symlin
 descriptors stay open at once (also across renames and unlinks of their file).
 
 Now and then a "remount" closes everything, unmounts, waits for the daemon to finish, mounts
-again with the same cache and compares the whole tree. At the end the mount is remounted with a
+again with the same cache and compares the whole tree; every other one kills the daemon (kill -9,
+SEMANTICS.md: what a call returned is in the journal) instead of unmounting it. At the end the mount is remounted with a
 FRESH cache directory (data from the grid only) and the whole tree is compared once more.
 
 On a mismatch: the seed, the tail of the operation log and the difference, exit status 1.
@@ -95,6 +96,7 @@ class Fsx:
         self.nops = 0
         # Local inode numbers whose mtime was set explicitly and not changed since.
         self.marked = set()
+        self.remounts = [0, 0]  # clean, after kill -9
 
     # ---- reporting -------------------------------------------------------------------------
 
@@ -622,14 +624,37 @@ class Fsx:
             opts += "," + self.a.mount_opts
         self.shell("mount", 'lib_mount "$1" "$2"', self.roots[0], opts)
 
-    def remount(self, fresh=False):
-        self.umount()
+    def crash(self):
+        """kill -9 of our mount daemon (SEMANTICS.md: a call that returned is in the journal and
+        the next mount with the same cache finishes it), then the dead mount is unmounted."""
+        self.close_all()
+        pids = self.daemons()
+        if len(pids) != 1:
+            self.fail("expected one mount daemon for %s, found %r" % (self.roots[0], pids))
+        os.kill(pids[0], 9)
+        deadline = time.time() + self.a.step_timeout
+        while self.daemons():
+            if time.time() > deadline:
+                self.fail("the killed mount daemon is still there")
+            time.sleep(0.05)
+        self.shell("unmount of the dead mount",
+                   'timeout $T fusermount3 -u "$1" || timeout $T fusermount3 -uz "$1"; '
+                   'timeout $T bash -c "while mountpoint -q \'$1\'; do sleep 0.1; done"',
+                   self.roots[0])
+
+    def remount(self, fresh=False, crash=False):
+        if crash:
+            self.crash()
+        else:
+            self.umount()
         if fresh:
             self.cache_gen += 1
         cache = "%s.%d" % (self.a.cache, self.cache_gen)
-        self.note("remount (%s cache %s)" % ("fresh" if fresh else "same", os.path.basename(cache)))
+        how = "%s%s cache" % ("after kill -9, " if crash else "", "fresh" if fresh else "same")
+        self.note("remount (%s %s)" % (how, os.path.basename(cache)))
+        self.remounts[crash] += 1
         self.mount(cache)
-        self.compare_trees("remount with a %s cache" % ("fresh" if fresh else "same"))
+        self.compare_trees("remount %s" % how)
 
     def run(self):
         self.cache_gen = 0
@@ -637,7 +662,8 @@ class Fsx:
         weights = [w for _n, w in self.OPS]
         for self.nops in range(1, self.a.ops + 1):
             if self.a.remount_every and not self.a.no_mount and self.nops % self.a.remount_every == 0:
-                self.remount()
+                # Every other remount kills the daemon instead of unmounting it.
+                self.remount(crash=self.a.crash and self.nops // self.a.remount_every % 2 == 0)
                 continue
             name = self.rng.choices(ops, weights)[0]
             getattr(self, "op_" + name)()
@@ -667,6 +693,8 @@ def main():
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--ops", type=int, default=2000)
     ap.add_argument("--remount-every", type=int, default=700, help="0: never")
+    ap.add_argument("--crash", type=int, default=1,
+                    help="1: every other remount is a kill -9 of the daemon instead of an unmount")
     ap.add_argument("--mount-opts", default="", help="extra mount options")
     ap.add_argument("--no-mount", action="store_true",
                     help="self-test of the harness: --mount is a plain directory, no remounts")
@@ -681,7 +709,8 @@ def main():
     except Mismatch as e:
         print(str(e), file=sys.stderr)
         return 1
-    print("fsx: seed %d: %d operations ok (%.1f s)" % (a.seed, a.ops, time.time() - start))
+    print("fsx: seed %d: %d operations ok, remounts: %d after unmount, %d after kill -9 (%.1f s)"
+          % (a.seed, a.ops, fsx.remounts[0], fsx.remounts[1], time.time() - start))
     return 0
 
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # mount-tests/fsx.test.sh: fsx-style property test (mount-tests/fsx.py) of a real mount: random
 # file and namespace operations applied to the mount and to a local reference directory, results
-# compared after each operation, the whole tree after remounts (same cache) and at the end after
+# compared after each operation, the whole tree after remounts (same cache; every other one
+# after a kill -9 of the daemon instead of an unmount) and at the end after
 # a remount with a FRESH cache (data from the grid only).
 #
 # Seeds: the fixed list FSX_SEEDS (default 1 2 3; set it empty to run FSX_SEED alone), plus
 # FSX_SEED when set.
-# FSX_OPS operations per seed (default 2000), FSX_REMOUNT_EVERY (default 600, 0: never).
+# FSX_OPS operations per seed (default 2000), FSX_REMOUNT_EVERY (default 400, 0: never).
 # Mount options: FSX_MOUNT_OPTS for every seed, else the seeds take turns through $variants:
 # uploads racing the test (short write-back delay), uploads at once with listings re-read
 # every half second, and a small cache (back-pressure) with the default delay.
@@ -36,7 +37,7 @@ for seed in $seeds; do
     say "seed $seed: $ops operations, mount options '$opts'"
     timeout 900 python3 "$here/mount-tests/fsx.py" --mount "$mnt" --local "$work/local$seed" \
         --cache "$work/cache$seed" --seed "$seed" --ops "$ops" \
-        --remount-every "${FSX_REMOUNT_EVERY:-600}" \
+        --remount-every "${FSX_REMOUNT_EVERY:-400}" \
         --mount-opts "$opts" || {
         say "tail of the mount daemon's log:"
         tail -n 40 "$client/logs/mount.log" 2>/dev/null || true
