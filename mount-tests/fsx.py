@@ -12,13 +12,15 @@ Operations: open/create with O_CREAT|O_EXCL|O_TRUNC|O_APPEND, write and pwrite a
 (holes beyond EOF included), read/pread, lseek, ftruncate/truncate (grow and shrink), mmap read
 and mmap write (MAP_SHARED of existing ranges, then msync), fsync, fdatasync, fstat, close,
 rename (within and across directories, over existing files, directory over empty directory;
-also RENAME_NOREPLACE and RENAME_EXCHANGE), unlink, mkfifo, mkdir, rmdir, symlink/readlink, chmod, utime, stat/lstat, sorted listdir. Several file
-descriptors stay open at once (also across renames and unlinks of their file).
+also RENAME_NOREPLACE and RENAME_EXCHANGE), unlink, mkfifo, mkdir, rmdir, symlink/readlink,
+chmod, fchmod, utime, futimens, stat/lstat, sorted listdir. Several file descriptors stay open
+at once (also across renames and unlinks of their file).
 
 Now and then a "remount" closes everything, unmounts, waits for the daemon to finish, mounts
-again with the same cache and compares the whole tree; every other one kills the daemon (kill -9,
-SEMANTICS.md: what a call returned is in the journal) instead of unmounting it. At the end the mount is remounted with a
-FRESH cache directory (data from the grid only) and the whole tree is compared once more.
+again with the same cache and compares the whole tree; every other one kills the daemon
+(kill -9; SEMANTICS.md: what a call returned is in the journal) instead of unmounting it. At the
+end the mount is remounted with a FRESH cache directory (data from the grid only) and the whole
+tree is compared once more.
 
 On a mismatch: the seed, the tail of the operation log and the difference, exit status 1.
 The mount and unmount commands come from lib.sh (FSX_LIB, with LAFS and client exported).
@@ -497,6 +499,27 @@ class Fsx:
             if ino is not None:
                 self.marked.add(ino)
 
+    def op_fchmod(self):
+        f = self.fd()
+        if not f:
+            return self.op_open()
+        i, s = f
+        mode = self.rng.randrange(0o1000)
+        self.both("fchmod %s %o" % (self.fdesc(i, s), mode),
+                  lambda side: os.chmod(self.fdside(s, side), mode))
+
+    def op_futime(self):
+        f = self.fd()
+        if not f:
+            return self.op_open()
+        i, s = f
+        at = self.rng.randrange(10**18, 2 * 10**18)
+        mt = self.rng.randrange(0, 2 * 10**18)
+        r = self.both("futimens %s atime=%d mtime=%d" % (self.fdesc(i, s), at, mt),
+                      lambda side: os.utime(self.fdside(s, side), ns=(at, mt)))
+        if r[1][0] == "ok":
+            self.marked.add(os.fstat(s["l"]).st_ino)
+
     def op_stat(self):
         rel = self.path(0.8)
         follow = self.rng.random() < 0.5
@@ -528,7 +551,7 @@ class Fsx:
         ("open", 12), ("pwrite", 14), ("write", 5), ("lseek", 2), ("pread", 8), ("read", 4),
         ("ftruncate", 4), ("truncate", 3), ("mmap_read", 4), ("mmap_write", 4), ("fsync", 2),
         ("fstat", 4), ("close", 8), ("rename", 6), ("unlink", 4), ("mkdir", 4), ("rmdir", 2),
-        ("symlink", 2), ("mkfifo", 1), ("readlink", 1), ("chmod", 3), ("utime", 3), ("stat", 5),
+        ("symlink", 2), ("mkfifo", 1), ("readlink", 1), ("chmod", 3), ("fchmod", 1), ("utime", 3), ("futime", 2), ("stat", 5),
         ("listdir", 3), ("readfile", 4),
     ]
 
