@@ -109,8 +109,10 @@ class Fsx:
         lines = ["fsx: MISMATCH (seed %d, op %d): %s" % (self.seed, self.nops, what),
                  "fsx: last operations (mount result | local result):"]
         lines += ["  " + line for line in self.log]
-        lines.append("fsx: reproduce with FSX_SEED=%d FSX_OPS=%d (mount options %r)"
-                     % (self.seed, self.a.ops, self.a.mount_opts))
+        lines.append("fsx: reproduce with: FSX_SEEDS= FSX_SEED=%d FSX_OPS=%d FSX_REMOUNT_EVERY=%d "
+                     "FSX_MOUNT_OPTS='%s' bash mount-tests/fsx.test.sh (the operations are the "
+                     "seed's; the timing of background uploads is not)"
+                     % (self.seed, self.a.ops, self.a.remount_every, self.a.mount_opts))
         raise Mismatch("\n".join(lines))
 
     def both(self, desc, fn, cmp=None):
