@@ -374,6 +374,9 @@ impl State {
                     .filter(|c| self.nodes.get(c).is_some_and(|n| n.dir.is_some()))
                     .count() as u32
             }
+            // An unlinked node still open (or looked up) has no name left: POSIX's link
+            // count of an open, unlinked file is 0.
+            None if n.parent.is_none() && ino != ROOT_INO => 0,
             None => 1,
         };
         Ok(FileAttr {
@@ -2057,6 +2060,19 @@ impl Inner {
                     }
                     Err(e) => {
                         let msg = format!("upload of a file failed: {e}");
+                        // The file changed while this upload read it (a write or a shrinking
+                        // truncate: the read can even hit the new EOF). The failure concerns
+                        // content that no longer exists; the current content is uploaded on
+                        // its own schedule and reports its own errors.
+                        if st.caches.get(&f).is_some_and(|c| c.gen != gen) {
+                            if let Some(c) = st.caches.get_mut(&f) {
+                                c.in_flight = false;
+                            }
+                            drop(st);
+                            self.progress.notify_waiters();
+                            self.wake.notify_one();
+                            continue;
+                        }
                         st.push_error(msg.clone());
                         if let Some(c) = st.caches.get_mut(&f) {
                             c.in_flight = false;
