@@ -256,6 +256,8 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
 struct ProgressSource<P> {
     inner: P,
     bar: ProgressBar,
+    /// In the first of the two passes (the bar says "hashing").
+    hashing: bool,
 }
 
 impl<P: PlaintextSource> PlaintextSource for ProgressSource<P> {
@@ -267,8 +269,13 @@ impl<P: PlaintextSource> PlaintextSource for ProgressSource<P> {
         self.inner.read_at(offset, buf)?;
         // A pass repeated after a server failed reads again: never past the end of the bar.
         let len = self.bar.length().unwrap_or(0);
-        self.bar
-            .set_position((self.bar.position() + buf.len() as u64).min(len));
+        let pos = (self.bar.position() + buf.len() as u64).min(len);
+        self.bar.set_position(pos);
+        if self.hashing && pos >= self.inner.size() {
+            // The first pass (the convergent hash) is over: the encoding pass uploads.
+            self.hashing = false;
+            self.bar.set_message("uploading");
+        }
         Ok(())
     }
 }
@@ -359,10 +366,11 @@ async fn upload_immutable<P: PlaintextSource + Send + 'static>(
     opts.preferred = grid.node.config.client.peers_preferred.clone();
     let secrets = ClientSecrets::from_lease_secret(&grid.lease_secret);
     // Two passes: the convergent hash, then the encoding.
-    let bar = progress_bar(source.size().saturating_mul(2), "uploading");
+    let bar = progress_bar(source.size().saturating_mul(2), "hashing");
     let source = ProgressSource {
         inner: source,
         bar: bar.clone(),
+        hashing: true,
     };
     let r = immutable::upload(&grid.servers, &secrets, source, &opts).await;
     bar.finish_and_clear();
