@@ -262,7 +262,10 @@ mod tests {
         let onion = format!("pb://{PIN}@abcdefghij234567.onion:80/{SWISS}#v=1");
         let tcp = format!("pb://{PIN}@127.0.0.1:8098/{SWISS}#v=1");
         assert_eq!(usable_nurl(&desc(&[])), Err(Unusable::NoNurl));
-        assert_eq!(usable_nurl(&desc(&[tor.clone()])), Err(Unusable::TorOnly));
+        assert_eq!(
+            usable_nurl(&desc(std::slice::from_ref(&tor))),
+            Err(Unusable::TorOnly)
+        );
         assert_eq!(
             usable_nurl(&desc(&[tor.clone(), onion])),
             Err(Unusable::TorOnly)
