@@ -2,6 +2,11 @@
 //! loopback grid of `lafs run` storage nodes, through a client node directory whose
 //! `private/servers.yaml` lists them (as a Tahoe client node directory would).
 //!
+//! The `check` / `deep-check` verbs are tested on the same kind of grid, with shares deleted or
+//! corrupted on the servers' disks by the test (a real loss the checker must see, and the
+//! repairer must mend). `ls`/`get` through an immutable directory (DIR2-CHK) whose body the test
+//! packed and uploaded as a CHK file.
+//!
 //! Expected contents are the bytes the test wrote; expected listings follow tahoe's CLI
 //! semantics (names sorted one per line; `ls --json` in the layout of tahoe's `?t=json`).
 //! Every wait is bounded; the servers are killed when the grid guard drops (also on panic).
@@ -71,6 +76,8 @@ fn run_lafs(args: &[&str], stdin: Option<&[u8]>) -> Output {
 /// A loopback grid and a client node directory.
 struct Grid {
     _nodes: Vec<LafsNode>,
+    /// The storage nodes' directories (their shares are under `storage/shares`).
+    servers: Vec<PathBuf>,
     client: PathBuf,
     _tmp: tempfile::TempDir,
 }
@@ -136,6 +143,7 @@ impl Grid {
         .expect("servers.yaml");
         Grid {
             _nodes: nodes,
+            servers: dirs,
             client,
             _tmp: tmp,
         }
@@ -415,4 +423,219 @@ fn file_verbs_on_a_loopback_grid() {
             assert!(!e.contains(secret), "no cap in the error of {args:?}: {e}");
         }
     }
+}
+
+/// The share files of storage index `si` (base32) on each server, by server.
+fn share_files(g: &Grid, si: &str) -> Vec<Vec<PathBuf>> {
+    fn find(dir: &Path, si: &str, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if !p.is_dir() {
+                continue;
+            }
+            if e.file_name() == si {
+                out.extend(
+                    std::fs::read_dir(&p)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|f| f.path()),
+                );
+            } else if e.file_name() != "incoming" {
+                find(&p, si, out);
+            }
+        }
+    }
+    g.servers
+        .iter()
+        .map(|d| {
+            let mut v = Vec::new();
+            find(&d.join("storage/shares"), si, &mut v);
+            v
+        })
+        .collect()
+}
+
+/// The storage index `check --raw` reports for `path`.
+fn storage_index(g: &Grid, path: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&g.ok(&["check", "--raw", path])).expect("check --raw is JSON");
+    let si = v["storage-index"]
+        .as_str()
+        .expect("storage-index")
+        .to_string();
+    assert_eq!(si.len(), 26, "a base32 storage index: {si}");
+    si
+}
+
+#[test]
+fn check_repair_and_deep_check_on_a_loopback_grid() {
+    // 2-of-4 over 4 servers, happy 3: one share per server.
+    let g = Grid::start(4);
+    let root = one_line(&g.ok(&["mkdir"]));
+    g.set_aliases(&[("tahoe", &root)]);
+    let big = data(7, 300_000);
+    g.ok(&["put", &g.file("big.bin", &big), "big.bin"]);
+    let m = data(8, 100_000);
+    g.ok(&["put", "--mutable", &g.file("m.txt", &m), "m.txt"]);
+    let small = data(9, 5_000);
+    g.ok(&["put", &g.file("s.bin", &small), "sub/s.bin"]);
+
+    // Everything healthy: root, big.bin, m.txt, sub, sub/s.bin.
+    for args in [
+        vec!["check", "big.bin"],
+        vec!["check", "--verify", "big.bin"],
+        vec!["check", "m.txt"],
+        vec!["check", "--verify", "m.txt"],
+        vec!["check", "tahoe:"],
+    ] {
+        let out = g.ok(&args);
+        assert!(out.starts_with("Summary: Healthy\n"), "{args:?}: {out}");
+    }
+    let out = g.ok(&["deep-check", "-v", "tahoe:"]);
+    assert!(
+        out.ends_with("done: 5 objects checked, 5 healthy, 0 unhealthy\n"),
+        "{out}"
+    );
+    assert!(out.contains("'sub/s.bin': Healthy\n"), "{out}");
+
+    // Two of big.bin's four shares deleted on disk: unhealthy but recoverable.
+    let si = storage_index(&g, "big.bin");
+    let shares = share_files(&g, &si);
+    assert_eq!(shares.iter().map(Vec::len).sum::<usize>(), 4, "{shares:?}");
+    let mut deleted = 0;
+    for files in shares.iter().filter(|f| !f.is_empty()).take(2) {
+        for f in files {
+            std::fs::remove_file(f).expect("delete a share file");
+            deleted += 1;
+        }
+    }
+    assert_eq!(deleted, 2);
+    let out = g.ok(&["check", "big.bin"]);
+    assert!(
+        out.starts_with("Summary: Not Healthy: 2 shares (enc 2-of-4)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(" good-shares: 2 (encoding is 2-of-4)\n"),
+        "{out}"
+    );
+    let out = g.ok(&["deep-check", "tahoe:"]);
+    assert!(
+        out.ends_with("done: 5 objects checked, 4 healthy, 1 unhealthy\n"),
+        "{out}"
+    );
+    // The file still reads; repair restores its shares; a new check is healthy.
+    assert_eq!(g.get("big.bin"), big);
+    let out = g.ok(&["check", "--repair", "big.bin"]);
+    assert!(out.starts_with("Summary: not healthy\n"), "{out}");
+    assert!(out.ends_with(" repair successful\n"), "{out}");
+    assert_eq!(
+        share_files(&g, &si).iter().map(Vec::len).sum::<usize>(),
+        4,
+        "every share is back"
+    );
+    let out = g.ok(&["check", "--verify", "big.bin"]);
+    assert!(out.starts_with("Summary: Healthy\n"), "{out}");
+
+    // deep-check --repair mends what it finds: sub/s.bin loses three of its four shares' worth
+    // down to k.
+    let si_s = storage_index(&g, "sub/s.bin");
+    for files in share_files(&g, &si_s)
+        .iter()
+        .filter(|f| !f.is_empty())
+        .take(2)
+    {
+        for f in files {
+            std::fs::remove_file(f).expect("delete a share file");
+        }
+    }
+    let out = g.ok(&["deep-check", "--repair", "tahoe:"]);
+    assert!(
+        out.ends_with(
+            "done: 5 objects checked\n pre-repair: 4 healthy, 1 unhealthy\n 1 repairs attempted, \
+             1 successful, 0 failed\n post-repair: 5 healthy, 0 unhealthy\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(g.get("sub/s.bin"), small);
+
+    // A mutable share corrupted on disk (bytes in the middle of its share data): --verify
+    // reports it corrupt, with its server and share number.
+    let si_m = storage_index(&g, "m.txt");
+    let m_shares = share_files(&g, &si_m);
+    let victim = m_shares
+        .iter()
+        .flatten()
+        .next()
+        .expect("a share of m.txt")
+        .clone();
+    let shnum = victim
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("share file name")
+        .to_string();
+    let mut bytes = std::fs::read(&victim).expect("read share");
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&victim, &bytes).expect("write corrupted share");
+    let out = g.ok(&["check", "--verify", "m.txt"]);
+    assert!(out.starts_with("Summary: Not Healthy"), "{out}");
+    assert!(out.contains(" corrupt shares:\n"), "{out}");
+    assert!(
+        out.contains(&format!("SI {si_m}, shnum {shnum}\n")),
+        "the corrupt share is named: {out}"
+    );
+    let out = g.ok(&["deep-check", "--verify", "tahoe:"]);
+    assert!(out.contains(" corrupt: server "), "{out}");
+    assert!(
+        out.ends_with("5 objects checked, 4 healthy, 1 unhealthy\n"),
+        "{out}"
+    );
+    // The file still reads (the corrupt share is rejected), and a repair republishes it.
+    assert_eq!(g.get("m.txt"), m);
+    let out = g.ok(&["check", "--verify", "--repair", "m.txt"]);
+    assert!(out.ends_with(" repair successful\n"), "{out}");
+    let out = g.ok(&["check", "--verify", "m.txt"]);
+    assert!(out.starts_with("Summary: Healthy\n"), "{out}");
+
+    // An immutable directory (DIR2-CHK): its body packed here and uploaded as a CHK file.
+    let mut dir = lafs::dirnode::Directory::new(lafs::dirnode::DirKind::Immutable);
+    let inside = data(10, 80_000);
+    let big_cap = one_line(&g.ok(&["put", &g.file("inside.bin", &inside)]));
+    dir.insert(
+        "inside.bin",
+        lafs::dirnode::Child::new(
+            None,
+            Some(big_cap.clone().into_bytes()),
+            lafs::dirnode::Metadata::new(),
+        ),
+    );
+    let body = dir.pack().expect("pack an immutable directory");
+    assert!(body.len() > 55, "not a LIT");
+    let body_cap = one_line(&g.ok(&["put", &g.file("dirbody", &body)]));
+    let dircap = body_cap.replacen("URI:CHK:", "URI:DIR2-CHK:", 1);
+    assert!(dircap.starts_with("URI:DIR2-CHK:"), "{dircap}");
+    assert_eq!(lines(&g.ok(&["ls", &dircap])), ["inside.bin"]);
+    assert_eq!(g.get(&format!("{dircap}/inside.bin")), inside);
+    let v: serde_json::Value =
+        serde_json::from_str(&g.ok(&["ls", "--json", &dircap])).expect("JSON");
+    assert_eq!(v[1]["mutable"], false);
+    assert_eq!(
+        v[1]["children"]["inside.bin"][1]["ro_uri"],
+        big_cap.as_str()
+    );
+    // Linked into the tree, it is walked by deep-check and read through paths.
+    g.ok(&["ln", &dircap, "frozen"]);
+    assert_eq!(g.get("frozen/inside.bin"), inside);
+    g.fails(&[
+        "put",
+        &g.file("x", b"a file too big to be a literal cap, surely........"),
+        "frozen/x",
+    ]);
+    let out = g.ok(&["deep-check", "-v", "tahoe:"]);
+    assert!(out.contains("'frozen': Healthy\n"), "{out}");
+    assert!(out.contains("'frozen/inside.bin': Healthy\n"), "{out}");
 }

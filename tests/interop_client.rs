@@ -20,14 +20,7 @@ use lafs::client::immutable::{
     download_bytes, download_range, upload_bytes, DownloadOptions, UploadOptions,
 };
 use lafs::client::secrets::ClientSecrets;
-use lafs::client::{ServerHandle, ServerSet};
-use lafs::grid::server::StorageServerDesc;
 use lafs::immutable::EncodingParams;
-use lafs::protocol::client::{ClientOptions, StorageClient};
-use lafs::protocol::tls::NodeIdentity;
-use sha2::Digest;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 const CONVERGENCE: &[u8] = b"lafs interop client convergence!!";
@@ -37,47 +30,6 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 29) as u8 ^ seed)
         .collect()
-}
-
-/// The ServerSet of the grid's storage nodes.
-fn server_set(g: &Grid) -> ServerSet {
-    let desc = g.description();
-    let mut servers = Vec::new();
-    for s in desc["servers"].as_array().expect("servers") {
-        let dir = PathBuf::from(s["dir"].as_str().expect("server dir"));
-        let port = s["tub_port"].as_u64().expect("tub_port");
-        let name = s["name"].as_str().expect("name").to_string();
-        let furl = std::fs::read_to_string(dir.join("private/storage.furl")).expect("storage.furl");
-        let furl = furl.trim();
-        let swissnum = furl.rsplit_once('/').expect("fURL swissnum").1;
-        let tubid = lafs::grid::furl::tubid_from_furl(furl).expect("fURL TubID");
-        let pem = std::fs::read(dir.join("private/node.pem")).expect("node.pem");
-        let id = NodeIdentity::from_pem(&pem).expect("node.pem parses");
-        assert_eq!(
-            id.tub_id_bytes(),
-            tubid,
-            "TubID of node.pem and of the fURL"
-        );
-        let nurl = format!(
-            "pb://{}@127.0.0.1:{port}/{swissnum}#v=1",
-            id.pin().expect("pin")
-        );
-        let client = StorageClient::new(&nurl, ClientOptions::default()).expect("client");
-        servers.push(Arc::new(ServerHandle {
-            desc: StorageServerDesc {
-                // The permutation seed only orders servers; Tahoe's own (from the node key) is
-                // not needed for interop.
-                permutation_seed: sha2::Sha256::digest(name.as_bytes()).to_vec(),
-                server_id: name.clone(),
-                nickname: name,
-                furl: lafs::grid::furl::Furl::parse(furl).ok(),
-                nurls: lafs::grid::furl::Nurl::parse(&nurl).into_iter().collect(),
-                lease_seed: tubid,
-            },
-            client,
-        }));
-    }
-    ServerSet { servers }
 }
 
 /// Runs `f` on `rt`, bounded by `T`.
@@ -104,7 +56,7 @@ fn lafs_client_and_tahoe_client_share_a_tahoe_grid() {
         CONVERGENCE,
         Duration::from_secs(90),
     );
-    let set = server_set(&g);
+    let set = g.server_set();
     assert_eq!(set.servers.len(), 5);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -13,20 +13,32 @@
 //! - `ls --json` prints what tahoe's `?t=json` prints (Python `json.dumps(indent=1)` layout).
 //!
 //! Caps are printed only on stdout and only where tahoe prints them; errors never carry one.
+//!
+//! Memory: `put` of a local file to CHK streams it from disk (positioned reads; a convergent key
+//! costs a first pass that hashes the file, as Tahoe's does, so the file is read twice); only
+//! stdin input and mutable files (whose formats hold the whole contents) are read into memory.
+//! `get` of a CHK file streams to its output.
+//!
+//! Progress: a put or get of at least [`PROGRESS_MIN`] bytes draws a progress bar on stderr when,
+//! and only when, stderr is a terminal; scripts (stderr a pipe or file) see no change at all.
 
 use super::grid::{default_node_dir, Grid};
 use super::paths::{parse_location, Location};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lafs::cap::{Cap, MutableFormat, NodeCap};
 use lafs::client::directory::{child_cap, NetDirectory};
-use lafs::client::immutable::{self, DownloadOptions, UploadOptions};
+use lafs::client::immutable::{self, DownloadOptions, FileSource, UploadOptions, VecSource};
 use lafs::client::secrets::ClientSecrets;
 use lafs::dirnode::pyjson;
 use lafs::dirnode::Child;
+use lafs::immutable::{BoxError, PlaintextSource};
 use serde_json::{Map, Value};
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 
 /// The format names of `--format` (case-insensitive, as tahoe's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -187,15 +199,115 @@ async fn parent_and_name(grid: &Grid, loc: &Location) -> anyhow::Result<(NetDire
     Ok((parent, name.to_string()))
 }
 
-fn read_input(file: &str) -> anyhow::Result<Vec<u8>> {
-    if file == "-" {
-        let mut data = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut data)
-            .context("reading stdin")?;
-        Ok(data)
-    } else {
-        std::fs::read(file).with_context(|| format!("reading {file}"))
+/// The input of `put`: a local file (read when needed, streamed for CHK) or stdin (buffered).
+enum Input {
+    File(PathBuf),
+    Stdin(Vec<u8>),
+}
+
+impl Input {
+    fn open(file: &str) -> anyhow::Result<Input> {
+        if file == "-" {
+            let mut data = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut data)
+                .context("reading stdin")?;
+            Ok(Input::Stdin(data))
+        } else {
+            let p = PathBuf::from(file);
+            // Fail before touching the grid when the file cannot be read.
+            std::fs::File::open(&p).with_context(|| format!("reading {file}"))?;
+            Ok(Input::File(p))
+        }
+    }
+
+    /// The whole contents (mutable files are built in memory).
+    fn bytes(&self) -> anyhow::Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Input::Stdin(d) => Ok(std::borrow::Cow::Borrowed(d)),
+            Input::File(p) => Ok(std::borrow::Cow::Owned(
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            )),
+        }
+    }
+}
+
+/// Transfers of at least this many bytes get a progress bar (on a terminal).
+pub const PROGRESS_MIN: u64 = 1 << 20;
+
+/// A progress bar of `total` bytes on stderr, or a hidden one unless stderr is a terminal and
+/// the transfer is long enough to be worth one.
+fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    if total < PROGRESS_MIN || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A plaintext source that advances a progress bar by the bytes read. The bar's length counts
+/// every planned pass (two for a convergent upload: hashing, then encoding).
+struct ProgressSource<P> {
+    inner: P,
+    bar: ProgressBar,
+    /// In the first of the two passes (the bar says "hashing").
+    hashing: bool,
+}
+
+impl<P: PlaintextSource> PlaintextSource for ProgressSource<P> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BoxError> {
+        self.inner.read_at(offset, buf)?;
+        // A pass repeated after a server failed reads again: never past the end of the bar.
+        let len = self.bar.length().unwrap_or(0);
+        let pos = (self.bar.position() + buf.len() as u64).min(len);
+        self.bar.set_position(pos);
+        if self.hashing && pos >= self.inner.size() {
+            // The first pass (the convergent hash) is over: the encoding pass uploads.
+            self.hashing = false;
+            self.bar.set_message("uploading");
+        }
+        Ok(())
+    }
+}
+
+/// An output that advances a progress bar by the bytes written.
+struct ProgressWriter<W> {
+    inner: W,
+    bar: ProgressBar,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ProgressWriter<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.bar.inc(*n as u64);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -220,31 +332,49 @@ async fn overwrite(grid: &Grid, cap: &Cap, data: &[u8]) -> anyhow::Result<()> {
     grid.check_mutable_happiness(&out)
 }
 
-/// Uploads `data` as a new file and returns its cap.
-async fn upload(grid: &Grid, data: &[u8], mutable: Option<MutableFormat>) -> anyhow::Result<Cap> {
+/// Uploads the input as a new file and returns its cap.
+async fn upload(grid: &Grid, input: &Input, mutable: Option<MutableFormat>) -> anyhow::Result<Cap> {
     match mutable {
         Some(format) => {
+            let data = input.bytes()?;
             let (w, out) = grid
                 .files()
-                .create(format, data)
+                .create(format, &data)
                 .await
                 .context("creating the mutable file")?;
             grid.check_mutable_happiness(&out)?;
             Ok(Cap::File(NodeCap::MutableWrite(w)))
         }
-        None => upload_immutable(grid, data).await,
+        None => match input {
+            Input::Stdin(d) => upload_immutable(grid, VecSource(d.clone())).await,
+            Input::File(p) => {
+                let source =
+                    FileSource::open(p).with_context(|| format!("reading {}", p.display()))?;
+                upload_immutable(grid, source).await
+            }
+        },
     }
 }
 
 /// A CHK upload (LIT for 55 bytes or less), convergent with `private/convergence`; the
 /// uploader fails unless servers-of-happiness reaches `shares.happy`.
-async fn upload_immutable(grid: &Grid, data: &[u8]) -> anyhow::Result<Cap> {
+async fn upload_immutable<P: PlaintextSource + Send + 'static>(
+    grid: &Grid,
+    source: P,
+) -> anyhow::Result<Cap> {
     let mut opts = UploadOptions::convergent(grid.encoding_params(), &grid.convergence);
     opts.preferred = grid.node.config.client.peers_preferred.clone();
     let secrets = ClientSecrets::from_lease_secret(&grid.lease_secret);
-    let r = immutable::upload_bytes(&grid.servers, &secrets, data.to_vec(), &opts)
-        .await
-        .context("uploading the immutable file")?;
+    // Two passes: the convergent hash, then the encoding.
+    let bar = progress_bar(source.size().saturating_mul(2), "hashing");
+    let source = ProgressSource {
+        inner: source,
+        bar: bar.clone(),
+        hashing: true,
+    };
+    let r = immutable::upload(&grid.servers, &secrets, source, &opts).await;
+    bar.finish_and_clear();
+    let r = r.context("uploading the immutable file")?;
     Ok(Cap::File(r.cap))
 }
 
@@ -256,9 +386,9 @@ async fn put(grid: &Grid, a: PutArgs, out: &mut dyn Write) -> anyhow::Result<()>
         None if a.mutable => Some(grid.mutable_format),
         None => None,
     };
-    let data = read_input(&a.file)?;
+    let input = Input::open(&a.file)?;
     let Some(target) = a.target else {
-        let cap = upload(grid, &data, mutable).await?;
+        let cap = upload(grid, &input, mutable).await?;
         writeln!(out, "{cap}")?;
         return Ok(());
     };
@@ -270,7 +400,7 @@ async fn put(grid: &Grid, a: PutArgs, out: &mut dyn Write) -> anyhow::Result<()>
         }
         match &loc.root {
             Cap::File(NodeCap::MutableWrite(_)) => {
-                overwrite(grid, &loc.root, &data).await?;
+                overwrite(grid, &loc.root, &input.bytes()?).await?;
                 writeln!(out, "{}", loc.root)?;
                 return Ok(());
             }
@@ -291,12 +421,12 @@ async fn put(grid: &Grid, a: PutArgs, out: &mut dyn Write) -> anyhow::Result<()>
     if let Some(existing) = parent.lookup(&name).await? {
         // Tahoe edits an existing mutable file in place.
         if let Ok(cap @ Cap::File(NodeCap::MutableWrite(_))) = child_cap(&existing) {
-            overwrite(grid, &cap, &data).await?;
+            overwrite(grid, &cap, &input.bytes()?).await?;
             writeln!(out, "{cap}")?;
             return Ok(());
         }
     }
-    let cap = upload(grid, &data, mutable).await?;
+    let cap = upload(grid, &input, mutable).await?;
     parent
         .link(&name, &cap, true)
         .await
@@ -342,23 +472,40 @@ async fn read_immutable(grid: &Grid, cap: &Cap) -> anyhow::Result<Vec<u8>> {
 async fn stream_immutable(
     grid: &Grid,
     node: &NodeCap,
-    outfile: Option<&std::path::Path>,
+    outfile: Option<&Path>,
 ) -> anyhow::Result<()> {
     let opts = download_options(grid);
-    match outfile {
-        Some(p) => {
-            let mut f = tokio::fs::File::create(p)
-                .await
-                .with_context(|| format!("creating {}", p.display()))?;
-            immutable::download(&grid.servers, node, &mut f, &opts).await?;
-            f.sync_all().await?;
+    let size = match node {
+        NodeCap::Chk(c) => c.size,
+        _ => 0,
+    };
+    let bar = progress_bar(size, "downloading");
+    let r = async {
+        match outfile {
+            Some(p) => {
+                let f = tokio::fs::File::create(p)
+                    .await
+                    .with_context(|| format!("creating {}", p.display()))?;
+                let mut w = ProgressWriter {
+                    inner: f,
+                    bar: bar.clone(),
+                };
+                immutable::download(&grid.servers, node, &mut w, &opts).await?;
+                w.inner.sync_all().await?;
+            }
+            None => {
+                let mut w = ProgressWriter {
+                    inner: tokio::io::stdout(),
+                    bar: bar.clone(),
+                };
+                immutable::download(&grid.servers, node, &mut w, &opts).await?;
+            }
         }
-        None => {
-            let mut out = tokio::io::stdout();
-            immutable::download(&grid.servers, node, &mut out, &opts).await?;
-        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    bar.finish_and_clear();
+    r
 }
 
 async fn get(grid: &Grid, a: GetArgs, out: &mut dyn Write) -> anyhow::Result<()> {

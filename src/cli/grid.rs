@@ -8,6 +8,12 @@
 //! skips them; connections are made lazily by the storage client, so an unreachable server only
 //! costs a timeout when an operation needs it.
 //!
+//! Tor: a server whose every NURL is `pb+tor://` (or names a `.onion` host) can only be reached
+//! through Tor, which this build cannot dial. It is skipped with a warning that says so, and
+//! when no other server is left [`Grid::open`] fails with [`TOR_UNAVAILABLE`] rather than letting
+//! a later operation fail for want of servers. A server that also announces a plain `pb://`
+//! NURL is used through that one.
+//!
 //! Invariant: a write verb succeeds only when [`Grid::check_mutable_happiness`] (or the
 //! immutable uploader's own check) says the shares it wrote meet `shares.happy`; nothing is left
 //! to a background process.
@@ -18,6 +24,8 @@ use lafs::client::directory::DirectoryClient;
 use lafs::client::mutable::{MutableClient, MutableParams};
 use lafs::client::{ServerHandle, ServerSet};
 use lafs::config::NodeDir;
+use lafs::grid::furl::{Nurl, NurlScheme};
+use lafs::grid::server::StorageServerDesc;
 use lafs::grid::servers_from_yaml;
 use lafs::mutable::keys::KeyPool;
 use lafs::mutable::publish::PublishOutcome;
@@ -32,6 +40,46 @@ pub fn default_node_dir() -> PathBuf {
         Some(home) => PathBuf::from(home).join(".tahoe"),
         None => PathBuf::from(".tahoe"),
     }
+}
+
+/// What is said of a server (or a grid) that only Tor reaches.
+pub const TOR_UNAVAILABLE: &str = "Tor support is not available in this build";
+
+/// Why a server announcement cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// No NURL at all: a Foolscap-only server.
+    NoNurl,
+    /// Every NURL needs Tor (`pb+tor://`, or a `.onion` host).
+    TorOnly,
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::NoNurl => f.write_str("it announces no NURL (Foolscap is not supported)"),
+            Unusable::TorOnly => write!(f, "it is reachable only through Tor: {TOR_UNAVAILABLE}"),
+        }
+    }
+}
+
+fn needs_tor(n: &Nurl) -> bool {
+    n.scheme() == NurlScheme::PbTor
+        || n.host()
+            .trim_end_matches('.')
+            .to_ascii_lowercase()
+            .ends_with(".onion")
+}
+
+/// The NURL to reach `desc` with: the first one that needs no Tor.
+pub fn usable_nurl(desc: &StorageServerDesc) -> Result<&Nurl, Unusable> {
+    if desc.nurls.is_empty() {
+        return Err(Unusable::NoNurl);
+    }
+    desc.nurls
+        .iter()
+        .find(|n| !needs_tor(n))
+        .ok_or(Unusable::TorOnly)
 }
 
 /// A loaded node directory with its grid connections.
@@ -65,18 +113,25 @@ impl Grid {
             eprintln!("lafs: warning: skipping server {id}: {e}");
         }
         let mut handles = Vec::new();
+        let mut tor_only = 0usize;
         for desc in descs {
-            let Some(nurl) = desc.nurls.first() else {
-                eprintln!(
-                    "lafs: warning: skipping server {}: it announces no NURL (Foolscap is not supported)",
-                    desc.server_id
-                );
-                continue;
+            let nurl = match usable_nurl(&desc) {
+                Ok(n) => n.to_string(),
+                Err(why) => {
+                    tor_only += usize::from(why == Unusable::TorOnly);
+                    eprintln!("lafs: warning: skipping server {}: {why}", desc.server_id);
+                    continue;
+                }
             };
-            match StorageClient::new(&nurl.to_string(), ClientOptions::default()) {
+            match StorageClient::new(&nurl, ClientOptions::default()) {
                 Ok(client) => handles.push(Arc::new(ServerHandle { desc, client })),
                 Err(e) => eprintln!("lafs: warning: skipping server {}: {e}", desc.server_id),
             }
+        }
+        if handles.is_empty() && tor_only > 0 {
+            bail!(
+                "no usable storage server: {tor_only} server(s) in private/servers.yaml are reachable only through Tor (pb+tor:// or .onion), and {TOR_UNAVAILABLE}"
+            );
         }
         let servers = ServerSet { servers: handles };
         let c = &node.config.client;
@@ -178,4 +233,76 @@ fn get_or_create(
         .and_then(|()| std::fs::write(&path, secret.to_file_text()))
         .with_context(|| format!("creating {}", path.display()))?;
     Ok(fresh.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIN: &str = "1d1p0hVVI2uSXvHOkvmm9szyeNlLoSAhOcOyDnhrGPM";
+    const SWISS: &str = "eiu2i7p6d6mm4ihmss7ieou5hac3wn6b";
+
+    fn desc(nurls: &[String]) -> StorageServerDesc {
+        StorageServerDesc {
+            server_id: "v0-test".into(),
+            nickname: "test".into(),
+            furl: None,
+            nurls: nurls
+                .iter()
+                .map(|n| Nurl::parse(n).expect("NURL"))
+                .collect(),
+            permutation_seed: vec![0; 32],
+            lease_seed: [0; 20],
+        }
+    }
+
+    #[test]
+    fn tor_nurls_are_recognised_and_refused_clearly() {
+        let tor = format!("pb+tor://{PIN}@abcdefghij234567.onion:80/{SWISS}#v=1");
+        let onion = format!("pb://{PIN}@abcdefghij234567.onion:80/{SWISS}#v=1");
+        let tcp = format!("pb://{PIN}@127.0.0.1:8098/{SWISS}#v=1");
+        assert_eq!(usable_nurl(&desc(&[])), Err(Unusable::NoNurl));
+        assert_eq!(
+            usable_nurl(&desc(std::slice::from_ref(&tor))),
+            Err(Unusable::TorOnly)
+        );
+        assert_eq!(
+            usable_nurl(&desc(&[tor.clone(), onion])),
+            Err(Unusable::TorOnly)
+        );
+        // A server that also announces a direct NURL is used through it.
+        let d = desc(&[tor, tcp.clone()]);
+        assert_eq!(usable_nurl(&d).map(|n| n.to_string()), Ok(tcp));
+        let msg = Unusable::TorOnly.to_string();
+        assert!(
+            msg.contains("Tor support is not available in this build"),
+            "{msg}"
+        );
+    }
+
+    /// A node directory whose servers.yaml lists only a Tor server fails to open with the Tor
+    /// message, not later with "no servers".
+    #[test]
+    fn a_grid_of_tor_servers_fails_with_the_tor_message() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("private")).expect("private/");
+        std::fs::write(
+            dir.path().join("tahoe.cfg"),
+            "[node]\nnickname = t\n[client]\nshares.needed = 1\nshares.happy = 1\nshares.total = 1\n",
+        )
+        .expect("tahoe.cfg");
+        let yaml = format!(
+            "storage:\n  v0-aaaa:\n    ann:\n      nickname: tor\n      anonymous-storage-FURL: pb://aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@tor:abcdefghij234567.onion:80/{SWISS}\n      permutation-seed-base32: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n      anonymous-storage-NURLs:\n      - pb+tor://{PIN}@abcdefghij234567.onion:80/{SWISS}#v=1\n"
+        );
+        std::fs::write(dir.path().join("private/servers.yaml"), yaml).expect("servers.yaml");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let err = rt
+            .block_on(async { Grid::open(dir.path()).map(|_| ()) })
+            .expect_err("a Tor-only grid must not open");
+        let msg = format!("{err:#}");
+        assert!(msg.contains(TOR_UNAVAILABLE), "{msg}");
+    }
 }

@@ -15,9 +15,13 @@
 //!
 //! Read-only caps (`URI:DIR2-RO:`, `URI:DIR2-MDMF-RO:`) open a store without the writekey: the
 //! dirnode layer never decrypts a child write cap then, and every write is refused.
-//! Immutable directories: DIR2-LIT bodies are in the cap and are read here; DIR2-CHK needs the
-//! immutable download and is reported as [`DirectoryError::Unsupported`] for now.
+//! Immutable directories: DIR2-LIT bodies are in the cap and are read here; a DIR2-CHK body is a
+//! CHK file, downloaded (and verified to the cap by the CHK downloader) on the first listing of
+//! an open handle and kept by that handle (the body of an immutable cap never changes). Both
+//! are unpacked as [`DirKind::Immutable`]: every child must be immutable, and every write is
+//! refused.
 
+use super::immutable::{download_bytes, DownloadError, DownloadOptions};
 use super::mutable::{MutableClient, MutableParams};
 use crate::cap::{parse_bytes, Cap, MutableFormat, MutableReadCap, MutableWriteCap, NodeCap};
 use crate::dirnode::{
@@ -38,6 +42,8 @@ pub enum DirectoryError {
     Dirnode(#[from] DirnodeError),
     #[error(transparent)]
     Mutable(#[from] MutableError),
+    #[error("reading the immutable directory: {0}")]
+    Download(#[from] DownloadError),
     #[error("not a directory cap")]
     NotADirectory,
     #[error("{0} is not a directory")]
@@ -171,6 +177,31 @@ enum Inner {
     Mutable(Arc<Dirnode<NetDirStore>>),
     /// An immutable directory whose body is already known (DIR2-LIT).
     Literal(Arc<Directory>),
+    /// An immutable directory whose body is a CHK file (DIR2-CHK), read on first use.
+    Chk(Arc<ChkDir>),
+}
+
+/// A DIR2-CHK directory: its file cap, where to read it, and its body once read.
+struct ChkDir {
+    file: NodeCap,
+    files: MutableClient,
+    body: tokio::sync::OnceCell<Arc<Directory>>,
+}
+
+impl ChkDir {
+    async fn body(&self) -> Result<Arc<Directory>, DirectoryError> {
+        self.body
+            .get_or_try_init(|| async {
+                let opts = DownloadOptions {
+                    preferred: self.files.preferred().to_vec(),
+                    ..DownloadOptions::default()
+                };
+                let (data, _) = download_bytes(self.files.servers(), &self.file, &opts).await?;
+                Ok::<_, DirectoryError>(Arc::new(Directory::unpack(DirKind::Immutable, &data)?))
+            })
+            .await
+            .cloned()
+    }
 }
 
 /// An open directory on the grid. Cheap to clone.
@@ -212,7 +243,7 @@ impl NetDirectory {
     pub fn is_writeable(&self) -> bool {
         match &self.inner {
             Inner::Mutable(d) => d.is_writeable(),
-            Inner::Literal(_) => false,
+            Inner::Literal(_) | Inner::Chk(_) => false,
         }
     }
 
@@ -220,7 +251,7 @@ impl NetDirectory {
     pub fn publish_count(&self) -> usize {
         match &self.inner {
             Inner::Mutable(d) => d.store().publish_count(),
-            Inner::Literal(_) => 0,
+            Inner::Literal(_) | Inner::Chk(_) => 0,
         }
     }
 
@@ -236,7 +267,7 @@ impl NetDirectory {
                     .await
                     .map_err(|_| DirectoryError::Task)??)
             }
-            Inner::Literal(_) => Err(DirnodeError::NotWriteable.into()),
+            Inner::Literal(_) | Inner::Chk(_) => Err(DirnodeError::NotWriteable.into()),
         }
     }
 
@@ -244,6 +275,7 @@ impl NetDirectory {
     pub async fn list(&self) -> Result<Directory, DirectoryError> {
         match &self.inner {
             Inner::Literal(d) => Ok((**d).clone()),
+            Inner::Chk(c) => Ok((*c.body().await?).clone()),
             Inner::Mutable(_) => self.run(|d| d.list()).await,
         }
     }
@@ -358,9 +390,14 @@ impl DirectoryClient {
                 });
             }
             NodeCap::Chk(_) => {
-                return Err(DirectoryError::Unsupported(
-                    "DIR2-CHK directories need the immutable download",
-                ))
+                return Ok(NetDirectory {
+                    cap: cap.clone(),
+                    inner: Inner::Chk(Arc::new(ChkDir {
+                        file: node.clone(),
+                        files: self.files.clone(),
+                        body: tokio::sync::OnceCell::new(),
+                    })),
+                });
             }
             NodeCap::ChkVerifier(_) | NodeCap::MutableVerifier(_) => {
                 return Err(DirectoryError::Unsupported("verify caps cannot read"))

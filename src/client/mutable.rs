@@ -263,6 +263,11 @@ impl MutableClient {
         &self.servers
     }
 
+    /// The preferred server ids (`with_preferred`).
+    pub fn preferred(&self) -> &[String] {
+        &self.preferred
+    }
+
     pub fn params(&self) -> MutableParams {
         self.params
     }

@@ -361,6 +361,55 @@ impl Grid {
         )
     }
 
+    /// The lafs client's view of the grid's storage nodes (HTTPS). Each server's NURL is built as
+    /// Tahoe does: the SPKI pin of `private/node.pem`, the swissnum of `private/storage.furl`,
+    /// the tub port; its lease seed is the fURL's TubID.
+    pub fn server_set(&self) -> lafs::client::ServerSet {
+        let desc = self.description();
+        let mut servers = Vec::new();
+        for s in desc["servers"].as_array().expect("servers") {
+            let dir = PathBuf::from(s["dir"].as_str().expect("server dir"));
+            let port = s["tub_port"].as_u64().expect("tub_port");
+            let name = s["name"].as_str().expect("name").to_string();
+            let furl =
+                std::fs::read_to_string(dir.join("private/storage.furl")).expect("storage.furl");
+            let furl = furl.trim();
+            let swissnum = furl.rsplit_once('/').expect("fURL swissnum").1;
+            let tubid = lafs::grid::furl::tubid_from_furl(furl).expect("fURL TubID");
+            let pem = std::fs::read(dir.join("private/node.pem")).expect("node.pem");
+            let id = lafs::protocol::tls::NodeIdentity::from_pem(&pem).expect("node.pem parses");
+            assert_eq!(
+                id.tub_id_bytes(),
+                tubid,
+                "TubID of node.pem and of the fURL"
+            );
+            let nurl = format!(
+                "pb://{}@127.0.0.1:{port}/{swissnum}#v=1",
+                id.pin().expect("pin")
+            );
+            let client = lafs::protocol::client::StorageClient::new(
+                &nurl,
+                lafs::protocol::client::ClientOptions::default(),
+            )
+            .expect("client");
+            servers.push(std::sync::Arc::new(lafs::client::ServerHandle {
+                desc: lafs::grid::server::StorageServerDesc {
+                    // The permutation seed only orders servers; Tahoe's own (from the node key) is
+                    // not needed for interop.
+                    permutation_seed: <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes())
+                        .to_vec(),
+                    server_id: name.clone(),
+                    nickname: name,
+                    furl: lafs::grid::furl::Furl::parse(furl).ok(),
+                    nurls: lafs::grid::furl::Nurl::parse(&nurl).into_iter().collect(),
+                    lease_seed: tubid,
+                },
+                client,
+            }));
+        }
+        lafs::client::ServerSet { servers }
+    }
+
     /// One HTTP/1.0 request to client `client`'s web API (`target` = path and query, already
     /// percent-encoded). Bounded: connect, every read and every write time out at `timeout`, and
     /// the whole exchange is abandoned after it.
