@@ -20,7 +20,7 @@ lib_mounts+=("$mnt")
 
 # start_up N: `lafs up` with cache N, until it says it is ready; $up is its pid.
 start_up() {
-    "$LAFS" up "$dir" -o "cache-dir=$work/cache$1,write-back-delay=3" \
+    "$LAFS" up "$dir" -o "cache-dir=$work/cache$1,write-back-delay=5" \
         >"$work/up$1.out" 2>"$work/up$1.err" &
     up=$!
     lib_pids+=("$up")

@@ -64,7 +64,9 @@ pub fn status(a: StatusArgs) -> anyhow::Result<()> {
 
 pub fn umount(a: UmountArgs) -> anyhow::Result<()> {
     let (_, before) = read_status(&a.mountpoint)?;
-    if a.flush {
+    // A read-only mount has nothing to flush (and the kernel refuses to open its control
+    // file for writing).
+    if a.flush && !before.mount.read_only {
         if !before.clean {
             eprintln!(
                 "lafs umount: uploading {} files and {} directory changes first",

@@ -298,13 +298,11 @@ fn mountinfo_device(info: &str, path: &str) -> Option<String> {
         .replace(' ', "\\040")
         .replace('\t', "\\011")
         .replace('\n', "\\012");
-    info.lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let dev = f.nth(2)?;
-            (f.nth(1)? == want).then(|| dev.to_string())
-        })
-        .last()
+    info.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let dev = f.nth(2)?;
+        (f.nth(1)? == want).then(|| dev.to_string())
+    })
 }
 
 /// What a started mount tells its caller.
@@ -344,7 +342,8 @@ pub fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Ended> {
     let meta = std::fs::metadata(mountpoint).context("reading the mount point")?;
-    let (vfs, mounted) = rt.block_on(async {
+    // `_lock` is held until we return: one mount per cache at a time.
+    let (vfs, mounted, _lock) = rt.block_on(async {
         let grid = Grid::open(basedir)?;
         let loc = parse_location(&grid.node.aliases, source)?;
         let root = if loc.path.is_empty() {
@@ -371,6 +370,7 @@ pub fn serve(
         };
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("creating cache directory {}", cache_dir.display()))?;
+        let lock = lock_cache(&cache_dir).await?;
         let mut cfg = Config::new(cache_dir.clone());
         cfg.uid = meta.uid();
         cfg.gid = meta.gid();
@@ -400,7 +400,7 @@ pub fn serve(
             cache_dir,
             read_only,
         };
-        Ok((vfs, mounted))
+        Ok((vfs, mounted, lock))
     })?;
     let mut mopts = vec![
         fuser::MountOption::FSName("lafs".into()),
@@ -472,6 +472,47 @@ pub fn serve(
     } else {
         Ended::Unmounted
     })
+}
+
+/// How long a mount waits for another process to let go of its cache (an unmounted daemon
+/// still uploading).
+const CACHE_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Takes the exclusive lock of `cache_dir` (flock of `cache_dir/lock`), waiting up to
+/// [`CACHE_LOCK_WAIT`]: two processes must never work on one journal.
+async fn lock_cache(cache_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let path = cache_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let deadline = Instant::now() + CACHE_LOCK_WAIT;
+    let mut said = false;
+    loop {
+        // SAFETY: flock(2) on a descriptor `file` owns and keeps open; no memory is involved.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the cache {} is in use by another lafs mount",
+                cache_dir.display()
+            );
+        }
+        if !said {
+            tracing::info!(cache = %cache_dir.display(), "waiting for another mount of this cache to finish");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Unmounts `mountpoint` (`fusermount3 -u`; when it is busy, lazily if `lazy_when_busy`).

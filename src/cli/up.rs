@@ -68,6 +68,9 @@ fn existing_servers(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+const TAC_TEXT: &str =
+    "# A Tahoe-LAFS client node directory, written by `lafs up`; Tahoe only checks this name.\n";
+
 /// The client's tahoe.cfg (Tahoe's layout for a client-only node without a Tub).
 fn client_cfg(needed: u16, happy: u16, total: u16, web_port: u16) -> String {
     format!(
@@ -167,6 +170,12 @@ fn with_grid(
         let (k, h, total) = encoding(n);
         std::fs::write(&cfg_path, client_cfg(k, h, total, free_port()?))
             .with_context(|| format!("writing {}", cfg_path.display()))?;
+    }
+    // `tahoe run` recognises a client node directory by a file of this name (it reads nothing
+    // from it).
+    let tac = client.join("tahoe-client.tac");
+    if !tac.is_file() {
+        std::fs::write(&tac, TAC_TEXT).with_context(|| format!("writing {}", tac.display()))?;
     }
     let mut yaml = ServersYaml::default();
     for node in nodes {
