@@ -456,7 +456,10 @@ pub fn serve(
     });
     if stopped && !session.guard.is_finished() {
         if ours.is_some() && device_at_canonical(&abs_mountpoint) == ours {
-            unmount(&abs_mountpoint, true)?;
+            // Not `?`: whatever happens, the session must not be dropped (see above).
+            if let Err(e) = unmount(&abs_mountpoint, true) {
+                tracing::warn!("unmounting: {e:#}");
+            }
         }
         // The session ends once the kernel lets go (destroy flushes first, bounded).
         let deadline = Instant::now() + FLUSH_AT_UNMOUNT + Duration::from_secs(30);
