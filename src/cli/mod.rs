@@ -6,12 +6,14 @@
 //! non-zero. Secrets given on the command line never appear in error messages.
 
 pub mod check;
+pub mod ctl;
 pub mod debug;
 pub mod files;
 pub mod grid;
 pub mod mount;
 pub mod node;
 pub mod paths;
+pub mod up;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -42,8 +44,14 @@ pub enum Command {
     /// File and directory commands.
     #[command(flatten)]
     Files(files::FileCommand),
+    /// A local grid (storage servers, a client, a root directory), mounted: the main job.
+    Up(up::UpArgs),
     /// Mounts a directory with FUSE.
     Mount(mount::MountArgs),
+    /// Unmounts a lafs mount (--flush: once everything written is on the grid).
+    Umount(ctl::UmountArgs),
+    /// What a lafs mount has not uploaded yet, its cache and its last errors.
+    Status(ctl::StatusArgs),
     /// Check the health of a file or directory (--verify reads every share, --repair fixes).
     Check(check::CheckArgs),
     /// Check every file and directory under a directory.
@@ -75,7 +83,10 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
                 Command::Debug(cmd) => debug::run(cmd),
                 Command::Node(cmd) => node::run(cmd),
                 Command::Files(cmd) => files::run(cli.node_directory, cmd),
+                Command::Up(a) => up::run(a),
                 Command::Mount(a) => mount::run(cli.node_directory, a),
+                Command::Umount(a) => ctl::umount(a),
+                Command::Status(a) => ctl::status(a),
                 Command::Check(a) => check::run(cli.node_directory, a, false),
                 Command::DeepCheck(a) => check::run(cli.node_directory, a, true),
             }

@@ -2,14 +2,21 @@
 //!
 //! SOURCE is a directory cap or an `alias:`/`alias:path` of the node directory (`-d`, or
 //! `-o node-directory=DIR`). Without `--foreground` the command starts itself again in the
-//! foreground as a detached process (its own process group, stdio to `mount.log` in the cache
-//! directory) and returns once the mount shows in /proc/self/mountinfo, or fails with the
-//! child's exit when it dies first. The foreground process serves FUSE until unmounted
-//! (`fusermount3 -u`), then flushes pending uploads and exits.
+//! foreground as a detached process (its own process group, stderr to `logs/mount.log` of the
+//! node directory, stdout a pipe back to the starter) and returns once the daemon writes its
+//! readiness line, which it does right after fuser's mount succeeded; when the daemon fails
+//! first, the starter reports its exit status and the tail of its log. The daemon serves FUSE
+//! until unmounted (`lafs umount`, `fusermount3 -u`) or SIGINT/SIGTERM (it unmounts itself),
+//! then flushes pending uploads (bounded by [`FLUSH_AT_UNMOUNT`]; what is left stays in the
+//! cache and goes up at the next mount with that cache) and exits.
 //!
 //! The write-back cache (the layer's journal) defaults to `NODEDIR/private/mount-cache/ID` with
 //! ID derived from the root cap, so a remount of the same root resumes its pending uploads.
-//! Caps never reach a message: errors name the alias or path, not the cap.
+//! Caps never reach a message: errors name the alias or path, not the cap; the mount's
+//! `.lafs-status` names a cap source `(a directory cap)`.
+//!
+//! Invariant: a mount is only ever unmounted by us while it is ours (same device number as
+//! when we mounted it); see [`serve`] for the fuser behaviour this avoids.
 
 use super::grid::{default_node_dir, Grid};
 use super::paths::parse_location;
@@ -17,7 +24,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use lafs::cap::{Cap, NodeCap};
 use lafs::client::immutable::UploadOptions;
-use lafs::fuse::{GridBackend, LafsFs};
+use lafs::fuse::status::{Control, MountInfo};
+use lafs::fuse::{GridBackend, LafsFs, FLUSH_AT_UNMOUNT};
 use lafs::vfs::{Config, Vfs};
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
@@ -42,15 +50,15 @@ pub struct MountArgs {
 /// The options we read; everything else standard is accepted and ignored where it does not
 /// apply.
 #[derive(Debug, Default)]
-struct Opts {
-    node_dir: Option<PathBuf>,
-    cache_dir: Option<PathBuf>,
-    cache_size: Option<u64>,
-    write_back_delay: Option<Duration>,
-    dir_refresh: Option<Duration>,
-    ro: bool,
-    allow_other: bool,
-    default_permissions: bool,
+pub struct Opts {
+    pub node_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<u64>,
+    pub write_back_delay: Option<Duration>,
+    pub dir_refresh: Option<Duration>,
+    pub ro: bool,
+    pub allow_other: bool,
+    pub default_permissions: bool,
 }
 
 fn seconds(v: &str, what: &str) -> anyhow::Result<Duration> {
@@ -63,7 +71,7 @@ fn seconds(v: &str, what: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-fn parse_opts(list: &[String]) -> anyhow::Result<Opts> {
+pub fn parse_opts(list: &[String]) -> anyhow::Result<Opts> {
     let mut o = Opts::default();
     for item in list
         .iter()
@@ -97,19 +105,6 @@ fn parse_opts(list: &[String]) -> anyhow::Result<Opts> {
     Ok(o)
 }
 
-/// Whether `path` is a mount point now (a line of /proc/self/mountinfo names it).
-fn is_mounted(path: &Path) -> bool {
-    let Ok(canon) = path.canonicalize() else {
-        return false;
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
-
 pub fn run(node_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
     let opts = parse_opts(&args.options)?;
     if !args.mountpoint.is_dir() {
@@ -124,21 +119,113 @@ pub fn run(node_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
         .or(node_dir)
         .unwrap_or_else(default_node_dir);
     if args.foreground {
-        return serve(&basedir, &args, &opts);
+        init_tracing();
+        let notify = std::env::var_os(NOTIFY_ENV).is_some();
+        let rt = runtime()?;
+        let mut stopper = Stopper::new(&rt)?;
+        serve(
+            &rt,
+            &basedir,
+            &args.source,
+            &args.mountpoint,
+            &opts,
+            true,
+            |_| {
+                if notify {
+                    // The readiness line for `background` (our stdout is its pipe). Nothing
+                    // else is ever written to stdout: the parent is gone after this line.
+                    use std::io::Write as _;
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(READY_LINE.as_bytes());
+                    let _ = out.flush();
+                }
+            },
+            stopper.wait(),
+        )?;
+        return Ok(());
     }
     background(&basedir, &args)
 }
 
-/// Starts `lafs mount --foreground` detached and waits until the mount is up.
+/// Set in the environment of the daemon `background` starts: it writes [`READY_LINE`] on its
+/// stdout once the mount is up.
+const NOTIFY_ENV: &str = "LAFS_MOUNT_NOTIFY";
+const READY_LINE: &str = "mounted\n";
+/// How long `background` waits for the daemon's readiness line (it opens the root directory on
+/// the grid first).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many lines of the daemon's log a start failure shows.
+const LOG_TAIL_LINES: usize = 20;
+
+/// The async runtime of a mount.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// SIGINT and SIGTERM, caught from its creation on (a signal during start-up is not lost and
+/// does not kill the process half-way).
+pub struct Stopper {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stopper {
+    /// Installs the handlers (on `rt`'s signal driver).
+    pub fn new(rt: &tokio::runtime::Runtime) -> anyhow::Result<Stopper> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_rt = rt.enter();
+        Ok(Stopper {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        })
+    }
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Logs (the layer's warnings, upload errors) to stderr: the daemon's is `logs/mount.log`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Starts `lafs mount --foreground` detached (its own process group, stderr to
+/// `logs/mount.log`, stdout a pipe to us) and waits for its readiness line, written once
+/// fuser's mount succeeded. EOF on the pipe without it means the daemon failed: its exit
+/// status and the tail of what it logged are the error. No polling of the mount table: a mount
+/// that comes and goes (or someone else's mount at the same place) cannot fool the wait.
 fn background(basedir: &Path, args: &MountArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the lafs executable")?;
     let log_dir = basedir.join("logs");
     std::fs::create_dir_all(&log_dir).ok();
+    let log_path = log_dir.join("mount.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log_dir.join("mount.log"))
+        .open(&log_path)
         .context("opening logs/mount.log")?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("-d")
         .arg(basedir)
@@ -151,39 +238,114 @@ fn background(basedir: &Path, args: &MountArgs) -> anyhow::Result<()> {
     }
     use std::os::unix::process::CommandExt;
     cmd.process_group(0)
+        .env(NOTIFY_ENV, "1")
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().context("log file")?)
+        .stdout(std::process::Stdio::piped())
         .stderr(log);
     let mut child = cmd.spawn().context("starting the mount daemon")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if is_mounted(&args.mountpoint) {
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
+    let out = child.stdout.take().context("the daemon's stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let log_tail = || {
+        let text = std::fs::read(&log_path).unwrap_or_default();
+        let from = usize::try_from(log_start).unwrap_or(0).min(text.len());
+        tail(&String::from_utf8_lossy(&text[from..]), LOG_TAIL_LINES)
+    };
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(line) if line == READY_LINE => Ok(()),
+        Ok(_) => {
+            let status = child.wait().context("waiting for the mount daemon")?;
             bail!(
-                "the mount daemon exited ({status}) before the mount was up; see {}",
-                log_dir.join("mount.log").display()
-            );
+                "the mount daemon failed ({status}); {}:\n{}",
+                log_path.display(),
+                log_tail()
+            )
         }
-        if Instant::now() > deadline {
-            bail!("the mount did not come up within 60 s");
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the mount did not come up within {} s (daemon stopped); {}:\n{}",
+                START_TIMEOUT.as_secs(),
+                log_path.display(),
+                log_tail()
+            )
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Serves the mount in this process until it is unmounted.
-fn serve(basedir: &Path, args: &MountArgs, opts: &Opts) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let meta = std::fs::metadata(&args.mountpoint).context("reading the mount point")?;
-    let (vfs, read_only) = rt.block_on(async {
+/// The `major:minor` of the mount at `path` in /proc/self/mountinfo (the topmost one).
+pub fn mount_device(path: &Path) -> Option<String> {
+    device_at_canonical(&path.canonicalize().ok()?)
+}
+
+/// [`mount_device`] of a canonical path, without touching the path itself (no request to a
+/// FUSE mount there).
+fn device_at_canonical(canon: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo_device(&info, &canon.to_string_lossy())
+}
+
+fn mountinfo_device(info: &str, path: &str) -> Option<String> {
+    // mountinfo escapes space, tab, newline and backslash in paths as octal.
+    let want = path
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    info.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let dev = f.nth(2)?;
+        (f.nth(1)? == want).then(|| dev.to_string())
+    })
+}
+
+/// What a started mount tells its caller.
+pub struct Mounted {
+    pub cache_dir: PathBuf,
+    pub read_only: bool,
+}
+
+/// How [`serve`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Unmounted from outside (`lafs umount`, `fusermount3 -u`).
+    Unmounted,
+    /// `stop` resolved: we unmounted.
+    Stopped,
+}
+
+/// Serves SOURCE at MOUNTPOINT on `rt` until it is unmounted from outside or `stop` resolves
+/// (then unmounts it). `on_mounted` runs once fuser's mount has succeeded. Either way the
+/// filesystem's destroy flushes pending uploads (bounded) before this returns.
+///
+/// fuser 0.18 unmounts the mount point again when its session object is dropped, and its
+/// check that the mount is still its own reads a dead connection as alive: after an unmount
+/// from outside, that second unmount hits whatever is mounted there by then (a remount in
+/// progress: the old flake, a new daemon exiting 0 at once). So the session object is never
+/// dropped: we unmount ourselves, only a mount with our device number, wait for the session
+/// thread and then forget the session.
+#[allow(clippy::too_many_arguments)]
+pub fn serve(
+    rt: &tokio::runtime::Runtime,
+    basedir: &Path,
+    source: &str,
+    mountpoint: &Path,
+    opts: &Opts,
+    exits_on_unmount: bool,
+    on_mounted: impl FnOnce(&Mounted),
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Ended> {
+    let meta = std::fs::metadata(mountpoint).context("reading the mount point")?;
+    // `_lock` is held until we return: one mount per cache at a time.
+    let (vfs, mounted, _lock) = rt.block_on(async {
         let grid = Grid::open(basedir)?;
-        let loc = parse_location(&grid.node.aliases, &args.source)?;
+        let loc = parse_location(&grid.node.aliases, source)?;
         let root = if loc.path.is_empty() {
             loc.root.clone()
         } else {
@@ -208,7 +370,8 @@ fn serve(basedir: &Path, args: &MountArgs, opts: &Opts) -> anyhow::Result<()> {
         };
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("creating cache directory {}", cache_dir.display()))?;
-        let mut cfg = Config::new(cache_dir);
+        let lock = lock_cache(&cache_dir).await?;
+        let mut cfg = Config::new(cache_dir.clone());
         cfg.uid = meta.uid();
         cfg.gid = meta.gid();
         if let Some(s) = opts.cache_size {
@@ -233,7 +396,11 @@ fn serve(basedir: &Path, args: &MountArgs, opts: &Opts) -> anyhow::Result<()> {
         let vfs = Vfs::new(Arc::new(backend), &root_text, cfg)
             .await
             .map_err(|e| anyhow::anyhow!("opening the mount: {e}"))?;
-        Ok((vfs, read_only))
+        let mounted = Mounted {
+            cache_dir,
+            read_only,
+        };
+        Ok((vfs, mounted, lock))
     })?;
     let mut mopts = vec![
         fuser::MountOption::FSName("lafs".into()),
@@ -241,7 +408,7 @@ fn serve(basedir: &Path, args: &MountArgs, opts: &Opts) -> anyhow::Result<()> {
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
     ];
-    if read_only {
+    if mounted.read_only {
         mopts.push(fuser::MountOption::RO);
     }
     if opts.default_permissions {
@@ -252,32 +419,126 @@ fn serve(basedir: &Path, args: &MountArgs, opts: &Opts) -> anyhow::Result<()> {
     if opts.allow_other {
         config.acl = fuser::SessionACL::All;
     }
-    let fs = LafsFs::new(Arc::new(vfs), rt.handle().clone());
-    let session = fuser::spawn_mount(fs, &args.mountpoint, &config)
-        .with_context(|| format!("mounting on {}", args.mountpoint.display()))?;
-    // Serve until unmounted from outside, or SIGINT/SIGTERM (then unmount ourselves; the
-    // filesystem's destroy flushes pending uploads either way).
-    let signalled = rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let abs_mountpoint = mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| mountpoint.to_path_buf());
+    let info = MountInfo {
+        pid: std::process::id(),
+        exits_on_unmount,
+        mountpoint: abs_mountpoint.to_string_lossy().into_owned(),
+        source: if source.starts_with("URI:") {
+            "(a directory cap)".to_string()
+        } else {
+            source.to_string()
+        },
+        read_only: mounted.read_only,
+        cache_dir: mounted.cache_dir.to_string_lossy().into_owned(),
+    };
+    let control = Arc::new(Control::new(info, meta.uid(), meta.gid()));
+    let fs = LafsFs::new(Arc::new(vfs), rt.handle().clone()).with_control(control);
+    let session = fuser::spawn_mount(fs, mountpoint, &config)
+        .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let ours = device_at_canonical(&abs_mountpoint);
+    tracing::info!(mountpoint = %abs_mountpoint.display(), "mounted");
+    on_mounted(&mounted);
+    let stopped = rt.block_on(async {
+        tokio::pin!(stop);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return anyhow::Ok(true),
-                _ = term.recv() => return Ok(true),
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                _ = &mut stop => return true,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
                     if session.guard.is_finished() {
-                        return Ok(false);
+                        return false;
                     }
                 }
             }
         }
-    })?;
-    if signalled {
-        session.umount_and_join().context("unmounting")?;
-    } else {
-        session.join().context("the FUSE session")?;
+    });
+    if stopped && !session.guard.is_finished() {
+        if ours.is_some() && device_at_canonical(&abs_mountpoint) == ours {
+            // Not `?`: whatever happens, the session must not be dropped (see above).
+            if let Err(e) = unmount(&abs_mountpoint, true) {
+                tracing::warn!("unmounting: {e:#}");
+            }
+        }
+        // The session ends once the kernel lets go (destroy flushes first, bounded).
+        let deadline = Instant::now() + FLUSH_AT_UNMOUNT + Duration::from_secs(30);
+        while !session.guard.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    Ok(())
+    tracing::info!(mountpoint = %abs_mountpoint.display(), "unmounted");
+    // See above: dropping the session could unmount someone else's mount.
+    std::mem::forget(session);
+    Ok(if stopped {
+        Ended::Stopped
+    } else {
+        Ended::Unmounted
+    })
+}
+
+/// How long a mount waits for another process to let go of its cache (an unmounted daemon
+/// still uploading).
+const CACHE_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Takes the exclusive lock of `cache_dir` (flock of `cache_dir/lock`), waiting up to
+/// [`CACHE_LOCK_WAIT`]: two processes must never work on one journal.
+async fn lock_cache(cache_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let path = cache_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let deadline = Instant::now() + CACHE_LOCK_WAIT;
+    let mut said = false;
+    loop {
+        // SAFETY: flock(2) on a descriptor `file` owns and keeps open; no memory is involved.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the cache {} is in use by another lafs mount",
+                cache_dir.display()
+            );
+        }
+        if !said {
+            tracing::info!(cache = %cache_dir.display(), "waiting for another mount of this cache to finish");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Unmounts `mountpoint` (`fusermount3 -u`; when it is busy, lazily if `lazy_when_busy`).
+pub fn unmount(mountpoint: &Path, lazy_when_busy: bool) -> anyhow::Result<()> {
+    let run = |lazy: bool| {
+        let mut c = std::process::Command::new("fusermount3");
+        c.arg("-u");
+        if lazy {
+            c.arg("-z");
+        }
+        c.arg(mountpoint)
+            .stdin(std::process::Stdio::null())
+            .status()
+    };
+    match run(false) {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) if !lazy_when_busy => bail!("fusermount3 -u {} failed ({s})", mountpoint.display()),
+        Err(e) if !lazy_when_busy => Err(e).context("running fusermount3"),
+        _ => match run(true).context("running fusermount3")? {
+            s if s.success() => Ok(()),
+            s => bail!("fusermount3 -u {} failed ({s})", mountpoint.display()),
+        },
+    }
 }
 
 /// `mount.lafs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]` (the mount(8) helper convention): the
@@ -341,5 +602,44 @@ mod tests {
         assert_eq!(o.node_dir, Some(PathBuf::from("/n")));
         assert!(parse_opts(&["frobnicate".into()]).is_err());
         assert!(parse_opts(&["write-back-delay=-1".into()]).is_err());
+    }
+
+    #[test]
+    fn the_topmost_mount_at_a_path_gives_the_device() {
+        let info = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 0:45 / /tmp/a\\040b rw,nosuid,nodev - fuse.lafs lafs rw,user_id=0,group_id=0
+41 22 0:46 / /tmp/m rw,nosuid,nodev - fuse.lafs lafs rw,user_id=0,group_id=0
+42 41 0:47 / /tmp/m rw,nosuid,nodev - fuse.lafs lafs rw,user_id=0,group_id=0
+43 22 0:48 / /tmp/m/sub rw - tmpfs tmpfs rw
+";
+        assert_eq!(mountinfo_device(info, "/tmp/m").as_deref(), Some("0:47"));
+        assert_eq!(mountinfo_device(info, "/tmp/a b").as_deref(), Some("0:45"));
+        assert_eq!(mountinfo_device(info, "/"), Some("0:21".into()));
+        assert_eq!(mountinfo_device(info, "/tmp"), None);
+        assert_eq!(mountinfo_device(info, "/tmp/a"), None);
+    }
+
+    #[test]
+    fn a_start_failure_shows_the_last_lines_of_the_log() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+        assert_eq!(tail("", 5), "");
+    }
+
+    #[test]
+    fn umount_and_status_arguments() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["lafs", "umount", "--flush", "/m"]).unwrap();
+        let crate::cli::Command::Umount(a) = cli.command else {
+            panic!("not umount")
+        };
+        assert!(a.flush);
+        assert_eq!(a.mountpoint, PathBuf::from("/m"));
+        let cli = crate::cli::Cli::try_parse_from(["lafs", "umount", "/m"]).unwrap();
+        assert!(matches!(cli.command, crate::cli::Command::Umount(a) if !a.flush));
+        let cli = crate::cli::Cli::try_parse_from(["lafs", "status", "--json", "/m"]).unwrap();
+        assert!(matches!(cli.command, crate::cli::Command::Status(a) if a.json));
+        assert!(crate::cli::Cli::try_parse_from(["lafs", "status"]).is_err());
     }
 }

@@ -13,6 +13,7 @@
 //! inode itself; the layer below takes its own locks.
 
 pub mod backend;
+pub mod status;
 
 pub use backend::GridBackend;
 
@@ -101,6 +102,8 @@ pub struct LafsFs {
     vfs: Arc<Vfs>,
     rt: Handle,
     slots: Arc<Semaphore>,
+    /// The virtual `.lafs-status` / `.lafs-control` files ([`status`]), when served.
+    control: Option<Arc<status::Control>>,
 }
 
 impl LafsFs {
@@ -110,6 +113,7 @@ impl LafsFs {
             vfs,
             rt,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            control: None,
         }
     }
 
@@ -197,6 +201,9 @@ impl Filesystem for LafsFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        let Some(reply) = self.v_lookup(parent.0, n, reply) else {
+            return;
+        };
         let n = name(n);
         self.spawn(move |v| async move { reply_entry(v.lookup(parent.0, &n).await, reply) });
     }
@@ -207,6 +214,9 @@ impl Filesystem for LafsFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let Some(reply) = self.v_getattr(ino.0, reply) else {
+            return;
+        };
         self.spawn(move |v| async move { reply_attr(v.getattr(ino.0).await, reply) });
     }
 
@@ -228,6 +238,9 @@ impl Filesystem for LafsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let Some(reply) = self.v_setattr(ino.0, reply) else {
+            return;
+        };
         let set = SetAttr {
             mode,
             uid,
@@ -345,6 +358,9 @@ impl Filesystem for LafsFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some(reply) = self.v_open(ino.0, flags.0, reply) else {
+            return;
+        };
         self.spawn(move |v| async move {
             match v.open(ino.0, flags.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -364,6 +380,9 @@ impl Filesystem for LafsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let Some(reply) = self.v_read(ino.0, fh.0, offset, size, reply) else {
+            return;
+        };
         self.spawn(move |v| async move {
             match v.read(ino.0, fh.0, offset, size).await {
                 Ok(d) => reply.data(&d),
@@ -384,6 +403,9 @@ impl Filesystem for LafsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let Some(reply) = self.v_write(ino.0, data, reply) else {
+            return;
+        };
         let data = data.to_vec();
         self.spawn(move |v| async move {
             match v.write(ino.0, fh.0, offset, &data).await {
@@ -401,6 +423,9 @@ impl Filesystem for LafsFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let Some(reply) = self.v_empty(ino.0, reply) else {
+            return;
+        };
         self.spawn(move |v| async move { reply_empty(v.flush(ino.0, fh.0).await, reply) });
     }
 
@@ -414,6 +439,9 @@ impl Filesystem for LafsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let Some(reply) = self.v_release(ino.0, fh.0, reply) else {
+            return;
+        };
         self.spawn(move |v| async move { reply_empty(v.release(ino.0, fh.0).await, reply) });
     }
 
@@ -425,6 +453,9 @@ impl Filesystem for LafsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let Some(reply) = self.v_empty(ino.0, reply) else {
+            return;
+        };
         self.spawn(move |v| async move { reply_empty(v.fsync(ino.0, fh.0).await, reply) });
     }
 
@@ -500,11 +531,17 @@ impl Filesystem for LafsFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(reply) = self.v_xattr(ino.0, false, reply) else {
+            return;
+        };
         let n = name(n);
         self.spawn(move |v| async move { reply_xattr(v.getxattr(ino.0, &n).await, size, reply) });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(reply) = self.v_xattr(ino.0, true, reply) else {
+            return;
+        };
         self.spawn(move |v| async move {
             let r = v.listxattr(ino.0).await.map(|names| {
                 let mut out = Vec::new();

@@ -7,7 +7,8 @@
 //!   `private/storage.furl`, `private/node.privkey`, `my_nodeid`, `permutation-seed`), the
 //!   fURL/NURLs and the `servers.yaml` announcement;
 //! - [`service`]: `lafs run`, the long-running node (listeners, periodic upload expiry and
-//!   lease garbage collection, clean shutdown on SIGINT/SIGTERM).
+//!   lease garbage collection, clean shutdown on SIGINT/SIGTERM); [`service::start`] runs the
+//!   same node inside a caller's runtime (the embedded grid of `lafs up`).
 //!
 //! Invariant: a node directory is interchangeable with Tahoe's: lafs reuses Tahoe's identity
 //! files (write enablers and lease secrets are bound to the TubID, clients to the swissnum and

@@ -103,6 +103,24 @@ pub fn open_store(
     Ok(DiskStore::open(cfg)?)
 }
 
+/// A node started by [`start`]: serving until [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub started: Started,
+    running: Vec<crate::protocol::server::RunningServer>,
+    maintenance: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Stops the listeners and the background work (in-flight requests get their grace
+    /// period from the protocol server).
+    pub fn shutdown(self) {
+        self.maintenance.abort();
+        for r in self.running {
+            r.shutdown();
+        }
+    }
+}
+
 /// Runs the node in `basedir` until SIGINT/SIGTERM. `on_ready` is called once the node
 /// listens and its announcement files are written.
 pub async fn run(basedir: PathBuf, on_ready: impl FnOnce(&Started)) -> Result<(), RunError> {
@@ -111,7 +129,19 @@ pub async fn run(basedir: PathBuf, on_ready: impl FnOnce(&Started)) -> Result<()
     // half-initialised (the default action) but stop us cleanly once started.
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    let node = start(basedir).await?;
+    on_ready(&node.started);
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    node.shutdown();
+    Ok(())
+}
 
+/// Starts the node in `basedir` on the current tokio runtime (`lafs run`, and the embedded
+/// servers of `lafs up`): once this returns it listens and its announcement files are written.
+pub async fn start(basedir: PathBuf) -> Result<RunningNode, RunError> {
     let node = NodeDir::load(&basedir).map_err(NodeDirError::from)?;
     let config = node.config;
     if !config.storage_enabled {
@@ -170,18 +200,12 @@ pub async fn run(basedir: PathBuf, on_ready: impl FnOnce(&Started)) -> Result<()
         expiration = ?store.config().expiration,
         "storage node running (HTTPS storage protocol only; no Foolscap)"
     );
-    on_ready(&started);
-
     let maintenance = tokio::spawn(maintenance(store.clone()));
-    tokio::select! {
-        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
-    }
-    maintenance.abort();
-    for r in running {
-        r.shutdown();
-    }
-    Ok(())
+    Ok(RunningNode {
+        started,
+        running,
+        maintenance,
+    })
 }
 
 /// Periodic upload expiry and garbage collection; runs until aborted.

@@ -1,0 +1,123 @@
+//! `lafs status [--json] MOUNTPOINT` and `lafs umount [--flush] MOUNTPOINT`.
+//!
+//! Both talk to the mount through its virtual files ([`lafs::fuse::status`]): `status` reads
+//! `MOUNTPOINT/.lafs-status` (JSON) and prints it as it is (`--json`) or in human form.
+//! `umount --flush` writes `flush` to `MOUNTPOINT/.lafs-control`, which returns once every
+//! pending upload and directory publish is on the grid; when that fails it prints the mount's
+//! errors and leaves the mount up (nothing is lost: retry, or unmount without `--flush`).
+//! Then both unmount (`fusermount3 -u`) and, when the serving process exits at unmount (`lafs
+//! mount`; `lafs up` keeps its grid running), wait until it has: it uploads what is still
+//! pending first (bounded; the rest stays in the cache for the next mount with that cache).
+
+use super::mount::unmount;
+use anyhow::{bail, Context};
+use clap::Args;
+use lafs::fuse::status::{StatusReport, CONTROL_NAME, FLUSH_COMMAND, STATUS_NAME};
+use lafs::fuse::FLUSH_AT_UNMOUNT;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the mount's status file as it is (JSON).
+    #[arg(long)]
+    pub json: bool,
+    /// The mount point.
+    pub mountpoint: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    /// First wait until everything written is on the grid (fails, still mounted, if it cannot).
+    #[arg(long)]
+    pub flush: bool,
+    /// The mount point.
+    pub mountpoint: PathBuf,
+}
+
+/// The mount's status: the file's text and its parsed form.
+pub fn read_status(mountpoint: &Path) -> anyhow::Result<(String, StatusReport)> {
+    let path = mountpoint.join(STATUS_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{} is not a lafs mount", mountpoint.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let report = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a lafs status file", path.display()))?;
+    Ok((text, report))
+}
+
+pub fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let (text, report) = read_status(&a.mountpoint)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        out.write_all(text.as_bytes())?;
+    } else {
+        out.write_all(report.human().as_bytes())?;
+    }
+    Ok(())
+}
+
+pub fn umount(a: UmountArgs) -> anyhow::Result<()> {
+    let (_, before) = read_status(&a.mountpoint)?;
+    // A read-only mount has nothing to flush (and the kernel refuses to open its control
+    // file for writing).
+    if a.flush && !before.mount.read_only {
+        if !before.clean {
+            eprintln!(
+                "lafs umount: uploading {} files and {} directory changes first",
+                before.uploads_queued + before.uploads_in_flight,
+                before.pending_dir_changes
+            );
+        }
+        let ctl = a.mountpoint.join(CONTROL_NAME);
+        let res = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&ctl)
+            .and_then(|mut f| f.write_all(format!("{FLUSH_COMMAND}\n").as_bytes()));
+        if let Err(e) = res {
+            let detail = match read_status(&a.mountpoint) {
+                Ok((_, r)) => r
+                    .last_flush_error
+                    .into_iter()
+                    .chain(r.last_errors)
+                    .map(|e| format!("\n  {e}"))
+                    .collect::<String>(),
+                Err(_) => String::new(),
+            };
+            bail!(
+                "the flush failed ({e}); {} is still mounted{detail}",
+                a.mountpoint.display()
+            );
+        }
+    }
+    unmount(&a.mountpoint, false)?;
+    if before.mount.exits_on_unmount {
+        wait_exit(before.mount.pid, FLUSH_AT_UNMOUNT + Duration::from_secs(30))?;
+    }
+    Ok(())
+}
+
+/// Waits until process `pid` (not our child) is gone.
+fn wait_exit(pid: u32, limit: Duration) -> anyhow::Result<()> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let deadline = Instant::now() + limit;
+    // Gone, or a zombie nobody reaped yet (state `Z` after the `(comm)` of /proc/PID/stat).
+    let running = || match std::fs::read_to_string(proc.join("stat")) {
+        Ok(st) => st
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    };
+    while running() {
+        if Instant::now() > deadline {
+            bail!("the mount daemon (pid {pid}) is still running after the unmount");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
