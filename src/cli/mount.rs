@@ -175,6 +175,9 @@ fn background(basedir: &Path, args: &MountArgs) -> anyhow::Result<()> {
 
 /// Serves the mount in this process until it is unmounted.
 fn serve(basedir: &Path, args: &MountArgs, opts: &Opts) -> anyhow::Result<()> {
+    // Warnings of the write-back (failed uploads and publishes) go to stderr, which is
+    // logs/mount.log for a background mount.
+    super::node::init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
