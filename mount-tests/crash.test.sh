@@ -20,7 +20,7 @@ lib_init crash
 command -v rsync >/dev/null || lib_skip "no rsync"
 lib_grid 3
 src="$work/src"
-tree_gen "$src" 1000 3 || fail "generating the source tree"
+tree_gen "$src" 400 3 || fail "generating the source tree"
 mnt="$work/mnt"
 cache="$work/cache"
 lib_mount "$mnt" "cache-dir=$cache"
@@ -29,15 +29,21 @@ mkdir "$mnt/s" "$mnt/u"
 # content KIND I: the known content of file KIND/I (a few KiB to ~100 KiB; some LIT-sized).
 content() {
     if (($2 % 5 == 0)); then printf '%s%d\n' "$1" "$2"; return; fi
-    yes "$1 file $2 line" | head -c $((3000 + ($2 * 7919) % 100000))
+    # (without pipefail: `yes` ends by SIGPIPE; the status is head's, i.e. the write's)
+    (set +o pipefail; yes "$1 file $2 line" | head -c $((3000 + ($2 * 7919) % 100000)))
 }
 synced_writer() { # writes s/I, `sync s/I`, records I once sync returned
     local i=0
     while :; do
-        content s $i >"$mnt/s/$i" || return 0
-        timeout 60 sync "$mnt/s/$i" || return 0
+        content s $i >"$mnt/s/$i" || { echo "write s/$i failed" >>"$work/writers.log"; return 0; }
+        local t rc=0
+        t="$(now)"
+        timeout 60 sync "$mnt/s/$i" || rc=$?
+        echo "sync s/$i: rc $rc after $(elapsed "$t") s" >>"$work/writers.log"
+        ((rc == 0)) || return 0
         echo $i >>"$work/synced"
         i=$((i + 1))
+        sleep 0.3
     done
 }
 closed_writer() { # writes u/I (no fsync), records I once closed
@@ -46,11 +52,12 @@ closed_writer() { # writes u/I (no fsync), records I once closed
         content u $i >"$mnt/u/$i" || return 0
         echo $i >>"$work/closed"
         i=$((i + 1))
-        sleep 0.05
+        sleep 0.2
     done
 }
 : >"$work/synced"
 : >"$work/closed"
+: >"$work/writers.log"
 
 daemon="$(pgrep -f -- "mount --foreground tahoe: $mnt( |\$)")" || fail "no mount daemon found"
 [[ "$daemon" =~ ^[0-9]+$ ]] || fail "more than one mount daemon: $daemon"
@@ -62,12 +69,16 @@ closed_writer &
 cw=$!
 # Kill once the rsync has run a while and several fsyncs have returned.
 timeout 120 bash -c "until (( \$(wc -l <'$work/synced') >= 4 )); do sleep 0.1; done" \
-    || fail "fewer than 4 fsyncs returned within 120 s"
-sleep 2
+    || fail "fewer than 4 fsyncs returned within 120 s: $(tail -n 5 "$work/writers.log"); mount.log: $(grep -i 'warn\|error' "$client/logs/mount.log" | grep -v 'Not Implemented' | tail -n 5)"
+# ... and once rsync has renamed at least 40 files into place; those names are recorded.
+in_place() { find "$mnt/rs" -type f ! -name '.*' 2>/dev/null | sed "s|^$mnt/rs/||" | sort; }
+timeout 300 bash -c "$(declare -f in_place); mnt='$mnt'; until (( \$(in_place | wc -l) >= 40 )); do sleep 0.2; done" \
+    || fail "rsync did not put 40 files in place within 300 s: $(tail -n 3 "$work/rsync1.out")"
+in_place >"$work/in-place"
 kill -0 "$rs" 2>/dev/null || fail "the rsync ended before the kill; make the tree bigger"
 kill -9 "$daemon"
 timeout 30 bash -c "while kill -0 $daemon 2>/dev/null; do sleep 0.1; done" || fail "daemon survived SIGKILL"
-say "killed the daemon with $(wc -l <"$work/synced") files fsync'd, $(wc -l <"$work/closed") closed, $(find "$src" -type f | wc -l) to rsync"
+say "killed the daemon with $(wc -l <"$work/synced") files fsync'd, $(wc -l <"$work/closed") closed, $(wc -l <"$work/in-place") of $(find "$src" -type f | wc -l) rsync'd"
 timeout 30 fusermount3 -uz "$mnt" || fail "fusermount3 -uz of the dead mount"
 for p in "$rs" "$sw" "$cw"; do
     timeout 120 bash -c "while kill -0 $p 2>/dev/null; do sleep 0.1; done" || fail "a writer hung after the kill"
@@ -123,10 +134,14 @@ lib_mount "$mnt" "cache-dir=$cache"
 say "remount with the same cache: $(elapsed "$t0") s"
 check_kind s "$work/synced" "remount with the same cache"
 check_kind u "$work/closed" "remount with the same cache"
+while IFS= read -r p; do
+    cmp -s "$src/$p" "$mnt/rs/$p" || fail "rs/$p was in place before the kill but is not complete after the remount"
+done <"$work/in-place"
 n="$(check_rsynced "remount with the same cache")"
-say "2: $nsynced fsync'd and $nclosed closed files complete, $n rsync'd files complete, none partial"
+say "2: $nsynced fsync'd and $nclosed closed files complete, $n rsync'd files complete ($(wc -l <"$work/in-place") were in place at the kill), none partial"
 t0="$(now)"
-timeout 600 rsync -a "$src/" "$mnt/rs/" || fail "rsync after the crash"
+# --delete: the killed rsync's temp file (its unlink failed on the dead mount) goes too.
+timeout 600 rsync -a --delete "$src/" "$mnt/rs/" || fail "rsync after the crash"
 say "rsync after the crash: $(elapsed "$t0") s"
 tree_compare "$src" "$mnt/rs" "after the crash and a second rsync"
 umount_flushed "$mnt"

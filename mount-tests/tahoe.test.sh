@@ -7,7 +7,7 @@
 # - what the mount wrote and closed (NO fsync, NO unmount) is listed by `tahoe ls` and read by
 #   `tahoe get` within 30 s of the close (a LIT file, a 200 KiB CHK file, a file in a new
 #   subdirectory, a symlink whose content is its target, an overwritten file, a rename);
-# - what `tahoe put`/`tahoe mkdir`/`tahoe mv`/`tahoe rm` did in the mounted directory shows
+# - what `tahoe put`/`tahoe mkdir`/`tahoe mv`/`tahoe unlink` did in the mounted directory shows
 #   through the mount within dir-refresh (2 s) plus the kernel's 1 s attribute time-out, plus a
 #   margin (we poll up to 15 s and print how long it took).
 set -euo pipefail
@@ -135,9 +135,9 @@ wait_mount "tahoe put into the mount's subdirectory" cmp -s "$work/put2.src" "$m
 T_ mv tahoe:lit.txt tahoe:lit-moved.txt >/dev/null || fail "tahoe mv"
 gone_lit() { [[ ! -e "$mnt/lit.txt" ]] && cmp -s "$work/lit2.src" "$mnt/lit-moved.txt"; }
 wait_mount "tahoe mv lit.txt lit-moved.txt" gone_lit
-T_ rm tahoe:from-tahoe.bin >/dev/null || fail "tahoe rm"
+T_ unlink tahoe:from-tahoe.bin >/dev/null || fail "tahoe unlink"
 gone_put() { [[ ! -e "$mnt/from-tahoe.bin" ]]; }
-wait_mount "tahoe rm from-tahoe.bin" gone_put
+wait_mount "tahoe unlink from-tahoe.bin" gone_put
 st="$(stat -c %F "$mnt/tdir/inner")"
 [[ "$st" == "regular file" ]] || fail "a tahoe-put file shows as '$st'"
 names="$(ls "$mnt" | tr '\n' ' ')"
