@@ -208,3 +208,36 @@ async fn ranged_reads_of_chk_files() {
     );
     assert!(b.read_file(&cap, 300_000, 10).await.unwrap().is_empty());
 }
+
+/// Found by mount-tests/git.test.sh: git writes files with identical content (`logs/HEAD` and
+/// `logs/refs/heads/main`), the mount uploads them at the same time, and a server answers the
+/// second upload's allocation of a share the first is still writing with neither "have" nor
+/// "allocated": that upload missed servers-of-happiness. Concurrent uploads of identical
+/// content must both succeed, with the same cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_identical_content_both_succeed() {
+    let grid = TestGrid::start(4).await.unwrap();
+    let b = backend(&grid);
+    for round in 0..4u32 {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i * 31 + round) as u8).collect();
+        let files: Vec<tempfile::NamedTempFile> = (0..3)
+            .map(|_| {
+                let f = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(f.path(), &data).unwrap();
+                f
+            })
+            .collect();
+        let (a, c, d) = tokio::join!(
+            b.upload_file(files[0].path()),
+            b.upload_file(files[1].path()),
+            b.upload_file(files[2].path())
+        );
+        let a = a.unwrap_or_else(|e| panic!("round {round}: first upload: {e}"));
+        assert_eq!(
+            c.unwrap_or_else(|e| panic!("round {round}: second: {e}")),
+            a
+        );
+        assert_eq!(d.unwrap_or_else(|e| panic!("round {round}: third: {e}")), a);
+        assert_eq!(b.read_file(&a, 0, 200_000).await.unwrap(), data);
+    }
+}

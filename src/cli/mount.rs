@@ -119,7 +119,7 @@ pub fn run(node_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
         .or(node_dir)
         .unwrap_or_else(default_node_dir);
     if args.foreground {
-        init_tracing();
+        super::node::init_tracing();
         let notify = std::env::var_os(NOTIFY_ENV).is_some();
         let rt = runtime()?;
         let mut stopper = Stopper::new(&rt)?;
@@ -191,17 +191,6 @@ impl Stopper {
             _ = self.int.recv() => {}
         }
     }
-}
-
-/// Logs (the layer's warnings, upload errors) to stderr: the daemon's is `logs/mount.log`.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 /// The last `n` lines of `text`.

@@ -105,7 +105,8 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing() {
+/// Logs (warnings, upload errors) to stderr: a mount daemon's stderr is `logs/mount.log`.
+pub(super) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

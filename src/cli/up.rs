@@ -100,7 +100,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
     let dir = dir.canonicalize()?;
     let mountpoint = a.mountpoint.unwrap_or_else(|| dir.join("mnt"));
     let opts = mount::parse_opts(&a.options)?;
-    mount::init_tracing();
+    super::node::init_tracing();
 
     // The storage node directories.
     let mut servers = existing_servers(&dir);

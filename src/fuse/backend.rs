@@ -20,13 +20,14 @@ use crate::client::directory::DirectoryClient;
 use crate::client::immutable::{self, DownloadOptions, FileSource, UploadOptions};
 use crate::client::secrets::ClientSecrets;
 use crate::client::ServerSet;
+use crate::immutable::PlaintextSource as _;
 use crate::mutable::publish::PublishOutcome;
 use crate::mutable::retrieve::ServerMap;
 use crate::mutable::MutableError;
 use crate::vfs::backend::{Backend, BackendError, BoxFuture, DirVersion};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Server maps kept per directory; bounded so a long mount over many directories does not grow
 /// without limit (a missing map only costs one more mapping round).
@@ -43,6 +44,13 @@ pub struct GridBackend {
     happy: usize,
     /// Directory write cap -> (version read, the map it was read with).
     maps: Mutex<HashMap<String, (DirVersion, ServerMap)>>,
+    /// One lock per file size with an upload in progress (entries removed when unused).
+    /// Uploads of identical content (one convergent storage index) must not overlap: a server
+    /// answers an allocation of a share another upload is still writing with neither "have"
+    /// nor "allocated", so the later upload would miss servers-of-happiness. Identical content
+    /// has identical size, so uploads of one size run one at a time (the later one then finds
+    /// the shares in place and writes nothing); uploads of different sizes still overlap.
+    same_size: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for GridBackend {
@@ -104,6 +112,7 @@ impl GridBackend {
             format,
             happy,
             maps: Mutex::new(HashMap::new()),
+            same_size: Mutex::new(HashMap::new()),
         }
     }
 
@@ -204,10 +213,23 @@ impl Backend for GridBackend {
     fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String> {
         Box::pin(async move {
             let source = FileSource::open(path).map_err(other)?;
-            let r = immutable::upload(&self.servers, &self.secrets, source, &self.upload)
-                .await
-                .map_err(other)?;
-            Ok(Cap::File(r.cap).to_string())
+            let size = source.size();
+            let lock = {
+                let mut m = self.same_size.lock().unwrap_or_else(|e| e.into_inner());
+                Arc::clone(m.entry(size).or_default())
+            };
+            let result = {
+                let _turn = lock.lock().await;
+                immutable::upload(&self.servers, &self.secrets, source, &self.upload).await
+            };
+            {
+                let mut m = self.same_size.lock().unwrap_or_else(|e| e.into_inner());
+                // Ours and the map's: nobody else waits on this size.
+                if Arc::strong_count(&lock) == 2 {
+                    m.remove(&size);
+                }
+            }
+            Ok(Cap::File(result.map_err(other)?.cap).to_string())
         })
     }
 

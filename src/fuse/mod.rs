@@ -187,13 +187,22 @@ impl Filesystem for LafsFs {
         let rt = self.rt.clone();
         // Bounded: an unreachable grid must not hang the unmount; what is not uploaded stays
         // in the journal and goes up at the next mount.
+        // A failed upload or publish is retried by the flusher after its retry delay, so an
+        // error (e.g. a transient one) does not end the flush: wait again, up to the bound.
         let _ = std::thread::spawn(move || {
             rt.block_on(async {
-                if tokio::time::timeout(FLUSH_AT_UNMOUNT, vfs.flush_all())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("unmount: pending uploads left in the cache for the next mount");
+                let deadline = tokio::time::Instant::now() + FLUSH_AT_UNMOUNT;
+                loop {
+                    match tokio::time::timeout_at(deadline, vfs.flush_all()).await {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => tracing::warn!("unmount: {e}; flushing on"),
+                        Err(_) => {
+                            tracing::warn!(
+                                "unmount: pending uploads left in the cache for the next mount"
+                            );
+                            return;
+                        }
+                    }
                 }
             })
         })
