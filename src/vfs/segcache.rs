@@ -164,14 +164,14 @@ impl SegCache {
     fn insert_mem(&mut self, key: Key, data: Arc<Vec<u8>>) {
         self.mem.remove(&key);
         if data.len() > self.limit {
-            self.to_disk(key, &data);
+            self.evict_to_disk(key, &data);
             return;
         }
         while self.mem.used + data.len() > self.limit {
             let Some((k, d)) = self.mem.pop_oldest() else {
                 break;
             };
-            self.to_disk(k, &d);
+            self.evict_to_disk(k, &d);
         }
         let tick = self.next_tick();
         let len = data.len();
@@ -179,7 +179,7 @@ impl SegCache {
     }
 
     /// A segment leaving memory: kept on disk (written unless already there).
-    fn to_disk(&mut self, key: Key, data: &[u8]) {
+    fn evict_to_disk(&mut self, key: Key, data: &[u8]) {
         let tick = self.next_tick();
         let Some(disk) = self.disk.as_mut() else {
             return;
