@@ -13,7 +13,7 @@
 //!   during an rsync of a tree of 126 directories).
 //! - Reads of CHK files go through read streams: each `download_range` pays for locating the
 //!   shares and fetching their headers and hash trees, so a read that starts where an earlier
-//!   stream of the same file ends opens a stream twice as long (up to [`MAX_STREAM`]), which
+//!   stream of the same file ends opens a stream four times as long (up to [`MAX_STREAM`]), which
 //!   downloads in the background with the downloader's own pipelining; later reads inside it
 //!   wait for its bytes instead of starting downloads of their own. A read elsewhere opens a
 //!   stream of exactly its own length (random reads fetch nothing extra). At most
@@ -52,9 +52,9 @@ const MAX_MAPS: usize = 1024;
 /// RSA keys kept ready for new directories.
 pub const KEY_POOL: usize = 8;
 /// Read streams kept at once (each holds at most [`MAX_STREAM`] bytes).
-pub const MAX_STREAMS: usize = 4;
+pub const MAX_STREAMS: usize = 3;
 /// The longest read stream.
-pub const MAX_STREAM: u64 = 8 << 20;
+pub const MAX_STREAM: u64 = 16 << 20;
 
 /// One background ranged download of a CHK file: `start .. start + len`, its bytes so far.
 struct ReadStream {
@@ -262,7 +262,7 @@ impl GridBackend {
             .map(|s| s.len)
             .max();
         let want = match prev {
-            Some(p) => (2 * p).clamp(len, MAX_STREAM.max(len)),
+            Some(p) => (4 * p).clamp(len, MAX_STREAM.max(len)),
             None => len,
         };
         let slen = want.min(size - off);
