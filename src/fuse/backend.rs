@@ -17,9 +17,10 @@
 //!   downloads in the background with the downloader's own pipelining; later reads inside it
 //!   wait for its bytes instead of starting downloads of their own. A read elsewhere opens a
 //!   stream of exactly its own length (random reads fetch nothing extra). At most
-//!   [`MAX_STREAMS`] streams are kept (the oldest is dropped, and its download stopped), so
-//!   memory stays bounded by `MAX_STREAMS * MAX_STREAM`. A stream that fails or is dropped
-//!   leaves its readers to a direct ranged download of their own range.
+//!   [`MAX_STREAMS`] streams are kept (the oldest is dropped; its download stops once no reader
+//!   waits on it), so memory stays bounded by `MAX_STREAMS * MAX_STREAM` plus the streams
+//!   readers still wait on. A stream that fails leaves its readers to a direct ranged download
+//!   of their own range.
 //!
 //! Invariants: `publish_dir` is a test-and-write. It publishes against the server map of the
 //! read that produced `expected` (kept per directory), or against a fresh map whose version is
