@@ -55,7 +55,7 @@ pub const KEY_POOL: usize = 8;
 /// Read streams kept at once (each holds at most [`MAX_STREAM`] bytes).
 pub const MAX_STREAMS: usize = 3;
 /// The longest read stream.
-pub const MAX_STREAM: u64 = 16 << 20;
+pub const MAX_STREAM: u64 = 8 << 20;
 
 /// One background ranged download of a CHK file: `start .. start + len`, its bytes so far.
 struct ReadStream {
