@@ -3,8 +3,8 @@
 # SFTP frontend mounted with sshfs, for a side-by-side with `lafs mount` (a benchmark script: it
 # prints numbers and asserts nothing about them).
 #
-# STATUS: written but NOT yet run (sshfs was not installed on the machine it was written on).
-# Expect to fix small things at the first run; every step is bounded and says what it does.
+# STATUS: run once up to the rsync step with FILES=50 (grid, sftpd, accounts, sshfs mount all
+# work); the later steps have not been run yet. Every step is bounded and says what it does.
 #
 # Prerequisites: sshfs (`apt-get install sshfs`), ssh-keygen, rsync, Tahoe 1.20 in
 # $LAFS_TAHOE_VENV (default ~/.cache/lafs/tahoe-venv, made by .ci/setup).
@@ -93,9 +93,11 @@ sed -n "/^python3 - \"\$src\" \"\$FILES\" \"\$DIRS\" <<'PY'$/,/^PY$/p" "$here/be
 python3 "$work/gen.py" "$src" "$FILES" "$DIRS"
 
 sshfs_mount
-t0="$(now)"; timeout "$T" rsync -a "$src/" "$mnt/tree/" || die "rsync"
-report "sftp: rsync -a ($FILES files)" "$(elapsed "$t0") s"
-t0="$(now)"; timeout "$T" rsync -a "$src/" "$mnt/tree/" || die "rsync rerun"
+# Tahoe's SFTP frontend refuses symlinks (EOPNOTSUPP): rsync reports them and exits 23.
+rsync_ok() { local rc=0; timeout "$T" rsync -a "$src/" "$mnt/tree/" 2>"$work/rsync.err" || rc=$?; [[ $rc == 0 || $rc == 23 ]]; }
+t0="$(now)"; rsync_ok || die "rsync"
+report "sftp: rsync -a ($FILES files)" "$(elapsed "$t0") s ($(grep -c 'failed: Operation not supported' "$work/rsync.err" || true) symlinks refused)"
+t0="$(now)"; rsync_ok || die "rsync rerun"
 report "sftp: rsync -a rerun (no-op)" "$(elapsed "$t0") s"
 timeout "$T" dd if=/dev/urandom of="$work/big" bs=1M count="$SIZE_MIB" status=none
 t0="$(now)"; timeout "$T" dd if="$work/big" of="$mnt/big" bs=1M conv=fsync status=none || die "dd in"
