@@ -237,6 +237,8 @@ struct State {
     /// Directories with a publish in flight: a name removed meanwhile may be about to appear on
     /// the grid, so its removal must be recorded even when the base listing lacks it.
     publishing: HashSet<String>,
+    /// Directories whose expired listing is being re-read in the background (for lookups).
+    refreshing: HashSet<Ino>,
 }
 
 struct Inner {
@@ -658,11 +660,17 @@ impl Vfs {
             errors: VecDeque::new(),
             publishes: 0,
             uploads_done: 0,
-            segs: SegCache::new(cfg.segment_cache),
+            // Read cache: `segment_cache` bytes in memory, up to `cache_size` more on disk.
+            segs: SegCache::with_disk(
+                cfg.segment_cache,
+                cfg.cache_dir.join("segs"),
+                usize::try_from(cfg.cache_size).unwrap_or(usize::MAX),
+            ),
             dir_ino: HashMap::new(),
             space_waiters: 0,
             prefetching: HashSet::new(),
             publishing: HashSet::new(),
+            refreshing: HashSet::new(),
         };
         st.nodes.insert(ROOT_INO, root);
         st.dir_ino.insert(root_cap.to_string(), ROOT_INO);
@@ -713,7 +721,7 @@ impl Vfs {
 
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FileAttr> {
         let name = check_name(name)?;
-        self.inner.load_dir(parent).await?;
+        Inner::load_dir_for_lookup(&self.inner, parent, &name).await?;
         let mut st = self.lock();
         let ino = st.child(parent, &name)?.ok_or(VfsError::NotFound)?;
         st.node_mut(ino)?.lookups += 1;
@@ -1471,6 +1479,42 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock means a panic elsewhere; the state is still the best we have.
         self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`Inner::load_dir`] for a lookup of `name`: when the listing is loaded and has the name,
+    /// the lookup is answered from it without waiting on the grid, and an expired listing is
+    /// re-read in the background; a name the listing lacks waits for the re-read (another
+    /// writer may have made it).
+    async fn load_dir_for_lookup(me: &Arc<Self>, ino: Ino, name: &str) -> Result<()> {
+        // Some(true): wait for the listing; Some(false): answer now; None: answer now and
+        // refresh in the background.
+        let wait = {
+            let mut st = me.lock();
+            let d = st.node(ino)?.dir.as_ref().ok_or(VfsError::NotDir)?;
+            match d.loaded_at {
+                Some(at) if d.children.contains_key(name) => {
+                    if at.elapsed() < me.cfg.dir_refresh || !st.refreshing.insert(ino) {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                }
+                _ => Some(true),
+            }
+        };
+        match wait {
+            Some(true) => return me.load_dir(ino).await,
+            Some(false) => return Ok(()),
+            None => {}
+        }
+        let me2 = Arc::clone(me);
+        tokio::spawn(async move {
+            if let Err(e) = me2.load_dir(ino).await {
+                tracing::debug!("lafs vfs: background refresh of a listing failed: {e}");
+            }
+            me2.lock().refreshing.remove(&ino);
+        });
+        Ok(())
     }
 
     /// Loads (or refreshes after `dir_refresh`) the listing of directory `ino`.

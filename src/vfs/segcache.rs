@@ -1,75 +1,218 @@
-//! A memory-bounded LRU of file segments read from the grid, keyed by (cap, segment index).
-//! Invariant: the sum of cached segment lengths never exceeds the bound after an insert.
+//! The read cache of file segments fetched from the grid, keyed by (cap, segment index), in two
+//! tiers: an LRU in memory and, below it, an LRU of files on local disk.
+//!
+//! - A segment enters the memory tier. When the memory tier is over its bound, its least
+//!   recently used segments move to the disk tier (written once: a segment already on disk is not
+//!   written again); when the disk tier is over its bound, its least recently used files are
+//!   deleted.
+//! - A hit in the disk tier reads the file and brings the segment back to the memory tier (the
+//!   disk copy stays, so evicting it again costs nothing).
+//! - Disk files live in `segs/` of the cache directory, named by a hash of the cap (caps are
+//!   secrets and never appear in a file name) and the segment index. The directory is emptied
+//!   when the cache is created: a new mount starts with an empty disk tier.
+//!
+//! Invariants: after every operation the memory tier holds at most `mem_limit` bytes and the
+//! disk tier at most `disk_limit` bytes (a segment larger than a tier's bound is not kept in that
+//! tier). A disk error never fails a read: the segment is simply not cached on disk.
 
+use crate::crypto::hash::tagged_hash;
 use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 type Key = (String, u64);
 
-pub struct SegCache {
-    limit: usize,
+/// One LRU tier's bookkeeping: key -> (bytes, tick) and tick -> key.
+#[derive(Default)]
+struct Lru<V> {
     used: usize,
-    tick: u64,
-    map: HashMap<Key, (Arc<Vec<u8>>, u64)>,
+    map: HashMap<Key, (V, usize, u64)>,
     order: BTreeMap<u64, Key>,
 }
 
+impl<V> Lru<V> {
+    fn touch(&mut self, key: &Key, tick: u64) -> Option<&V> {
+        let (v, _, t) = self.map.get_mut(key)?;
+        self.order.remove(t);
+        *t = tick;
+        self.order.insert(tick, key.clone());
+        Some(v)
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<V> {
+        let (v, len, t) = self.map.remove(key)?;
+        self.order.remove(&t);
+        self.used -= len;
+        Some(v)
+    }
+
+    fn insert(&mut self, key: Key, v: V, len: usize, tick: u64) {
+        self.remove(&key);
+        self.used += len;
+        self.order.insert(tick, key.clone());
+        self.map.insert(key, (v, len, tick));
+    }
+
+    /// Removes and returns the least recently used entry.
+    fn pop_oldest(&mut self) -> Option<(Key, V)> {
+        let (_, k) = self.order.pop_first()?;
+        let (v, len, _) = self.map.remove(&k)?;
+        self.used -= len;
+        Some((k, v))
+    }
+}
+
+/// The disk tier: where its files are and the bound.
+struct Disk {
+    dir: PathBuf,
+    limit: usize,
+    lru: Lru<()>,
+}
+
+impl Disk {
+    fn path(&self, key: &Key) -> PathBuf {
+        let h = tagged_hash(b"lafs-segcache-v1", key.0.as_bytes());
+        let mut name = String::with_capacity(48);
+        for b in h.get(..16).unwrap_or(&h[..]) {
+            name.push_str(&format!("{b:02x}"));
+        }
+        self.dir.join(format!("{name}-{}", key.1))
+    }
+}
+
+pub struct SegCache {
+    limit: usize,
+    tick: u64,
+    mem: Lru<Arc<Vec<u8>>>,
+    disk: Option<Disk>,
+}
+
 impl SegCache {
+    /// A memory-only cache of at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
         SegCache {
             limit,
-            used: 0,
             tick: 0,
-            map: HashMap::new(),
-            order: BTreeMap::new(),
+            mem: Lru::default(),
+            disk: None,
         }
+    }
+
+    /// A cache of at most `mem_limit` bytes in memory and `disk_limit` bytes of files in
+    /// `dir` (created, and emptied of an earlier mount's segments). Without a usable directory
+    /// the cache is memory-only.
+    pub fn with_disk(mem_limit: usize, dir: PathBuf, disk_limit: usize) -> Self {
+        let mut c = SegCache::new(mem_limit);
+        let _ = fs::remove_dir_all(&dir);
+        if disk_limit > 0 && fs::create_dir_all(&dir).is_ok() {
+            c.disk = Some(Disk {
+                dir,
+                limit: disk_limit,
+                lru: Lru::default(),
+            });
+        }
+        c
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
     }
 
     pub fn get(&mut self, cap: &str, seg: u64) -> Option<Arc<Vec<u8>>> {
         let key = (cap.to_string(), seg);
-        let (data, t) = self.map.get_mut(&key)?;
-        self.order.remove(t);
-        self.tick += 1;
-        *t = self.tick;
-        self.order.insert(self.tick, key);
-        Some(Arc::clone(data))
+        let tick = self.next_tick();
+        if let Some(d) = self.mem.touch(&key, tick) {
+            return Some(Arc::clone(d));
+        }
+        let disk = self.disk.as_mut()?;
+        disk.lru.touch(&key, tick)?;
+        match fs::read(disk.path(&key)) {
+            Ok(bytes) => {
+                let data = Arc::new(bytes);
+                self.insert_mem(key, Arc::clone(&data));
+                Some(data)
+            }
+            Err(_) => {
+                disk.lru.remove(&key);
+                None
+            }
+        }
     }
 
     pub fn contains(&self, cap: &str, seg: u64) -> bool {
-        self.map.contains_key(&(cap.to_string(), seg))
+        let key = (cap.to_string(), seg);
+        self.mem.map.contains_key(&key)
+            || self
+                .disk
+                .as_ref()
+                .is_some_and(|d| d.lru.map.contains_key(&key))
     }
 
+    /// Caches bytes just read from the grid (replacing any older copy in either tier).
     pub fn insert(&mut self, cap: &str, seg: u64, data: Arc<Vec<u8>>) {
         let key = (cap.to_string(), seg);
-        if let Some((old, t)) = self.map.remove(&key) {
-            self.order.remove(&t);
-            self.used -= old.len();
-        }
-        if data.len() > self.limit {
-            return;
-        }
-        while self.used + data.len() > self.limit {
-            let Some((_, k)) = self.order.pop_first() else {
-                break;
-            };
-            if let Some((d, _)) = self.map.remove(&k) {
-                self.used -= d.len();
+        if let Some(disk) = self.disk.as_mut() {
+            if disk.lru.remove(&key).is_some() {
+                let _ = fs::remove_file(disk.path(&key));
             }
         }
-        self.tick += 1;
-        self.used += data.len();
-        self.order.insert(self.tick, key.clone());
-        self.map.insert(key, (data, self.tick));
+        self.insert_mem(key, data);
     }
 
+    fn insert_mem(&mut self, key: Key, data: Arc<Vec<u8>>) {
+        self.mem.remove(&key);
+        if data.len() > self.limit {
+            self.evict_to_disk(key, &data);
+            return;
+        }
+        while self.mem.used + data.len() > self.limit {
+            let Some((k, d)) = self.mem.pop_oldest() else {
+                break;
+            };
+            self.evict_to_disk(k, &d);
+        }
+        let tick = self.next_tick();
+        let len = data.len();
+        self.mem.insert(key, data, len, tick);
+    }
+
+    /// A segment leaving memory: kept on disk (written unless already there).
+    fn evict_to_disk(&mut self, key: Key, data: &[u8]) {
+        let tick = self.next_tick();
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
+        if disk.lru.touch(&key, tick).is_some() || data.len() > disk.limit {
+            return;
+        }
+        while disk.lru.used + data.len() > disk.limit {
+            let Some((k, ())) = disk.lru.pop_oldest() else {
+                break;
+            };
+            let _ = fs::remove_file(disk.path(&k));
+        }
+        if fs::write(disk.path(&key), data).is_ok() {
+            disk.lru.insert(key, (), data.len(), tick);
+        }
+    }
+
+    /// Bytes in memory.
     pub fn used(&self) -> usize {
-        self.used
+        self.mem.used
+    }
+
+    /// Bytes on disk.
+    pub fn disk_used(&self) -> usize {
+        self.disk.as_ref().map_or(0, |d| d.lru.used)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn lru_bound_and_order() {
@@ -82,5 +225,74 @@ mod tests {
         assert_eq!(c.used(), 8);
         c.insert("b", 0, Arc::new(vec![0; 11])); // larger than the bound: not cached
         assert!(!c.contains("b", 0));
+    }
+
+    #[test]
+    fn memory_evicts_to_disk_and_disk_evicts_oldest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("segs");
+        let mut c = SegCache::with_disk(8, dir.clone(), 12);
+        for s in 0..3u8 {
+            c.insert("cap", u64::from(s), Arc::new(vec![s; 4]));
+        }
+        // Memory holds 1 and 2; 0 went to disk.
+        assert_eq!((c.used(), c.disk_used()), (8, 4));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        // A disk hit comes back with its bytes (and pushes 1 to disk).
+        assert_eq!(*c.get("cap", 0).unwrap(), vec![0u8; 4]);
+        assert_eq!((c.used(), c.disk_used()), (8, 8));
+        for s in 3..6u8 {
+            c.insert("cap", u64::from(s), Arc::new(vec![s; 4]));
+        }
+        // The disk bound holds: 3 files of 4 bytes at most, the oldest gone.
+        assert!(c.disk_used() <= 12 && c.used() <= 8);
+        assert_eq!(fs::read_dir(&dir).unwrap().count() * 4, c.disk_used());
+        assert!(
+            !c.contains("cap", 1),
+            "1 was the least recently used on disk"
+        );
+        for s in [0u64, 2, 3, 4, 5] {
+            assert!(c.contains("cap", s), "segment {s}");
+        }
+        // 5 from memory, 3 from disk.
+        assert_eq!(*c.get("cap", 5).unwrap(), vec![5u8; 4]);
+        assert_eq!(*c.get("cap", 3).unwrap(), vec![3u8; 4]);
+        // No file name shows the cap.
+        for e in fs::read_dir(&dir).unwrap() {
+            assert!(!e.unwrap().file_name().to_string_lossy().contains("cap"));
+        }
+        // A new cache on the same directory starts empty.
+        let c2 = SegCache::with_disk(8, dir.clone(), 12);
+        assert_eq!(c2.disk_used(), 0);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    proptest! {
+        /// Against a model: every segment still cached reads back its bytes, both tiers stay
+        /// within their bounds, and the disk tier's bookkeeping matches the files on disk.
+        #[test]
+        fn two_tiers_match_model(ops in proptest::collection::vec((0u64..12, 1usize..9, any::<bool>()), 1..80)) {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("segs");
+            let mut c = SegCache::with_disk(16, dir.clone(), 24);
+            let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+            for (i, (seg, len, read)) in ops.into_iter().enumerate() {
+                if read {
+                    if let Some(d) = c.get("k", seg) {
+                        prop_assert_eq!(Some(&*d), model.get(&seg));
+                    }
+                } else {
+                    let data = vec![i as u8; len];
+                    model.insert(seg, data.clone());
+                    c.insert("k", seg, Arc::new(data));
+                }
+                prop_assert!(c.used() <= 16 && c.disk_used() <= 24);
+                let on_disk: usize = fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().metadata().unwrap().len() as usize)
+                    .sum();
+                prop_assert_eq!(on_disk, c.disk_used());
+            }
+        }
     }
 }

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# benches/mount_perf.sh: wall-clock figures of `lafs mount` over a loopback grid (a benchmark
+# script, not a test: it prints numbers and asserts nothing about them).
+#
+#   CARGO_TARGET_DIR=... cargo build --profile ci --bin lafs   # or --release
+#   LAFS=$CARGO_TARGET_DIR/ci/lafs bash benches/mount_perf.sh
+#
+# What it measures (each step under `timeout`):
+#   1. rsync -a of a generated tree of $FILES files (nested directories, symlinks, varied modes
+#      and sizes) into the mount, then the no-op rerun, then `sync` of the tree's top directory
+#      (waits until the grid has it: the time to reach the grid).
+#   2. $SIZE_MIB MiB sequential write: `dd bs=1M` into the mount (local speed: the write-back
+#      cache), then `sync FILE` (returns once the file is uploaded and published).
+#   3. The same file read with a fresh cache (unmount, remount with a new cache directory):
+#      `dd of=/dev/null bs=1M`, then checked against the source with cmp (not timed).
+#   4. `lafs put` and `lafs get` of the same file on the same grid, for the ratios.
+#   5. Peak RSS (VmHWM) of each mount daemon, read just before its unmount.
+#
+# Knobs (environment): FILES (1000), DIRS (FILES/20), SIZE_MIB (1024), NODES (3), K/HAPPY/N (2/3/4: lib_grid's),
+# MOUNT_OPTS (extra -o options), PERF=1 (record the daemon with `perf record -g` during the
+# rsync; the report goes to $OUT/perf-rsync.txt), OUT (where to keep results, default a new
+# directory under /tmp), LIB_KEEP=1 (keep the work directory).
+# The machine running it should be quiet: on a shared 2-core box the figures move by ±30%.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+T="${T:-900}"
+# shellcheck source=../mount-tests/lib.sh
+source "$here/mount-tests/lib.sh"
+
+FILES="${FILES:-1000}"
+# Directories in the tree (each mkdir costs an RSA-2048 key generation, as in Tahoe).
+DIRS="${DIRS:-$((FILES / 20))}"
+SIZE_MIB="${SIZE_MIB:-1024}"
+NODES="${NODES:-3}"
+MOUNT_OPTS="${MOUNT_OPTS:-}"
+OUT="${OUT:-$(mktemp -d /tmp/lafs-mount-perf-out.XXXXXX)}"
+mkdir -p "$OUT"
+
+lib_init mount-perf
+command -v rsync >/dev/null || lib_skip "no rsync"
+lib_grid "$NODES" "${K:-2}" "${HAPPY:-3}" "${N:-4}"
+mnt="$work/mnt"
+
+results="$OUT/results.txt"
+: >"$results"
+report() { printf '%-44s %s\n' "$1" "$2" | tee -a "$results"; }
+
+now() { date +%s.%N; }
+# elapsed START: seconds since START, 3 decimals.
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
+mibps() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.1f} MiB/s')" "$1" "$2"; }
+
+# The daemon serving $1 (`lafs -d CLIENT mount --foreground tahoe: MNT -o ...`).
+daemon_pid() {
+    pgrep -f -- "mount --foreground tahoe: $1 " | head -n1 || true
+}
+peak_rss() {
+    local pid
+    pid="$(daemon_pid "$1")"
+    [[ -n "$pid" ]] || { echo "?"; return; }
+    awk '/^VmHWM/ {printf "%.1f MiB\n", $2 / 1024}' "/proc/$pid/status"
+}
+
+say "generating a tree of $FILES files"
+src="$work/src"
+python3 - "$src" "$FILES" "$DIRS" <<'PY'
+import os, random, sys
+root, n, ndirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(42)
+os.makedirs(root)
+made = 0
+dirs = [root]
+# Nested: directories made at random places until there are `ndirs`.
+while made < n:
+    d = rnd.choice(dirs)
+    if rnd.random() < 0.1 and len(dirs) < ndirs:
+        nd = os.path.join(d, f"dir{len(dirs)}")
+        os.mkdir(nd)
+        os.chmod(nd, rnd.choice([0o755, 0o750, 0o700]))
+        dirs.append(nd)
+        continue
+    p = os.path.join(d, f"file{made}.dat")
+    if made % 20 == 19:
+        os.symlink(f"../target{made}", p + ".lnk")
+    else:
+        size = rnd.choice([0, 10, 100, 1000, 4000, 20000, 100000])
+        with open(p, "wb") as f:
+            f.write(os.urandom(size))
+        os.chmod(p, rnd.choice([0o644, 0o600, 0o755, 0o444]))
+    made += 1
+# rsync -a compares mtimes: give every file a distinct one in the past.
+for i, (dp, dn, fn) in enumerate(os.walk(root)):
+    for f in fn:
+        p = os.path.join(dp, f)
+        if not os.path.islink(p):
+            os.utime(p, (1_600_000_000 + i, 1_600_000_000 + i))
+PY
+report "tree" "$FILES entries, $(du -sh "$src" | cut -f1), $(find "$src" -type d | wc -l) dirs"
+
+lib_mount "$mnt" "$MOUNT_OPTS"
+pid="$(daemon_pid "$mnt")"
+say "mounted, daemon pid ${pid:-?}"
+
+perf_pid=""
+if [[ "${PERF:-}" == 1 && -n "$pid" ]] && command -v perf >/dev/null; then
+    perf record -g -o "$OUT/perf-rsync.data" -p "$pid" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 1
+fi
+t0="$(now)"
+timeout "$T" rsync -a "$src/" "$mnt/tree/" || fail "rsync"
+report "rsync -a ($FILES files)" "$(elapsed "$t0") s"
+if [[ -n "$perf_pid" ]]; then
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    perf report -i "$OUT/perf-rsync.data" --no-children --percent-limit 1 --stdio \
+        >"$OUT/perf-rsync.txt" 2>/dev/null || true
+    say "perf report in $OUT/perf-rsync.txt"
+fi
+t0="$(now)"
+timeout "$T" rsync -a "$src/" "$mnt/tree/" || fail "rsync rerun"
+report "rsync -a rerun (no-op)" "$(elapsed "$t0") s"
+t0="$(now)"
+timeout "$T" rsync -a --itemize-changes --dry-run "$src/" "$mnt/tree/" >"$OUT/rsync-dry.txt" || fail "rsync -n"
+report "rsync -n: entries still differing" "$(grep -vc '^\.d\.\.t\|^$' "$OUT/rsync-dry.txt" || true)"
+t0="$(now)"
+timeout "$T" sync -f "$mnt/tree" || fail "syncfs"
+timeout "$T" find "$mnt/tree" -type d -exec sync {} + || fail "sync of the tree's directories"
+report "sync of the tree (grid has it)" "$(elapsed "$t0") s"
+report "peak RSS after the tree" "$(peak_rss "$mnt")"
+
+say "writing a $SIZE_MIB MiB source file"
+big="$work/big"
+timeout "$T" dd if=/dev/urandom of="$big" bs=1M count="$SIZE_MIB" status=none || fail "dd urandom"
+t0="$(now)"
+timeout "$T" dd if="$big" of="$mnt/big" bs=1M status=none || fail "dd into the mount"
+w_local="$(elapsed "$t0")"
+timeout "$T" sync "$mnt/big" || fail "sync big"
+w_grid="$(elapsed "$t0")"
+report "write $SIZE_MIB MiB: dd returned" "$w_local s ($(mibps "$SIZE_MIB" "$w_local"))"
+report "write $SIZE_MIB MiB: dd + sync (on the grid)" "$w_grid s ($(mibps "$SIZE_MIB" "$w_grid"))"
+report "peak RSS after the write" "$(peak_rss "$mnt")"
+lib_umount "$mnt"
+
+lib_mount "$mnt" "cache-dir=$work/cache-fresh${MOUNT_OPTS:+,$MOUNT_OPTS}"
+t0="$(now)"
+timeout "$T" dd if="$mnt/big" of=/dev/null bs=1M status=none || fail "dd out of the mount"
+r_mount="$(elapsed "$t0")"
+report "read $SIZE_MIB MiB, fresh cache" "$r_mount s ($(mibps "$SIZE_MIB" "$r_mount"))"
+report "peak RSS after the read" "$(peak_rss "$mnt")"
+timeout "$T" cmp "$big" "$mnt/big" || fail "the file read back differs"
+timeout "$T" diff -r --no-dereference "$src" "$mnt/tree" >/dev/null || fail "the tree read back differs"
+report "peak RSS after cmp + diff -r" "$(peak_rss "$mnt")"
+lib_umount "$mnt"
+
+t0="$(now)"
+cap="$(timeout "$T" "$LAFS" -d "$client" put "$big")" || fail "lafs put"
+put_s="$(elapsed "$t0")"
+report "lafs put $SIZE_MIB MiB" "$put_s s ($(mibps "$SIZE_MIB" "$put_s"))"
+t0="$(now)"
+timeout "$T" "$LAFS" -d "$client" get "$cap" >/dev/null || fail "lafs get"
+get_s="$(elapsed "$t0")"
+report "lafs get $SIZE_MIB MiB" "$get_s s ($(mibps "$SIZE_MIB" "$get_s"))"
+report "ratio write (put time / mount dd+sync)" "$(python3 -c "print(f'{$put_s / $w_grid:.2f}')")"
+report "ratio read (get time / mount read)" "$(python3 -c "print(f'{$get_s / $r_mount:.2f}')")"
+say "results in $results"
