@@ -1174,7 +1174,9 @@ async fn fetch_batch(
         }
         // Every segment but the tail decodes to exactly segment_size (a multiple of k) bytes;
         // the tail's padding is cut off at the end.
-        let decoded_len: u64 = (first..=end_seg).map(|s| k as u64 * geom.block_len(s)).sum();
+        let decoded_len: u64 = (first..=end_seg)
+            .map(|s| k as u64 * geom.block_len(s))
+            .sum();
         let mut out = vec![0u8; decoded_len as usize];
         let mut at = 0usize;
         for (i, seg) in (first..=end_seg).enumerate() {
@@ -1203,24 +1205,25 @@ async fn fetch_batch(
         // the batch fails only if no share's nodes verify a segment.
         for (i, seg) in (first..=end_seg).enumerate() {
             let mut blame = Vec::new();
-            let ok = fetched.iter().enumerate().any(|(pos, (_, chains))| {
-                match hashtree::verify_leaf(
-                    &file.crypttext_root,
-                    nseg as usize,
-                    seg as usize,
-                    &leaves[i],
-                    &chains[i].1,
-                ) {
-                    Ok(()) => true,
-                    Err(err) => {
-                        blame.push(Blame {
-                            pos,
-                            fault: ShareFault::Crypttext { segment: seg, err },
-                        });
-                        false
+            let ok =
+                fetched.iter().enumerate().any(|(pos, (_, chains))| {
+                    match hashtree::verify_leaf(
+                        &file.crypttext_root,
+                        nseg as usize,
+                        seg as usize,
+                        &leaves[i],
+                        &chains[i].1,
+                    ) {
+                        Ok(()) => true,
+                        Err(err) => {
+                            blame.push(Blame {
+                                pos,
+                                fault: ShareFault::Crypttext { segment: seg, err },
+                            });
+                            false
+                        }
                     }
-                }
-            });
+                });
             if !ok {
                 // Only reachable if every share's crypttext nodes are bad: blame the first.
                 blame.truncate(1);
