@@ -1194,12 +1194,21 @@ async fn fetch_batch(
         }
         let plain_len: u64 = (first..=end_seg).map(|s| geom.segment_len(s)).sum();
         out.truncate(plain_len as usize);
-        let segs: Vec<&[u8]> = (first..=end_seg)
-            .map(|s| {
-                let a = (geom.segment_offset(s) - geom.segment_offset(first)) as usize;
-                &out[a..a + geom.segment_len(s) as usize]
-            })
-            .collect();
+        // Segment s of the batch starts at (s - first) * segment_size; a geometry that would
+        // put it past the decoded bytes is refused rather than indexed.
+        let mut segs: Vec<&[u8]> = Vec::with_capacity(count as usize);
+        for s in first..=end_seg {
+            let a = (geom.segment_offset(s) - geom.segment_offset(first)) as usize;
+            match out.get(a..a + geom.segment_len(s) as usize) {
+                Some(seg) => segs.push(seg),
+                None => {
+                    return Err(vec![Blame {
+                        pos: 0,
+                        fault: ShareFault::Unavailable,
+                    }])
+                }
+            }
+        }
         let leaves = multihash::tagged_hash_many(tags::CRYPTTEXT_SEGMENT, &segs);
         // The crypttext nodes of any share will do; a share whose nodes fail is blamed, and
         // the batch fails only if no share's nodes verify a segment.
