@@ -12,12 +12,16 @@
 #      tahoe.cfg and private/servers.yaml) against the same Tahoe storage servers;
 #   2. a grid of 5 `lafs run` storage servers: `lafs put` + `lafs get`.
 # Reported: wall seconds, MB/s (1 MB = 10^6 bytes), the lafs/tahoe speed ratio, client CPU
-# seconds (tahoe: the client node process + the `tahoe` command; lafs: the `lafs` process) and
+# seconds (tahoe: the client node process + the `tahoe` command; lafs: the `lafs` process),
+# client CPU per byte, the CPU the 5 storage server processes spent during the operation, and
 # peak RSS of the `lafs` process (the figure asked for is `lafs get` of the largest file).
+# On a shared machine CPU seconds are the steadier figures; wall time moves with the load.
 # Timing and rusage come from a python3 wait4 wrapper (its own start-up is not counted in CPU).
 # Every get is checked byte for byte against the file put.
 #
-# Environment: LAFS_TAHOE_VENV (default ~/.cache/lafs/tahoe-venv, made by .ci/setup);
+# Environment: BENCH_GRIDS (default "tahoe lafs"; "lafs" alone skips the Tahoe grid, and the
+# ratios to Tahoe are then not printed); LAFS_TAHOE_VENV (default ~/.cache/lafs/tahoe-venv,
+# made by .ci/setup);
 # LAFS_BIN (default: `cargo build --release` then target/release/lafs, honouring
 # CARGO_TARGET_DIR); BENCH_KEEP=1 keeps the work directory; BENCH_CMD_TIMEOUT (seconds, per
 # put/get, default 900).
@@ -41,8 +45,11 @@ TOTAL=5
 
 SIZES=("$@")
 [ ${#SIZES[@]} -eq 0 ] && SIZES=(1M 64M 256M)
+GRIDS="${BENCH_GRIDS:-tahoe lafs}"
+want_grid() { case " $GRIDS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 die() { echo "grid_vs_tahoe: $*" >&2; exit 1; }
+want_grid lafs || die "BENCH_GRIDS must include lafs"
 [ -x "$TAHOE" ] || die "no tahoe at $TAHOE (run .ci/setup or set LAFS_TAHOE_VENV)"
 command -v timeout >/dev/null || die "coreutils timeout is needed"
 
@@ -98,14 +105,18 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
 now() { date +%s.%N; }
-# CPU seconds (utime+stime, children not included) of a live process, from /proc/PID/stat.
+# CPU seconds (utime+stime, children not included) of live processes, summed, from
+# /proc/PID/stat (clock-tick resolution).
 cpu_of() {
-    python3 - "$1" <<'EOF'
+    python3 - "$@" <<'EOF'
 import os, sys
-with open("/proc/%s/stat" % sys.argv[1]) as f:
-    fields = f.read().rsplit(")", 1)[1].split()
-# fields[0] is field 3 (state): utime is field 14, stime field 15.
-print((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+total = 0
+for pid in sys.argv[1:]:
+    with open("/proc/%s/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15.
+    total += int(fields[11]) + int(fields[12])
+print(total / os.sysconf("SC_CLK_TCK"))
 EOF
 }
 calc() { python3 -c "print($1)"; }
@@ -141,12 +152,14 @@ PYEOF
 
 ROWS="$WORK/rows"
 : >"$ROWS"
-# row LABEL OP SIZE BYTES WALL CPU RSS_KB
+# row LABEL OP SIZE BYTES WALL CPU RSS_KB SERVER_CPU
 row() { echo "$*" >>"$ROWS"; }
 
 fresh_file() { head -c "$2" /dev/urandom >"$1"; }
 
 # ---- Tahoe grid ---------------------------------------------------------------------------
+TSERVER_PIDS=()
+if want_grid tahoe; then
 echo "== starting a Tahoe-LAFS grid ($SERVERS servers, $NEEDED-of-$TOTAL, happy $HAPPY)" >&2
 timeout 300 "$VPY" "$GRIDPY" --tahoe "$TAHOE" up --dir "$TGRID" --servers "$SERVERS" \
     --client "bench:$NEEDED:$HAPPY:$TOTAL" --detach --timeout 180 >&2 \
@@ -158,6 +171,12 @@ print(c["dir"], c["pid"])
 EOF
 )
 [ -d "$TCLIENT" ] && kill -0 "$TCLIENT_PID" 2>/dev/null || die "tahoe client node not running"
+read -r -a TSERVER_PIDS < <("$VPY" - "$TGRID/grid.json" <<'EOF'
+import json, sys
+print(" ".join(str(s["pid"]) for s in json.load(open(sys.argv[1]))["servers"]))
+EOF
+)
+[ ${#TSERVER_PIDS[@]} -eq "$SERVERS" ] || die "tahoe server pids not found in grid.json"
 
 # The Tahoe client learnt its servers from the introducer and caches their announcements in
 # private/introducer_default_cache.yaml; lafs has no introducer client, so it gets the same
@@ -177,6 +196,7 @@ if len(storage) < want:
 with open(os.path.join(priv, "servers.yaml"), "w") as f:
     yaml.safe_dump({"storage": storage}, f, default_flow_style=False)
 EOF
+fi
 fi
 
 # ---- lafs grid ----------------------------------------------------------------------------
@@ -232,30 +252,41 @@ for size in "${SIZES[@]}"; do
     n=$(bytes_of "$size")
     echo "== $size ($n bytes)" >&2
 
-    # tahoe put/get: client CPU = the node process (from /proc) + the `tahoe` command.
-    f="$WORK/t-$size.bin"; fresh_file "$f" "$n"
-    c0=$(cpu_of "$TCLIENT_PID")
-    timed "$WORK/cap" "$TAHOE" -d "$TCLIENT" put "$f"
-    c1=$(cpu_of "$TCLIENT_PID")
-    cap=$(tail -n 1 "$WORK/cap")
-    row tahoe-grid tahoe-put "$size" "$n" "$T_WALL" "$(calc "$T_CPU + $c1 - $c0")" "-"
-    c0=$(cpu_of "$TCLIENT_PID")
-    timed /dev/null "$TAHOE" -d "$TCLIENT" get "$cap" "$WORK/got"
-    c1=$(cpu_of "$TCLIENT_PID")
-    cmp -s "$f" "$WORK/got" || die "tahoe get of $size returned other bytes"
-    row tahoe-grid tahoe-get "$size" "$n" "$T_WALL" "$(calc "$T_CPU + $c1 - $c0")" "-"
-    rm -f "$f" "$WORK/got"
+    if want_grid tahoe; then
+        # tahoe put/get: client CPU = the node process (from /proc) + the `tahoe` command.
+        f="$WORK/t-$size.bin"; fresh_file "$f" "$n"
+        c0=$(cpu_of "$TCLIENT_PID"); s0=$(cpu_of "${TSERVER_PIDS[@]}")
+        timed "$WORK/cap" "$TAHOE" -d "$TCLIENT" put "$f"
+        c1=$(cpu_of "$TCLIENT_PID"); s1=$(cpu_of "${TSERVER_PIDS[@]}")
+        cap=$(tail -n 1 "$WORK/cap")
+        row tahoe-grid tahoe-put "$size" "$n" "$T_WALL" "$(calc "$T_CPU + $c1 - $c0")" "-" "$(calc "$s1 - $s0")"
+        c0=$(cpu_of "$TCLIENT_PID"); s0=$(cpu_of "${TSERVER_PIDS[@]}")
+        timed /dev/null "$TAHOE" -d "$TCLIENT" get "$cap" "$WORK/got"
+        c1=$(cpu_of "$TCLIENT_PID"); s1=$(cpu_of "${TSERVER_PIDS[@]}")
+        cmp -s "$f" "$WORK/got" || die "tahoe get of $size returned other bytes"
+        row tahoe-grid tahoe-get "$size" "$n" "$T_WALL" "$(calc "$T_CPU + $c1 - $c0")" "-" "$(calc "$s1 - $s0")"
+        rm -f "$f" "$WORK/got"
+    fi
 
     # lafs put/get on the Tahoe servers, then on the lafs servers.
     for grid in tahoe-grid lafs-grid; do
-        if [ $grid = tahoe-grid ]; then client="$TCLIENT"; else client="$LCLIENT"; fi
+        if [ $grid = tahoe-grid ]; then
+            want_grid tahoe || continue
+            client="$TCLIENT"; spids=("${TSERVER_PIDS[@]}")
+        else
+            client="$LCLIENT"; spids=("${LAFS_PIDS[@]}")
+        fi
         f="$WORK/l-$size.bin"; fresh_file "$f" "$n"
+        s0=$(cpu_of "${spids[@]}")
         timed "$WORK/cap" "$LAFS" -d "$client" put "$f"
+        s1=$(cpu_of "${spids[@]}")
         cap=$(tail -n 1 "$WORK/cap")
-        row $grid lafs-put "$size" "$n" "$T_WALL" "$T_CPU" "$T_RSS_KB"
+        row $grid lafs-put "$size" "$n" "$T_WALL" "$T_CPU" "$T_RSS_KB" "$(calc "$s1 - $s0")"
+        s0=$(cpu_of "${spids[@]}")
         timed /dev/null "$LAFS" -d "$client" get "$cap" "$WORK/got"
+        s1=$(cpu_of "${spids[@]}")
         cmp -s "$f" "$WORK/got" || die "lafs get of $size ($grid) returned other bytes"
-        row $grid lafs-get "$size" "$n" "$T_WALL" "$T_CPU" "$T_RSS_KB"
+        row $grid lafs-get "$size" "$n" "$T_WALL" "$T_CPU" "$T_RSS_KB" "$(calc "$s1 - $s0")"
         rm -f "$f" "$WORK/got"
     done
 done
@@ -265,26 +296,35 @@ python3 - "$ROWS" "${SIZES[@]}" <<'EOF'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 sizes = sys.argv[2:]
-r = {(g, op, s): (int(n), float(w), float(c), rss) for g, op, s, n, w, c, rss in rows}
+r = {(g, op, s): (int(n), float(w), float(c), rss, float(sc))
+     for g, op, s, n, w, c, rss, sc in rows}
 print("grid_vs_tahoe: %d servers, 3-of-5 (happy 5), loopback; MB/s with 1 MB = 10^6 bytes" % 5)
-print("%-10s %-6s %-9s %8s %9s %9s %10s" % ("grid", "size", "op", "wall s", "MB/s", "cpu s", "rss MiB"))
-print("(tahoe cpu = client node + `tahoe` command; lafs cpu and rss = the `lafs` process)")
+print("%-10s %-6s %-9s %8s %9s %9s %9s %9s %8s" % (
+    "grid", "size", "op", "wall s", "MB/s", "cpu s", "cpu ns/B", "srv cpu", "rss MiB"))
+print("(tahoe cpu = client node + `tahoe` command; lafs cpu and rss = the `lafs` process;")
+print(" srv cpu = seconds of the 5 storage server processes during the operation, 10 ms ticks)")
 for s in sizes:
     for g, op in [("tahoe-grid", "tahoe-put"), ("tahoe-grid", "lafs-put"), ("lafs-grid", "lafs-put"),
                   ("tahoe-grid", "tahoe-get"), ("tahoe-grid", "lafs-get"), ("lafs-grid", "lafs-get")]:
-        n, w, c, rss = r[(g, op, s)]
+        if (g, op, s) not in r:
+            continue
+        n, w, c, rss, sc = r[(g, op, s)]
         rss = "-" if rss == "-" else "%.1f" % (int(rss) / 1024)
-        print("%-10s %-6s %-9s %8.3f %9.2f %9.3f %10s" % (g, s, op, w, n / 1e6 / w, c, rss))
+        print("%-10s %-6s %-9s %8.3f %9.2f %9.3f %9.2f %9.2f %8s" % (
+            g, s, op, w, n / 1e6 / w, c, c * 1e9 / n, sc, rss))
 print()
-print("ratios on the Tahoe servers (speed: lafs MB/s / tahoe MB/s; cpu: tahoe cpu s / lafs cpu s):")
-for s in sizes:
-    for op in ("put", "get"):
-        n, wt, ct, _ = r[("tahoe-grid", "tahoe-" + op, s)]
-        _, wl, cl, _ = r[("tahoe-grid", "lafs-" + op, s)]
-        _, wg, cg, _ = r[("lafs-grid", "lafs-" + op, s)]
-        print("  %-5s %s: speed x%.2f (x%.2f on the lafs grid), cpu x%.2f" % (
-            s, op, wt / wl, wt / wg, ct / max(cl, 1e-4)))
-big = sizes[max(range(len(sizes)), key=lambda i: r[("tahoe-grid", "lafs-get", sizes[i])][0])]
+if any(k[0] == "tahoe-grid" for k in r):
+    print("ratios (speed: lafs MB/s / tahoe MB/s, lafs on the Tahoe grid, then lafs on the lafs"
+          " grid; cpu: tahoe client cpu s / lafs client cpu s, same order):")
+    for s in sizes:
+        for op in ("put", "get"):
+            n, wt, ct, _, _ = r[("tahoe-grid", "tahoe-" + op, s)]
+            _, wl, cl, _, _ = r[("tahoe-grid", "lafs-" + op, s)]
+            _, wg, cg, _, _ = r[("lafs-grid", "lafs-" + op, s)]
+            print("  %-5s %s: speed x%.2f (x%.2f on the lafs grid), cpu x%.2f (x%.2f)" % (
+                s, op, wt / wl, wt / wg, ct / max(cl, 1e-4), ct / max(cg, 1e-4)))
+big = sizes[max(range(len(sizes)), key=lambda i: r[("lafs-grid", "lafs-get", sizes[i])][0])]
 for g in ("tahoe-grid", "lafs-grid"):
-    print("peak RSS of lafs get of %s (%s): %.1f MiB" % (big, g, int(r[(g, "lafs-get", big)][3]) / 1024))
+    if (g, "lafs-get", big) in r:
+        print("peak RSS of lafs get of %s (%s): %.1f MiB" % (big, g, int(r[(g, "lafs-get", big)][3]) / 1024))
 EOF

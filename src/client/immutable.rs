@@ -32,11 +32,16 @@
 //! other queries stay pending and are consulted if shares run out). `k` shares are opened at
 //! once, preferring distinct servers and fast ones: header, share hash chain and UEB in two
 //! reads, checked with [`decode::check_ueb`] and [`decode::check_share_hashes`]. Segments are
-//! fetched `window` at a time (k block reads in parallel per segment), verified with
-//! [`decode::check_block`] and [`decode::check_crypttext_segment`] on a blocking thread,
-//! decoded, decrypted and written in order. A share whose read fails is dropped (and its server
-//! avoided); a share that fails a hash check is dropped and its server gets a corruption
-//! advisory; the segment is then fetched again with a replacement share. Hash tree nodes are
+//! fetched in batches of about [`DownloadOptions::batch_bytes`] of plaintext, `window` batches
+//! at a time: one block read per share covers a whole batch (a share holds the blocks of
+//! consecutive segments back to back), so the number of requests does not grow with the segment
+//! count. A batch is verified on a blocking thread — all its block hashes, then all its
+//! crypttext segment hashes, each set computed two messages at a time ([`multihash`]) and
+//! checked against the trees as [`decode::check_block`] and
+//! [`decode::check_crypttext_segment`] do — decoded, decrypted and written in order. A share
+//! whose read fails is dropped (and its server avoided); a share that fails a hash check is
+//! dropped and its server gets a corruption advisory; the batch is then fetched again with a
+//! replacement share. Hash tree nodes are
 //! fetched per share for a run of 64 segments at a time (one read per tree level), so memory is
 //! bounded by the window whatever the file size, and a byte range fetches only its segments.
 //!
@@ -447,6 +452,13 @@ impl ShareSink for NetSink {
         let (start, buf) = &mut self.bufs[shnum];
         if buf.is_empty() {
             *start = offset;
+            // A chunk buffer is handed over whole (flush takes it). One opened by a block
+            // write (large) will most likely fill a whole chunk: size it once instead of
+            // growing it by reallocation. Small writes (tree nodes, headers) grow as needed,
+            // so their chunks do not pin a chunk-sized allocation in the queues.
+            if data.len() >= chunk_size / 64 {
+                buf.reserve_exact(chunk_size.max(data.len()));
+            }
         }
         buf.extend_from_slice(data);
         if buf.len() >= chunk_size {
@@ -805,8 +817,11 @@ impl PlaintextSource for FileSource {
 #[derive(Clone, Debug)]
 pub struct DownloadOptions {
     pub preferred: Vec<String>,
-    /// Segments fetched ahead of the one being written.
+    /// Batches of segments fetched ahead of the one being written.
     pub window: usize,
+    /// Plaintext bytes per batch (at least one segment): a batch is fetched with one block
+    /// read per share and verified in one go.
+    pub batch_bytes: usize,
     /// Distinct shares to know of beyond k before the search stops waiting for servers.
     pub locate_margin: usize,
 }
@@ -816,6 +831,7 @@ impl Default for DownloadOptions {
         DownloadOptions {
             preferred: Vec::new(),
             window: 3,
+            batch_bytes: 1 << 20,
             locate_margin: 2,
         }
     }
@@ -1060,9 +1076,18 @@ fn chain_of(nodes: &BTreeMap<usize, Hash>, needed: &BTreeSet<usize>) -> BTreeMap
         .collect()
 }
 
-/// Fetches, verifies, decodes and decrypts segment `seg` with `shares` (exactly k).
-async fn fetch_segment(
-    seg: u64,
+/// The blocks of segments `first..first+count` of one share, read with one request (blocks of
+/// consecutive segments are contiguous in a share), and the segments' untrusted tree chains.
+type ShareBatch = (Bytes, Vec<(BTreeMap<usize, Hash>, BTreeMap<usize, Hash>)>);
+
+/// Fetches, verifies, decodes and decrypts segments `first..first+count` with `shares`
+/// (exactly k): one block read per share for the whole batch, then every block hash and every
+/// crypttext segment hash of the batch computed together (two SHA-256 lanes), on a blocking
+/// thread. Returns the batch's plaintext.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_batch(
+    first: u64,
+    count: u64,
     last: u64,
     shares: Arc<Vec<Arc<ActiveShare>>>,
     decoder: Arc<Decoder>,
@@ -1072,28 +1097,35 @@ async fn fetch_segment(
 ) -> Result<Vec<u8>, Vec<Blame>> {
     let geom = &file.geom;
     let nseg = geom.num_segments;
-    let bl = geom.block_len(seg);
+    let end_seg = first + count - 1;
+    // Blocks of consecutive segments are contiguous: block_offset(s) = s * block_size.
+    let span = geom.block_offset(end_seg) + geom.block_len(end_seg) - geom.block_offset(first);
     let mut set = JoinSet::new();
     for (pos, sh) in shares.iter().enumerate() {
         let sh = sh.clone();
-        let offset = sh.layout.offsets.data + geom.block_offset(seg);
+        let offset = sh.layout.offsets.data + geom.block_offset(first);
         set.spawn(async move {
-            let r = async {
-                let chains = segment_chains(&sh, &si, nseg, seg, last).await?;
-                let block = read_exact(&sh.client, &si, sh.shnum, offset, bl).await?;
-                Ok((block, chains))
-            }
-            .await;
+            // The blocks and the tree nodes (usually cached) are fetched concurrently.
+            let chains = async {
+                let mut chains = Vec::with_capacity(count as usize);
+                for seg in first..=end_seg {
+                    chains.push(segment_chains(&sh, &si, nseg, seg, last).await?);
+                }
+                Ok::<_, ShareFault>(chains)
+            };
+            let blocks = read_exact(&sh.client, &si, sh.shnum, offset, span);
+            let r: Result<ShareBatch, ShareFault> = match tokio::join!(blocks, chains) {
+                (Ok(b), Ok(c)) => Ok((b, c)),
+                (Err(f), _) | (_, Err(f)) => Err(f),
+            };
             (pos, r)
         });
     }
-    #[allow(clippy::type_complexity)]
-    let mut blocks: Vec<Option<(Bytes, (BTreeMap<usize, Hash>, BTreeMap<usize, Hash>))>> =
-        vec![None; shares.len()];
+    let mut fetched: Vec<Option<ShareBatch>> = vec![None; shares.len()];
     let mut blame = Vec::new();
     while let Some(r) = set.join_next().await {
         match r {
-            Ok((pos, Ok(b))) => blocks[pos] = Some(b),
+            Ok((pos, Ok(b))) => fetched[pos] = Some(b),
             Ok((pos, Err(fault))) => blame.push(Blame { pos, fault }),
             Err(_) => {}
         }
@@ -1101,8 +1133,8 @@ async fn fetch_segment(
     if !blame.is_empty() {
         return Err(blame);
     }
-    let (blocks, chains): (Vec<Bytes>, Vec<_>) = blocks.into_iter().flatten().unzip();
-    if blocks.len() != shares.len() {
+    let fetched: Vec<ShareBatch> = fetched.into_iter().flatten().collect();
+    if fetched.len() != shares.len() {
         return Err(vec![Blame {
             pos: 0,
             fault: ShareFault::Unavailable,
@@ -1110,48 +1142,106 @@ async fn fetch_segment(
     }
     let verify = move || -> Result<Vec<u8>, Vec<Blame>> {
         let geom = &file.geom;
-        let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
+        let k = geom.needed;
+        let base = geom.block_offset(first);
+        // (segment, its block in every share), in segment order.
+        fn block_of<'a>(geom: &Geometry, base: u64, batch: &'a [u8], seg: u64) -> &'a [u8] {
+            let a = (geom.block_offset(seg) - base) as usize;
+            let b = a + geom.block_len(seg) as usize;
+            batch.get(a..b).unwrap_or_default()
+        }
+        let mut refs: Vec<&[u8]> = Vec::with_capacity(shares.len() * count as usize);
+        for seg in first..=end_seg {
+            for (batch, _) in &fetched {
+                refs.push(block_of(geom, base, batch, seg));
+            }
+        }
         let hashes = multihash::tagged_hash_many(tags::BLOCK, &refs);
         let mut blame = Vec::new();
-        let mut ct_chains = Vec::with_capacity(shares.len());
-        for (pos, (sh, (bchain, cchain))) in shares.iter().zip(chains).enumerate() {
-            if let Err(fault) =
-                decode::check_block(&sh.block_root, nseg, seg, &hashes[pos], &bchain)
-            {
-                blame.push(Blame { pos, fault });
+        for (i, seg) in (first..=end_seg).enumerate() {
+            for (pos, (sh, (_, chains))) in shares.iter().zip(&fetched).enumerate() {
+                let h = &hashes[i * shares.len() + pos];
+                if let Err(fault) = decode::check_block(&sh.block_root, nseg, seg, h, &chains[i].0)
+                {
+                    if !blame.iter().any(|b: &Blame| b.pos == pos) {
+                        blame.push(Blame { pos, fault });
+                    }
+                }
             }
-            ct_chains.push(cchain);
         }
         if !blame.is_empty() {
             return Err(blame);
         }
-        let k = geom.needed;
-        let bl = bl as usize;
-        let mut out = vec![0u8; k * bl];
-        {
-            let mut outputs: Vec<&mut [u8]> = out.chunks_exact_mut(bl.max(1)).collect();
-            if decoder.decode(&refs, &mut outputs).is_err() {
+        // Every segment but the tail decodes to exactly segment_size (a multiple of k) bytes;
+        // the tail's padding is cut off at the end.
+        let decoded_len: u64 = (first..=end_seg)
+            .map(|s| k as u64 * geom.block_len(s))
+            .sum();
+        let mut out = vec![0u8; decoded_len as usize];
+        let mut at = 0usize;
+        for (i, seg) in (first..=end_seg).enumerate() {
+            let bl = geom.block_len(seg) as usize;
+            let seg_refs = &refs[i * shares.len()..(i + 1) * shares.len()];
+            let region = &mut out[at..at + k * bl];
+            let mut outputs: Vec<&mut [u8]> = region.chunks_exact_mut(bl.max(1)).collect();
+            if decoder.decode(seg_refs, &mut outputs).is_err() {
                 return Err(vec![Blame {
                     pos: 0,
                     fault: ShareFault::Unavailable,
                 }]);
             }
+            at += k * bl;
         }
-        out.truncate(geom.segment_len(seg) as usize);
-        // The crypttext nodes of any share will do; a share whose nodes fail is blamed.
-        let mut blame = Vec::new();
-        for (pos, chain) in ct_chains.iter().enumerate() {
-            match decode::check_crypttext_segment(&file.crypttext_root, nseg, seg, &out, chain) {
-                Ok(()) => {
-                    AesCtr::at(&key, geom.segment_offset(seg)).apply(&mut out);
-                    return Ok(out);
+        let plain_len: u64 = (first..=end_seg).map(|s| geom.segment_len(s)).sum();
+        out.truncate(plain_len as usize);
+        // Segment s of the batch starts at (s - first) * segment_size; a geometry that would
+        // put it past the decoded bytes is refused rather than indexed.
+        let mut segs: Vec<&[u8]> = Vec::with_capacity(count as usize);
+        for s in first..=end_seg {
+            let a = (geom.segment_offset(s) - geom.segment_offset(first)) as usize;
+            match out.get(a..a + geom.segment_len(s) as usize) {
+                Some(seg) => segs.push(seg),
+                None => {
+                    return Err(vec![Blame {
+                        pos: 0,
+                        fault: ShareFault::Unavailable,
+                    }])
                 }
-                Err(fault) => blame.push(Blame { pos, fault }),
             }
         }
-        // Only reachable if every share's crypttext nodes are bad: blame the first.
-        blame.truncate(1);
-        Err(blame)
+        let leaves = multihash::tagged_hash_many(tags::CRYPTTEXT_SEGMENT, &segs);
+        // The crypttext nodes of any share will do; a share whose nodes fail is blamed, and
+        // the batch fails only if no share's nodes verify a segment.
+        for (i, seg) in (first..=end_seg).enumerate() {
+            let mut blame = Vec::new();
+            let ok =
+                fetched.iter().enumerate().any(|(pos, (_, chains))| {
+                    match hashtree::verify_leaf(
+                        &file.crypttext_root,
+                        nseg as usize,
+                        seg as usize,
+                        &leaves[i],
+                        &chains[i].1,
+                    ) {
+                        Ok(()) => true,
+                        Err(err) => {
+                            blame.push(Blame {
+                                pos,
+                                fault: ShareFault::Crypttext { segment: seg, err },
+                            });
+                            false
+                        }
+                    }
+                });
+            if !ok {
+                // Only reachable if every share's crypttext nodes are bad: blame the first.
+                blame.truncate(1);
+                return Err(blame);
+            }
+        }
+        drop(segs);
+        AesCtr::at(&key, geom.segment_offset(first)).apply(&mut out);
+        Ok(out)
     };
     tokio::task::spawn_blocking(verify)
         .await
@@ -1390,16 +1480,18 @@ impl Fetcher {
         }
     }
 
-    async fn spawn_segment(
+    async fn spawn_batch(
         &mut self,
-        seg: u64,
+        first: u64,
+        count: u64,
         last: u64,
     ) -> Result<(ShareSet, SegmentTask), DownloadError> {
         self.fill().await?;
         let (shares, decoder) = self.current()?;
         let file = self.file.clone().ok_or_else(|| self.not_enough())?;
-        let h = tokio::spawn(fetch_segment(
-            seg,
+        let h = tokio::spawn(fetch_batch(
+            first,
+            count,
             last,
             shares.clone(),
             decoder,
@@ -1428,22 +1520,26 @@ impl Fetcher {
         let end = offset + len;
         let first = offset / geom.segment_size;
         let last = (end - 1) / geom.segment_size;
-        let mut inflight: VecDeque<(u64, ShareSet, SegmentTask)> = VecDeque::new();
+        // Segments per batch: about `batch_bytes` of plaintext, so one block read per share
+        // stays within one server read call (the server answers up to 1 MiB in one piece).
+        let per_batch = (opts.batch_bytes as u64 / geom.segment_size.max(1)).max(1);
+        let mut inflight: VecDeque<(u64, u64, ShareSet, SegmentTask)> = VecDeque::new();
         let mut next = first;
         loop {
             while inflight.len() < opts.window.max(1) && next <= last {
-                let (shares, h) = self.spawn_segment(next, last).await?;
-                inflight.push_back((next, shares, h));
-                next += 1;
+                let count = per_batch.min(last - next + 1);
+                let (shares, h) = self.spawn_batch(next, count, last).await?;
+                inflight.push_back((next, count, shares, h));
+                next += count;
             }
-            let Some((seg, shares, h)) = inflight.pop_front() else {
+            let Some((batch, count, shares, h)) = inflight.pop_front() else {
                 break;
             };
             match h.await {
                 Ok(Ok(plain)) => {
-                    let seg_start = geom.segment_offset(seg);
-                    let a = (offset.max(seg_start) - seg_start) as usize;
-                    let b = (end.min(seg_start + plain.len() as u64) - seg_start) as usize;
+                    let start = geom.segment_offset(batch);
+                    let a = (offset.max(start) - start) as usize;
+                    let b = (end.min(start + plain.len() as u64) - start) as usize;
                     let part = plain.get(a..b).ok_or_else(|| {
                         DownloadError::Task("segment shorter than expected".into())
                     })?;
@@ -1451,8 +1547,8 @@ impl Fetcher {
                 }
                 Ok(Err(blame)) => {
                     self.drop_blamed(&shares, blame);
-                    let (shares, h) = self.spawn_segment(seg, last).await?;
-                    inflight.push_front((seg, shares, h));
+                    let (shares, h) = self.spawn_batch(batch, count, last).await?;
+                    inflight.push_front((batch, count, shares, h));
                 }
                 Err(e) => return Err(DownloadError::Task(e.to_string())),
             }

@@ -8,8 +8,9 @@
 //! body is about to be sent, exactly like Tahoe, so the side effects have already happened).
 //!
 //! Bounds: each endpoint has a body limit ([`ServerLimits`]); bodies are read with a timeout;
-//! the number of concurrent connections is capped by a semaphore; share reads stream in 64 KiB
-//! chunks, so a large range never sits in memory whole. Backend calls are synchronous and run
+//! the number of concurrent connections is capped by a semaphore; a share read of up to 1 MiB is
+//! one backend call and one body buffer, larger ranges stream in 1 MiB chunks, so a large range
+//! never sits in memory whole. Backend calls are synchronous and run
 //! on the blocking pool, so a slow disk never stalls the reactor.
 //!
 //! The upload secret binding (which secret may write which in-progress share) lives here, like
@@ -490,7 +491,12 @@ fn parse_content_range(v: &http::HeaderValue) -> Option<(u64, u64)> {
     Some((a, b.checked_add(1)?))
 }
 
-const READ_CHUNK: u64 = 65536;
+/// Bytes of a share read per blocking backend call (the backend caps one read at 1 MiB too).
+/// Larger ranges stream chunk by chunk, so a response holds at most
+/// `READ_CHUNK * (READ_QUEUE + 2)` bytes whatever its range.
+const READ_CHUNK: u64 = 1024 * 1024;
+/// Chunks read ahead of the socket for a streamed range.
+const READ_QUEUE: usize = 2;
 
 impl StorageServer {
     /// A server for `swissnum` over `backend`.
@@ -788,6 +794,8 @@ impl StorageServer {
                 .unwrap_or_else(|_| Err(BackendError::Internal("backend task failed".into())))
             }
         };
+        // One blocking call answers any range up to READ_CHUNK (every block and hash-tree read
+        // of a download): one file open, one read, one buffer handed to hyper as it is.
         let first_len = want_end.saturating_sub(offset).min(READ_CHUNK);
         let first = match read(offset, first_len).await {
             Ok(r) => r,
@@ -798,9 +806,9 @@ impl StorageServer {
             return status(StatusCode::NO_CONTENT, "");
         }
         let mut pos = offset + first.data.len() as u64;
-        let (tx, rx) = mpsc::channel::<Bytes>(4);
         let first_data = Bytes::from(first.data);
-        if pos < end && !first_data.is_empty() {
+        let rx = if pos < end && !first_data.is_empty() {
+            let (tx, rx) = mpsc::channel::<Bytes>(READ_QUEUE);
             tokio::spawn(async move {
                 while pos < end {
                     let len = (end - pos).min(READ_CHUNK);
@@ -817,12 +825,13 @@ impl StorageServer {
                     }
                 }
             });
+            Some(rx)
         } else {
-            drop(tx);
-        }
+            None
+        };
         let mut resp = Response::new(ChannelBody {
             first: (!first_data.is_empty()).then_some(first_data),
-            rx: Some(rx),
+            rx,
         });
         let headers = resp.headers_mut();
         headers.insert(
@@ -879,6 +888,9 @@ pub fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
+            // Without TCP_NODELAY the last partial segment of a response waits for the peer's
+            // delayed ACK (up to 40 ms per request): it made downloads latency-bound.
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let server = server.clone();
             tokio::spawn(async move {

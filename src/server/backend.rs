@@ -33,7 +33,8 @@ use crate::storage::disk::{
 };
 use crate::storage::{ShareNum as StoreShareNum, MAX_MUTABLE_SHARE_SIZE};
 
-/// Largest slice returned by one share read (the HTTP server asks for 64 KiB at a time).
+/// Largest slice returned by one share read (the HTTP server asks for at most this much at a
+/// time, in one call per request for any range up to it).
 pub const MAX_READ_CHUNK: u64 = 1024 * 1024;
 
 /// Largest total of the pre-write reads of one read-test-write (the response is built in
@@ -217,15 +218,10 @@ impl StorageBackend for DiskBackend {
         offset: u64,
         length: u64,
     ) -> Result<ShareRead, BackendError> {
-        let m = mapped("read immutable");
-        let share_length = self
+        let (share_length, data) = self
             .store
-            .immutable_share_len(si, shnum.into())
-            .map_err(&m)?;
-        let data = self
-            .store
-            .read_immutable(si, shnum.into(), offset, length.min(MAX_READ_CHUNK))
-            .map_err(&m)?;
+            .read_immutable_with_len(si, shnum.into(), offset, length.min(MAX_READ_CHUNK))
+            .map_err(mapped("read immutable"))?;
         Ok(ShareRead { share_length, data })
     }
 
@@ -331,12 +327,10 @@ impl StorageBackend for DiskBackend {
         offset: u64,
         length: u64,
     ) -> Result<ShareRead, BackendError> {
-        let m = mapped("read mutable");
-        let share_length = self.store.mutable_share_len(si, shnum.into()).map_err(&m)?;
-        let data = self
+        let (share_length, data) = self
             .store
-            .read_mutable(si, shnum.into(), offset, length.min(MAX_READ_CHUNK))
-            .map_err(&m)?;
+            .read_mutable_with_len(si, shnum.into(), offset, length.min(MAX_READ_CHUNK))
+            .map_err(mapped("read mutable"))?;
         Ok(ShareRead { share_length, data })
     }
 

@@ -623,11 +623,37 @@ impl DiskStore {
         Ok(self.open_immutable(si, shnum)?.read(offset, len)?)
     }
 
+    /// [`Self::immutable_share_len`] and [`Self::read_immutable`] from one open of the share
+    /// file (the length and the bytes come from the same file, even if it is replaced
+    /// meanwhile).
+    pub fn read_immutable_with_len(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        len: u64,
+    ) -> Result<(u64, Vec<u8>), StoreError> {
+        let share = self.open_immutable(si, shnum)?;
+        Ok((share.data_len(), share.read(offset, len)?))
+    }
+
     /// Data length of a mutable share.
     pub fn mutable_share_len(&self, si: &StorageIndex, shnum: ShareNum) -> Result<u64, StoreError> {
         Ok(self
             .open_mutable(&self.share_path(si, shnum), shnum, false)?
             .data_len())
+    }
+
+    /// [`Self::mutable_share_len`] and [`Self::read_mutable`] from one open of the share file.
+    pub fn read_mutable_with_len(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        offset: u64,
+        len: u64,
+    ) -> Result<(u64, Vec<u8>), StoreError> {
+        let share = self.open_mutable(&self.share_path(si, shnum), shnum, false)?;
+        Ok((share.data_len(), share.read(offset, len)?))
     }
 
     /// Reads a mutable share, clamped to its data length.
