@@ -366,7 +366,11 @@ impl State {
     fn file_attr(&self, ino: Ino) -> Result<FileAttr> {
         let n = self.node(ino)?;
         let a = &n.attr;
+        // An unlinked node (still open or looked up) has no name left: link count 0, as
+        // fstat(2) of a removed file shows it.
+        let unlinked = n.parent.is_none() && ino != ROOT_INO;
         let nlink = match &n.dir {
+            _ if unlinked => 0,
             Some(d) => {
                 2 + d
                     .children
@@ -1428,6 +1432,15 @@ impl State {
         gid: u32,
         now: i64,
     ) -> Ino {
+        // A set-group-ID directory passes its group on to new entries, and its S_ISGID to new
+        // subdirectories (Linux and BSD semantics; the kernel leaves this to the filesystem).
+        let (mut mode, mut gid) = (mode, gid);
+        if let Some(p) = self.nodes.get(&parent).filter(|p| p.attr.perm & 0o2000 != 0) {
+            gid = p.attr.gid;
+            if kind == FileKind::Dir {
+                mode |= 0o2000;
+            }
+        }
         let mut node = self.node_from_entry(parent, name, target, Metadata::new(), (uid, gid));
         node.attr = Attr::new(kind, mode, uid, gid, now);
         let ino = self.new_node(node);
