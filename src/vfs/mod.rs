@@ -1435,7 +1435,11 @@ impl State {
         // A set-group-ID directory passes its group on to new entries, and its S_ISGID to new
         // subdirectories (Linux and BSD semantics; the kernel leaves this to the filesystem).
         let (mut mode, mut gid) = (mode, gid);
-        if let Some(p) = self.nodes.get(&parent).filter(|p| p.attr.perm & 0o2000 != 0) {
+        if let Some(p) = self
+            .nodes
+            .get(&parent)
+            .filter(|p| p.attr.perm & 0o2000 != 0)
+        {
             gid = p.attr.gid;
             if kind == FileKind::Dir {
                 mode |= 0o2000;
