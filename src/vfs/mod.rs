@@ -368,7 +368,11 @@ impl State {
     fn file_attr(&self, ino: Ino) -> Result<FileAttr> {
         let n = self.node(ino)?;
         let a = &n.attr;
+        // An unlinked node (still open or looked up) has no name left: link count 0, as
+        // fstat(2) of a removed file shows it.
+        let unlinked = n.parent.is_none() && ino != ROOT_INO;
         let nlink = match &n.dir {
+            _ if unlinked => 0,
             Some(d) => {
                 2 + d
                     .children
@@ -376,9 +380,6 @@ impl State {
                     .filter(|c| self.nodes.get(c).is_some_and(|n| n.dir.is_some()))
                     .count() as u32
             }
-            // An unlinked node still open (or looked up) has no name left: POSIX's link
-            // count of an open, unlinked file is 0.
-            None if n.parent.is_none() && ino != ROOT_INO => 0,
             None => 1,
         };
         Ok(FileAttr {
@@ -1439,6 +1440,19 @@ impl State {
         gid: u32,
         now: i64,
     ) -> Ino {
+        // A set-group-ID directory passes its group on to new entries, and its S_ISGID to new
+        // subdirectories (Linux and BSD semantics; the kernel leaves this to the filesystem).
+        let (mut mode, mut gid) = (mode, gid);
+        if let Some(p) = self
+            .nodes
+            .get(&parent)
+            .filter(|p| p.attr.perm & 0o2000 != 0)
+        {
+            gid = p.attr.gid;
+            if kind == FileKind::Dir {
+                mode |= 0o2000;
+            }
+        }
         let mut node = self.node_from_entry(parent, name, target, Metadata::new(), (uid, gid));
         node.attr = Attr::new(kind, mode, uid, gid, now);
         let ino = self.new_node(node);

@@ -1094,4 +1094,80 @@ async fn failure_of_an_upload_overtaken_by_a_change_is_not_reported() {
     v.setattr(f, set).await.unwrap();
     v.fsync(f, 0).await.unwrap();
     assert_eq!(grid_file(&b, &root, "f"), Some(vec![5u8; 10]));
+#[tokio::test]
+async fn unlinked_open_file_has_link_count_zero_and_stays_usable() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let (a, fh) = v
+        .create(ROOT_INO, os("f"), 0o644, libc::O_RDWR, 1000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(a.nlink, 1);
+    v.unlink(ROOT_INO, os("f")).await.unwrap();
+    // POSIX fstat(2) of a removed file: st_nlink 0; its data stays readable and writable.
+    assert_eq!(v.getattr(a.ino).await.unwrap().nlink, 0);
+    v.write(a.ino, fh, 0, b"Hello").await.unwrap();
+    assert_eq!(v.read(a.ino, fh, 0, 100).await.unwrap(), b"Hello");
+    v.release(a.ino, fh).await.unwrap();
+    // The same for a directory removed while the kernel still holds it.
+    let d = v.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).await.unwrap();
+    assert_eq!(d.nlink, 2);
+    v.rmdir(ROOT_INO, os("d")).await.unwrap();
+    assert_eq!(v.getattr(d.ino).await.unwrap().nlink, 0);
+    assert_eq!(v.getattr(ROOT_INO).await.unwrap().nlink, 2);
+}
+
+#[tokio::test]
+async fn setgid_directory_passes_its_group_on() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let plain = v.mkdir(ROOT_INO, os("plain"), 0o755, 0, 0).await.unwrap();
+    let sg = v.mkdir(ROOT_INO, os("sg"), 0o755, 0, 0).await.unwrap();
+    let set = SetAttr {
+        mode: Some(0o2775),
+        gid: Some(50),
+        ..SetAttr::default()
+    };
+    v.setattr(sg.ino, set).await.unwrap();
+    // In a set-group-ID directory: the directory's group, and S_ISGID on new subdirectories
+    // (not on files); elsewhere the creator's group.
+    let (f, fh) = v
+        .create(sg.ino, os("f"), 0o644, libc::O_WRONLY, 1000, 1000)
+        .await
+        .unwrap();
+    v.release(f.ino, fh).await.unwrap();
+    assert_eq!((f.gid, f.perm), (50, 0o644));
+    let sub = v.mkdir(sg.ino, os("sub"), 0o755, 1000, 1000).await.unwrap();
+    assert_eq!((sub.gid, sub.perm), (50, 0o2755));
+    let fifo = v
+        .mknod(sg.ino, os("p"), 0o010600, 0, 1000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(fifo.gid, 50);
+    let l = v
+        .symlink(sg.ino, os("l"), os("target"), 1000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(l.gid, 50);
+    let sub2 = v.mkdir(sub.ino, os("deeper"), 0o700, 7, 7).await.unwrap();
+    assert_eq!((sub2.gid, sub2.perm), (50, 0o2700));
+    let d = v
+        .mkdir(plain.ino, os("d"), 0o755, 1000, 1000)
+        .await
+        .unwrap();
+    assert_eq!((d.gid, d.perm), (1000, 0o755));
+    // Stored in the entry: a fresh mount sees the same.
+    v.fsync(sub2.ino, 0).await.unwrap();
+    let sg_cap = v.lock().dir_cap(sg.ino).unwrap();
+    let l = grid_listing(&b, &sg_cap);
+    assert_eq!(l.get("sub").unwrap().metadata.st_mode(), Some(0o042755));
+    assert_eq!(l.get("sub").unwrap().metadata.st_gid(), Some(50));
 }
