@@ -62,13 +62,14 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Personality {
     Lafs,
-    /// `mount.lafs`: the mount(8) helper.
+    /// `mount.lafs` (Linux) or `mount_lafs` (macOS and the BSDs name mount helpers so): the
+    /// mount(8) helper.
     MountHelper,
 }
 
 pub fn personality(argv0: &std::ffi::OsStr) -> Personality {
     match std::path::Path::new(argv0).file_name() {
-        Some(n) if n == "mount.lafs" => Personality::MountHelper,
+        Some(n) if n == "mount.lafs" || n == "mount_lafs" => Personality::MountHelper,
         _ => Personality::Lafs,
     }
 }
@@ -92,5 +93,28 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
             }
         }
         Personality::MountHelper => mount::mount_helper(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_helper_names_of_linux_and_macos_select_the_helper() {
+        for name in [
+            "mount.lafs",
+            "/sbin/mount.lafs",
+            "/usr/local/sbin/mount_lafs",
+        ] {
+            assert_eq!(
+                personality(name.as_ref()),
+                Personality::MountHelper,
+                "{name}"
+            );
+        }
+        for name in ["lafs", "/usr/bin/lafs", "mount.lafs.old", "mount-lafs", ""] {
+            assert_eq!(personality(name.as_ref()), Personality::Lafs, "{name}");
+        }
     }
 }

@@ -1094,6 +1094,8 @@ async fn failure_of_an_upload_overtaken_by_a_change_is_not_reported() {
     v.setattr(f, set).await.unwrap();
     v.fsync(f, 0).await.unwrap();
     assert_eq!(grid_file(&b, &root, "f"), Some(vec![5u8; 10]));
+}
+
 #[tokio::test]
 async fn unlinked_open_file_has_link_count_zero_and_stays_usable() {
     let b = MemBackend::new();
