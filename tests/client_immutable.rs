@@ -460,3 +460,54 @@ async fn many_segments_roundtrip_and_range() {
     })
     .await;
 }
+
+/// Regression (found by mount-tests/crash.test.sh and fsx.test.sh): an upload whose process died
+/// (kill -9) leaves allocated, unfinished buckets on every server; servers refuse to allocate a
+/// share another upload is still writing, so the next upload of the same file failed
+/// servers-of-happiness until those buckets expired. The upload secret is now deterministic per
+/// client and file, so the next upload aborts its own dead buckets and places every share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_after_a_dead_upload_of_the_same_file_aborts_its_buckets() {
+    let grid = TestGrid::start(4).await.unwrap();
+    let set = grid.server_set();
+    let secrets = ClientSecrets::random();
+    let p = params(2, 3, 4);
+    let plain = data(200_000, 9);
+    let cap = lafs::cap::Cap::parse_strict(&expected_cap(&plain, &p)).unwrap();
+    let si = cap.storage_index().unwrap();
+    // The dead upload: every share allocated on every server with this client's upload secret,
+    // a few bytes written, never finished nor aborted.
+    let file = secrets.for_file(&si);
+    let all: BTreeSet<u8> = (0..4).collect();
+    for h in &set.servers {
+        let lease = file.for_server(h.nodeid());
+        let r = h
+            .client
+            .allocate_buckets(&si, &lease, &file.upload_secret(), &all, 100_000)
+            .await
+            .unwrap();
+        assert_eq!(r.allocated.len(), 4 - r.already_have.len());
+        for &sh in &r.allocated {
+            h.client
+                .write_share_chunk(
+                    &si,
+                    sh,
+                    &file.upload_secret(),
+                    0,
+                    bytes::Bytes::from_static(b"partial"),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let opts = UploadOptions::convergent(p.clone(), CONVERGENCE);
+    let r = bounded(upload_bytes(&set, &secrets, plain.clone(), &opts))
+        .await
+        .expect("the upload after a dead one");
+    assert_eq!(r.cap.to_string(), cap.to_string());
+    assert!(r.happiness >= 3);
+    let (got, _) = download_bytes(&set, &r.cap, &DownloadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(got, plain);
+}

@@ -304,7 +304,7 @@ impl Selector {
                         .iter()
                         .filter_map(|&s| u8::try_from(s).ok())
                         .collect();
-                    let r = client
+                    let mut r = client
                         .allocate_buckets(
                             &ctx.si,
                             &lease,
@@ -313,6 +313,42 @@ impl Selector {
                             ctx.allocated_size,
                         )
                         .await;
+                    // A share neither held nor granted is being written by another upload.
+                    // When that upload is an earlier one of ours that died (same deterministic
+                    // upload secret), aborting it frees the share: ask once more for those.
+                    if let Ok(resp) = &r {
+                        let stuck: BTreeSet<u8> = nums
+                            .iter()
+                            .copied()
+                            .filter(|s| {
+                                !resp.already_have.contains(s) && !resp.allocated.contains(s)
+                            })
+                            .collect();
+                        let mut freed = BTreeSet::new();
+                        for &sh in &stuck {
+                            let abort = client.abort_upload(&ctx.si, sh, &ctx.upload_secret[..]);
+                            if let Ok(Ok(())) =
+                                tokio::time::timeout(Duration::from_secs(5), abort).await
+                            {
+                                freed.insert(sh);
+                            }
+                        }
+                        if !freed.is_empty() {
+                            let again = client
+                                .allocate_buckets(
+                                    &ctx.si,
+                                    &lease,
+                                    &ctx.upload_secret[..],
+                                    &freed,
+                                    ctx.allocated_size,
+                                )
+                                .await;
+                            if let (Ok(first), Ok(again)) = (&mut r, again) {
+                                first.already_have.extend(again.already_have);
+                                first.allocated.extend(again.allocated);
+                            }
+                        }
+                    }
                     (t, shares, r)
                 });
             }
@@ -610,9 +646,10 @@ pub async fn upload<P: PlaintextSource + Send + 'static>(
     let si = hash::storage_index_hash(&key);
     let total =
         u16::try_from(geom.total).map_err(|_| ImmutableError::BadParameters("too many shares"))?;
+    let file_secrets = secrets.for_file(&si);
     let ctx = Ctx {
         si,
-        upload_secret: Arc::new(rand::random()),
+        upload_secret: Arc::new(file_secrets.upload_secret()),
         allocated_size: allocated_size(&geom),
         total,
         happy: opts.params.happy,
@@ -622,7 +659,6 @@ pub async fn upload<P: PlaintextSource + Send + 'static>(
     if permuted.is_empty() {
         return Err(UploadError::NoServers);
     }
-    let file_secrets = secrets.for_file(&si);
     let trackers = permuted
         .into_iter()
         .take(2 * geom.total)

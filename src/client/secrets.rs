@@ -68,6 +68,18 @@ impl std::fmt::Debug for FileSecrets {
 }
 
 impl FileSecrets {
+    /// The upload secret this client uses for every upload of this file. Deterministic (a hash
+    /// of the per-file renewal secret, which only this client can derive), so that a later
+    /// process can abort the unfinished buckets of an upload that died with its process (kill -9,
+    /// power cut): servers refuse to allocate a share another upload is still writing, and only
+    /// its upload secret can abort that upload.
+    pub fn upload_secret(&self) -> [u8; 20] {
+        let h = hash::tagged_hash(b"lafs_upload_secret_v1", &self.renewal);
+        let mut out = [0u8; 20];
+        out.copy_from_slice(&h[..20]);
+        out
+    }
+
     /// The per-bucket secrets for the server whose 20-byte TubID is `lease_seed`.
     pub fn for_server(&self, lease_seed: &[u8; 20]) -> LeaseSecrets {
         LeaseSecrets {
