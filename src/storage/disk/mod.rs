@@ -319,9 +319,15 @@ impl DiskStore {
     }
 
     /// Sum of the sizes of all in-progress allocations.
+    ///
+    /// Lock order in this store: an upload's own lock, then a stripe, then the `uploads` map
+    /// (a completing write holds its upload and takes the stripe; a discard holds its upload and
+    /// takes the map). So the map is never held while an upload is locked here: the handles are
+    /// copied out first.
     pub fn allocated_size(&self) -> u64 {
-        lock(&self.uploads)
-            .values()
+        let handles: Vec<Arc<Mutex<Upload>>> = lock(&self.uploads).values().cloned().collect();
+        handles
+            .iter()
             .map(|u| lock(u).max_size)
             .fold(0u64, u64::saturating_add)
     }
@@ -358,10 +364,12 @@ impl DiskStore {
     ) -> Result<Allocation, StoreError> {
         self.expire_stale_uploads();
         let expiration = self.lease_expiration();
-        let _g = self.stripe(si);
+        // Before the stripe: `allocated_size` locks each upload, and a completing write holds
+        // its upload while it takes the stripe (see the lock order at `allocated_size`).
         let mut remaining = self
             .available_space()?
             .saturating_sub(self.allocated_size());
+        let _g = self.stripe(si);
         let already_have = self.list_shares(si)?;
         for &shnum in &already_have {
             let file = OpenOptions::new()
