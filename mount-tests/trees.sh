@@ -133,10 +133,11 @@ $d"
 }
 
 # umount_flushed MNT: unmounts MNT and waits until its mount daemon has exited (it uploads and
-# publishes everything pending first), so a later mount with a fresh cache sees it all.
+# publishes everything pending first), so a later mount with a fresh cache sees it all. This is
+# what `lafs umount` does.
 umount_flushed() {
     local mnt="$1"
-    lib_umount "$mnt"
-    timeout 300 bash -c "while pgrep -f -- 'mount --foreground tahoe: $mnt( |\$)' >/dev/null; do sleep 0.2; done" \
-        || fail "the mount daemon of $mnt did not exit (finish its flush) within 300 s"
+    timeout 300 "$LAFS" umount "$mnt" \
+        || fail "lafs umount $mnt: the daemon did not unmount and exit (finish its flush)"
+    ! mountpoint -q "$mnt" || fail "$mnt still mounted after lafs umount"
 }
