@@ -60,6 +60,16 @@ def renameat2(old, new, flags):
         raise OSError(e, os.strerror(e))
 
 
+FALLOC_FL_KEEP_SIZE = 1
+
+
+def fallocate(fd, mode, offset, length):
+    """fallocate(2) with a mode (Python's os.posix_fallocate has none)."""
+    if _libc.fallocate(fd, ctypes.c_int(mode), ctypes.c_int64(offset), ctypes.c_int64(length)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
 class Mismatch(Exception):
     pass
 
@@ -331,6 +341,20 @@ class Fsx:
                   lambda side: os.ftruncate(self.fdside(s, side), size))
         self.unmark(os.fstat(s["l"]).st_ino)
 
+    def op_fallocate(self):
+        """Mode 0 (extends past EOF, zeros) or KEEP_SIZE (no visible change), inside the file or
+        past its end."""
+        f = self.fd()
+        if not f:
+            return self.op_open()
+        i, s = f
+        off = self.offset(s)
+        n = self.rng.choice([1, 4096, self.rng.randrange(1, MAX_LEN)])
+        mode = self.rng.choice([0, 0, FALLOC_FL_KEEP_SIZE])
+        self.both("fallocate %s mode=%d off=%d len=%d" % (self.fdesc(i, s), mode, off, n),
+                  lambda side: fallocate(self.fdside(s, side), mode, off, n))
+        self.unmark(os.fstat(s["l"]).st_ino)
+
     def op_truncate(self):
         rel = self.path(0.8)
         try:
@@ -551,9 +575,10 @@ class Fsx:
 
     OPS = [
         ("open", 12), ("pwrite", 14), ("write", 5), ("lseek", 2), ("pread", 8), ("read", 4),
-        ("ftruncate", 4), ("truncate", 3), ("mmap_read", 4), ("mmap_write", 4), ("fsync", 2),
-        ("fstat", 4), ("close", 8), ("rename", 6), ("unlink", 4), ("mkdir", 4), ("rmdir", 2),
-        ("symlink", 2), ("mkfifo", 1), ("readlink", 1), ("chmod", 3), ("fchmod", 1), ("utime", 3), ("futime", 2), ("stat", 5),
+        ("ftruncate", 4), ("fallocate", 2), ("truncate", 3), ("mmap_read", 4),
+        ("mmap_write", 4), ("fsync", 2), ("fstat", 4), ("close", 8), ("rename", 6),
+        ("unlink", 4), ("mkdir", 4), ("rmdir", 2), ("symlink", 2), ("mkfifo", 1),
+        ("readlink", 1), ("chmod", 3), ("fchmod", 1), ("utime", 3), ("futime", 2), ("stat", 5),
         ("listdir", 3), ("readfile", 4),
     ]
 

@@ -5,9 +5,10 @@
 //! `umount --flush` writes `flush` to `MOUNTPOINT/.lafs-control`, which returns once every
 //! pending upload and directory publish is on the grid; when that fails it prints the mount's
 //! errors and leaves the mount up (nothing is lost: retry, or unmount without `--flush`).
-//! Then both unmount (`fusermount3 -u`) and, when the serving process exits at unmount (`lafs
-//! mount`; `lafs up` keeps its grid running), wait until it has: it uploads what is still
-//! pending first (bounded; the rest stays in the cache for the next mount with that cache).
+//! Then both unmount (`fusermount3 -u`; macOS: `umount`) and, when the serving process exits at
+//! unmount (`lafs mount`; `lafs up` keeps its grid running), wait until it has: it uploads what
+//! is still pending first (bounded; the rest stays in the cache for the next mount with that
+//! cache).
 
 use super::mount::unmount;
 use anyhow::{bail, Context};
@@ -104,20 +105,36 @@ pub fn umount(a: UmountArgs) -> anyhow::Result<()> {
 
 /// Waits until process `pid` (not our child) is gone.
 fn wait_exit(pid: u32, limit: Duration) -> anyhow::Result<()> {
-    let proc = PathBuf::from(format!("/proc/{pid}"));
     let deadline = Instant::now() + limit;
-    // Gone, or a zombie nobody reaped yet (state `Z` after the `(comm)` of /proc/PID/stat).
-    let running = || match std::fs::read_to_string(proc.join("stat")) {
-        Ok(st) => st
-            .rsplit_once(") ")
-            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    };
-    while running() {
+    while running(pid) {
         if Instant::now() > deadline {
             bail!("the mount daemon (pid {pid}) is still running after the unmount");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// Whether `pid` runs: gone, or a zombie nobody reaped yet (state `Z` after the `(comm)` of
+/// /proc/PID/stat), is not running.
+#[cfg(not(target_os = "macos"))]
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(st) => st
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// macOS has no /proc: `kill(pid, 0)` tells whether the process exists (EPERM: it does, as
+/// another user's). The daemon is launchd's child by then, which reaps it at once.
+#[cfg(target_os = "macos")]
+fn running(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

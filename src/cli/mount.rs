@@ -268,18 +268,54 @@ fn background(basedir: &Path, args: &MountArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The `major:minor` of the mount at `path` in /proc/self/mountinfo (the topmost one).
+/// The device of the mount at `path` (the topmost one): Linux's `major:minor` from
+/// /proc/self/mountinfo, macOS's `f_fsid` from the kernel's mount list.
 pub fn mount_device(path: &Path) -> Option<String> {
     device_at_canonical(&path.canonicalize().ok()?)
 }
 
 /// [`mount_device`] of a canonical path, without touching the path itself (no request to a
 /// FUSE mount there).
+#[cfg(not(target_os = "macos"))]
 fn device_at_canonical(canon: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     mountinfo_device(&info, &canon.to_string_lossy())
 }
 
+/// macOS has no /proc: `getfsstat(MNT_NOWAIT)` lists the mounts from the kernel's table
+/// without asking any filesystem (no request reaches a FUSE mount), in mount order, so the
+/// last entry mounted on `canon` is the topmost. Its `f_fsid` identifies the mount (a new
+/// mount at the same place has a new one).
+#[cfg(target_os = "macos")]
+fn device_at_canonical(canon: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    // SAFETY: with a null buffer getfsstat only counts the mounts.
+    let n = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
+    // Room for a few mounts made since the count.
+    let cap = usize::try_from(n).ok()? + 8;
+    let mut buf: Vec<libc::statfs> = Vec::with_capacity(cap);
+    let bytes = libc::c_int::try_from(cap * std::mem::size_of::<libc::statfs>()).ok()?;
+    // SAFETY: the kernel writes at most `bytes` bytes, the capacity of `buf`, and returns how
+    // many records it wrote; only those are exposed by set_len.
+    let got = unsafe { libc::getfsstat(buf.as_mut_ptr(), bytes, libc::MNT_NOWAIT) };
+    let got = usize::try_from(got).ok()?.min(cap);
+    // SAFETY: see above: `got` records were written.
+    unsafe { buf.set_len(got) };
+    let want = canon.as_os_str().as_bytes();
+    buf.iter().rev().find_map(|s| {
+        let on: Vec<u8> = s
+            .f_mntonname
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        // SAFETY: fsid_t is `struct { int32_t val[2]; }` (its field is private in libc).
+        let fsid: [i32; 2] = unsafe { std::mem::transmute(s.f_fsid) };
+        (on == want).then(|| format!("{:x}:{:x}", fsid[0], fsid[1]))
+    })
+}
+
+#[cfg_attr(target_os = "macos", allow(dead_code))]
 fn mountinfo_device(info: &str, path: &str) -> Option<String> {
     // mountinfo escapes space, tab, newline and backslash in paths as octal.
     let want = path
@@ -507,25 +543,47 @@ async fn lock_cache(cache_dir: &Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// Unmounts `mountpoint` (`fusermount3 -u`; when it is busy, lazily if `lazy_when_busy`).
-pub fn unmount(mountpoint: &Path, lazy_when_busy: bool) -> anyhow::Result<()> {
-    let run = |lazy: bool| {
-        let mut c = std::process::Command::new("fusermount3");
+/// The unmount command: Linux `fusermount3 -u` (`-z`: lazy, detached at once and gone when
+/// no longer busy); macOS `umount` (`-f`: forced, macOS has no lazy unmount), which a user may
+/// run on a macFUSE mount of their own.
+fn unmount_command(mountpoint: &Path, forced: bool) -> std::process::Command {
+    let mut c;
+    if cfg!(target_os = "macos") {
+        c = std::process::Command::new("umount");
+        if forced {
+            c.arg("-f");
+        }
+    } else {
+        c = std::process::Command::new("fusermount3");
         c.arg("-u");
-        if lazy {
+        if forced {
             c.arg("-z");
         }
-        c.arg(mountpoint)
-            .stdin(std::process::Stdio::null())
-            .status()
-    };
+    }
+    c.arg(mountpoint).stdin(std::process::Stdio::null());
+    c
+}
+
+/// Unmounts `mountpoint` (see [`unmount_command`]; when it is busy, lazily or forced if
+/// `lazy_when_busy`).
+pub fn unmount(mountpoint: &Path, lazy_when_busy: bool) -> anyhow::Result<()> {
+    let cmd = unmount_command(mountpoint, false);
+    let tool = cmd.get_program().to_string_lossy().into_owned();
+    // The command as a message shows it (`fusermount3 -u /m`).
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let run = |forced: bool| unmount_command(mountpoint, forced).status();
+    let failed = |s| anyhow::anyhow!("{shown} failed ({s})");
     match run(false) {
         Ok(s) if s.success() => Ok(()),
-        Ok(s) if !lazy_when_busy => bail!("fusermount3 -u {} failed ({s})", mountpoint.display()),
-        Err(e) if !lazy_when_busy => Err(e).context("running fusermount3"),
-        _ => match run(true).context("running fusermount3")? {
+        Ok(s) if !lazy_when_busy => Err(failed(s)),
+        Err(e) if !lazy_when_busy => Err(e).with_context(|| format!("running {tool}")),
+        _ => match run(true).with_context(|| format!("running {tool}"))? {
             s if s.success() => Ok(()),
-            s => bail!("fusermount3 -u {} failed ({s})", mountpoint.display()),
+            s => Err(failed(s)),
         },
     }
 }
@@ -607,6 +665,24 @@ mod tests {
         assert_eq!(mountinfo_device(info, "/"), Some("0:21".into()));
         assert_eq!(mountinfo_device(info, "/tmp"), None);
         assert_eq!(mountinfo_device(info, "/tmp/a"), None);
+    }
+
+    #[test]
+    fn unmount_runs_the_platforms_tool() {
+        let args = |forced| {
+            let c = unmount_command(Path::new("/m"), forced);
+            std::iter::once(c.get_program())
+                .chain(c.get_args())
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        if cfg!(target_os = "macos") {
+            assert_eq!(args(false), ["umount", "/m"]);
+            assert_eq!(args(true), ["umount", "-f", "/m"]);
+        } else {
+            assert_eq!(args(false), ["fusermount3", "-u", "/m"]);
+            assert_eq!(args(true), ["fusermount3", "-u", "-z", "/m"]);
+        }
     }
 
     #[test]

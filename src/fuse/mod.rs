@@ -13,16 +13,18 @@
 //! inode itself; the layer below takes its own locks.
 
 pub mod backend;
+pub mod ops;
 pub mod status;
 
 pub use backend::GridBackend;
 
 use crate::vfs::{FileAttr, FileKind, SetAttr, TimeSet, Vfs, VfsError};
 use fuser::{
-    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, PollEvents,
+    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
@@ -40,8 +42,26 @@ pub const FLUSH_AT_UNMOUNT: Duration = Duration::from_secs(120);
 pub const MAX_IN_FLIGHT: usize = 256;
 
 /// The one place where a layer error becomes an errno.
+///
+/// On macOS a missing attribute is `ENOATTR` (Linux: `ENODATA`, which macOS has only as a
+/// STREAMS error).
 fn errno(e: &VfsError) -> Errno {
+    #[cfg(target_os = "macos")]
+    if matches!(e, VfsError::NoAttr) {
+        return Errno::NO_XATTR;
+    }
     Errno::from_i32(e.to_errno())
+}
+
+/// An xattr request's errno. On macOS an unsupported attribute is `ENOTSUP` (45, not
+/// `EOPNOTSUPP`, 102, there): the errno for which the macOS kernel falls back to AppleDouble
+/// `._NAME` files.
+fn xattr_errno(e: &VfsError) -> Errno {
+    #[cfg(target_os = "macos")]
+    if matches!(e, VfsError::NotSupported(_)) {
+        return Errno::from_i32(libc::ENOTSUP);
+    }
+    errno(e)
 }
 
 fn file_type(k: FileKind) -> FileType {
@@ -168,7 +188,7 @@ fn reply_xattr(r: Result<Vec<u8>, VfsError>, size: u32, reply: ReplyXattr) {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
         Ok(v) if v.len() <= size as usize => reply.data(&v),
         Ok(_) => reply.error(Errno::ERANGE),
-        Err(e) => reply.error(errno(&e)),
+        Err(e) => reply.error(xattr_errno(&e)),
     }
 }
 
@@ -176,8 +196,47 @@ fn name(n: &OsStr) -> OsString {
     n.to_os_string()
 }
 
+/// The layer's (Linux) name and flags of an xattr request; `position` is always 0 on Linux.
+#[cfg(not(target_os = "macos"))]
+fn xattr_in(n: &OsStr, flags: i32, _position: u32) -> Result<(OsString, i32), Errno> {
+    Ok((name(n), flags))
+}
+
+/// macOS: `NAME` is stored as `user.NAME`, the flag values are translated, and a `position`
+/// (resource forks only, which are refused) is `EINVAL` ([`ops::mac_xattr_name`]).
+#[cfg(target_os = "macos")]
+fn xattr_in(n: &OsStr, flags: i32, position: u32) -> Result<(OsString, i32), Errno> {
+    let stored = ops::mac_xattr_name(n).map_err(Errno::from_i32)?;
+    if position != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok((stored, ops::mac_xattr_flags(flags)))
+}
+
+/// The name listxattr shows for stored name `n` (Linux: itself).
+#[cfg(not(target_os = "macos"))]
+fn xattr_listed(n: &str) -> Option<&str> {
+    Some(n)
+}
+
+#[cfg(target_os = "macos")]
+fn xattr_listed(n: &str) -> Option<&str> {
+    ops::mac_listed_name(n)
+}
+
 impl Filesystem for LafsFs {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // readdirplus: a listing carries every entry's attributes, so `ls -l` and rsync need
+        // no lookup per name. AUTO lets the kernel fall back to plain readdir for a listing
+        // whose entries nobody stats (`ls` without -l after the first batch). A kernel without
+        // them gets readdir + lookup, as before.
+        // Linux only: macFUSE's kernel protocol is its own (bits it offers may mean other
+        // things), and it is not tested there.
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if cfg!(target_os = "linux") {
+            // Only what the kernel offers: this cannot fail.
+            let _ = config.add_capabilities(plus & config.capabilities());
+        }
         Ok(())
     }
 
@@ -496,13 +555,29 @@ impl Filesystem for LafsFs {
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _offset: u64,
-        reply: ReplyDirectoryPlus,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
     ) {
-        // Not negotiated: the kernel uses readdir + lookup.
-        reply.error(Errno::ENOSYS);
+        let virtual_names = self.control.is_some() && ino.0 == crate::vfs::ROOT_INO;
+        self.spawn(move |v| async move {
+            // Each entry but `.`/`..` is a lookup the kernel will forget (see [`ops`]).
+            let r = ops::readdirplus_batch(
+                &v,
+                ino.0,
+                offset,
+                // A grid entry named like a virtual file is shadowed by it: lookup answers
+                // the virtual file, so the listing must not link the grid entry's inode.
+                |n| virtual_names && status::lookup_virtual(ino.0, OsStr::new(n)).is_some(),
+                |n, off, a| reply.add(INodeNo(a.ino), off, n, &TTL, &fuse_attr(a), Generation(0)),
+            )
+            .await;
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn fsyncdir(
@@ -530,12 +605,19 @@ impl Filesystem for LafsFs {
         n: &OsStr,
         value: &[u8],
         flags: i32,
-        _position: u32,
+        position: u32,
         reply: ReplyEmpty,
     ) {
-        let (n, value) = (name(n), value.to_vec());
+        let (n, flags) = match xattr_in(n, flags, position) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let value = value.to_vec();
         self.spawn(move |v| async move {
-            reply_empty(v.setxattr(ino.0, &n, &value, flags).await, reply)
+            match v.setxattr(ino.0, &n, &value, flags).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(xattr_errno(&e)),
+            }
         });
     }
 
@@ -543,7 +625,10 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_xattr(ino.0, false, reply) else {
             return;
         };
-        let n = name(n);
+        let n = match xattr_in(n, 0, 0) {
+            Ok((n, _)) => n,
+            Err(e) => return reply.error(e),
+        };
         self.spawn(move |v| async move { reply_xattr(v.getxattr(ino.0, &n).await, size, reply) });
     }
 
@@ -554,7 +639,7 @@ impl Filesystem for LafsFs {
         self.spawn(move |v| async move {
             let r = v.listxattr(ino.0).await.map(|names| {
                 let mut out = Vec::new();
-                for n in names {
+                for n in names.iter().filter_map(|n| xattr_listed(n)) {
                     out.extend_from_slice(n.as_bytes());
                     out.push(0);
                 }
@@ -565,8 +650,154 @@ impl Filesystem for LafsFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        let n = name(n);
-        self.spawn(move |v| async move { reply_empty(v.removexattr(ino.0, &n).await, reply) });
+        let n = match xattr_in(n, 0, 0) {
+            Ok((n, _)) => n,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(move |v| async move {
+            match v.removexattr(ino.0, &n).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(xattr_errno(&e)),
+            }
+        });
+    }
+
+    /// Only asked without `default_permissions` (with it the kernel checks itself), by
+    /// access(2) and chdir: the stored mode and owner decide, as the kernel would.
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let (uid, gid, pid, mask) = (req.uid(), req.gid(), req.pid(), mask.bits());
+        let Some(reply) = self.v_access(ino.0, uid, gid, mask, reply) else {
+            return;
+        };
+        self.spawn(move |v| async move {
+            match v.getattr(ino.0).await {
+                Ok(a) => {
+                    // /proc is read only when the group decides.
+                    let groups = if uid != 0 && uid != a.uid && gid != a.gid {
+                        ops::supplementary_groups(pid)
+                    } else {
+                        Vec::new()
+                    };
+                    if ops::access_allowed(mask, &a, uid, gid, &groups) {
+                        reply.ok()
+                    } else {
+                        reply.error(Errno::EACCES)
+                    }
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    /// Mode 0 extends the size past EOF (zeros, like a truncate up); `FALLOC_FL_KEEP_SIZE`
+    /// succeeds without change; other modes `EOPNOTSUPP` ([`ops::fallocate_size`]). The kernel
+    /// holds the inode lock, so no write changes the size between the getattr and the setattr.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if self.control.is_some() && status::is_virtual(ino.0) {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        self.spawn(move |v| async move {
+            let size = match v.getattr(ino.0).await {
+                Ok(a) => a.size,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            match ops::fallocate_size(mode, offset, length, size) {
+                Ok(None) => reply.ok(),
+                Ok(Some(size)) => {
+                    let set = SetAttr {
+                        size: Some(size),
+                        ..SetAttr::default()
+                    };
+                    reply_empty(v.setattr(ino.0, set).await.map(|_| ()), reply)
+                }
+                Err(e) => reply.error(Errno::from_i32(e)),
+            }
+        });
+    }
+
+    /// SEEK_DATA/SEEK_HOLE (the kernel does the other whences itself): a file is all data,
+    /// its only hole the one at its end.
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        if self.control.is_some() && status::is_virtual(ino.0) {
+            return reply.error(Errno::from_i32(libc::ENXIO));
+        }
+        self.spawn(move |v| async move {
+            match v.getattr(ino.0).await {
+                Ok(a) => match ops::seek_data_hole(whence, offset, a.size) {
+                    Ok(o) => reply.offset(o),
+                    Err(e) => reply.error(Errno::from_i32(e)),
+                },
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    /// No ioctl is supported: `ENOTTY`, the answer of a file without ioctls (fuser's default
+    /// logs a warning for every call, e.g. each `FS_IOC_GETFLAGS` of `lsattr` or `cp`).
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// Not supported: `ENOSYS` tells the kernel once per mount to copy through read and write
+    /// (fuser's default would log a warning).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Not supported: `ENOSYS` tells the kernel once per mount that files are always ready
+    /// (fuser's default would log a warning).
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn create(

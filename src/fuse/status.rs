@@ -424,6 +424,40 @@ impl LafsFs {
         None
     }
 
+    /// access: the virtual files' mode and owner decide (see [`super::ops::access_allowed`]).
+    pub(super) fn v_access(
+        &self,
+        ino: u64,
+        uid: u32,
+        gid: u32,
+        mask: i32,
+        reply: ReplyEmpty,
+    ) -> Option<ReplyEmpty> {
+        let Some(c) = self.ctl().filter(|_| is_virtual(ino)) else {
+            return Some(reply);
+        };
+        let a = c.attr(ino, 0);
+        let attr = crate::vfs::FileAttr {
+            ino,
+            size: 0,
+            kind: crate::vfs::FileKind::File,
+            perm: u32::from(a.perm),
+            nlink: 1,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            atime_ns: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        };
+        if super::ops::access_allowed(mask, &attr, uid, gid, &[]) {
+            reply.ok();
+        } else {
+            reply.error(Errno::EACCES);
+        }
+        None
+    }
+
     /// getxattr/listxattr: the virtual files have no extended attributes.
     pub(super) fn v_xattr(&self, ino: u64, list: bool, reply: ReplyXattr) -> Option<ReplyXattr> {
         if self.ctl().is_none() || !is_virtual(ino) {
@@ -432,7 +466,7 @@ impl LafsFs {
         if list {
             reply.size(0);
         } else {
-            reply.error(Errno::ENODATA);
+            reply.error(Errno::NO_XATTR);
         }
         None
     }
