@@ -3,7 +3,13 @@
 //! Design: every fuser callback copies its arguments, spawns one tokio task that calls the
 //! matching [`Vfs`] method and replies from that task, so the FUSE thread never waits on the
 //! network (or on the cache's disk). Errors become errnos in ONE place, [`errno`], through
-//! [`VfsError::to_errno`]. A semaphore bounds the requests in flight (the FUSE thread blocks on
+//! [`VfsError::to_errno`] (plus the two macOS xattr spellings, [`xattr_errno`]). The few
+//! decisions the adapter makes itself (readdirplus batches and their lookup counts, fallocate,
+//! access, the macOS xattr names) live in [`ops`], unit-tested there. Requests fuser would log
+//! as "[Not Implemented]" are answered quietly (ioctl `ENOTTY`; copy_file_range and poll
+//! `ENOSYS`, which the kernel remembers); getlk/setlk and bmap are never sent (no POSIX-lock
+//! capability is negotiated, the kernel keeps locks locally; not a block-device mount). A
+//! semaphore bounds the requests in flight (the FUSE thread blocks on
 //! it only when that many requests are already running, which is the back-pressure we want).
 //!
 //! Invariants: every request is answered exactly once (the reply object moves into its task, which
