@@ -3,7 +3,7 @@
 //! Design: every fuser callback copies its arguments, spawns one tokio task that calls the
 //! matching [`Vfs`] method and replies from that task, so the FUSE thread never waits on the
 //! network (or on the cache's disk). Errors become errnos in ONE place, [`errno`], through
-//! [`VfsError::to_errno`] (plus the two macOS xattr spellings, [`xattr_errno`]). The few
+//! [`VfsError::to_errno`] (plus the two macOS xattr spellings, `xattr_errno`). The few
 //! decisions the adapter makes itself (readdirplus batches and their lookup counts, fallocate,
 //! access, the macOS xattr names) live in [`ops`], unit-tested there. Requests fuser would log
 //! as "[Not Implemented]" are answered quietly (ioctl `ENOTTY`; copy_file_range and poll
