@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
             let mut s = fresh.clone();
             update_many(
                 &mut [&mut file, &mut s],
-                &[black_box(&seg), black_box(&seg)],
+                &[black_box(&seg[..]), black_box(&seg[..])],
             );
             s.finalize_sha256d()
         })

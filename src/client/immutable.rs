@@ -1612,6 +1612,15 @@ impl Fetcher {
         // Segments per batch: about `batch_bytes` of plaintext, so one block read per share
         // stays within one server read call (the server answers up to 1 MiB in one piece).
         let per_batch = (opts.batch_bytes as u64 / geom.segment_size.max(1)).max(1);
+        // An even count (rounded up: the block read per share stays far under 1 MiB) so that
+        // the batch's crypttext segment hashes pair up in the two SHA-256 lanes: segment sizes
+        // are multiples of k, so 1 MiB holds 7 segments of 128 KiB + 1 byte for k = 3, and the
+        // seventh segment hash ran alone at half speed.
+        let per_batch = if per_batch > 1 {
+            per_batch + per_batch % 2
+        } else {
+            per_batch
+        };
         let mut inflight: VecDeque<(u64, u64, ShareSet, SegmentTask)> = VecDeque::new();
         let mut next = first;
         loop {
