@@ -511,3 +511,44 @@ async fn upload_after_a_dead_upload_of_the_same_file_aborts_its_buckets() {
         .unwrap();
     assert_eq!(got, plain);
 }
+
+/// Regression: two uploads of the same bytes by one client at the same time. Same content, same
+/// key, same storage index and (deterministic) upload secret: without the per-storage-index turn
+/// in `upload`, each upload aborted the other's unfinished buckets as if a dead predecessor had
+/// left them, and one or both failed. Both must succeed with the same cap, and the file must be
+/// complete and readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_the_same_bytes_both_succeed() {
+    let grid = TestGrid::start(5).await.unwrap();
+    let set = grid.server_set();
+    let secrets = ClientSecrets::random();
+    let p = params(3, 5, 5);
+    let opts = UploadOptions {
+        // Small chunks: many PATCHes, so the two uploads overlap on the servers.
+        chunk_size: 16 << 10,
+        ..UploadOptions::convergent(p.clone(), CONVERGENCE)
+    };
+    for round in 0..3u8 {
+        let plain = data(3 << 20, 21 ^ (round << 4));
+        let want = expected_cap(&plain, &p);
+        let (a, b) = bounded(async {
+            tokio::join!(
+                upload_bytes(&set, &secrets, plain.clone(), &opts),
+                upload_bytes(&set, &secrets, plain.clone(), &opts),
+            )
+        })
+        .await;
+        let a = a.unwrap_or_else(|e| panic!("round {round}, first upload: {e}"));
+        let b = b.unwrap_or_else(|e| panic!("round {round}, second upload: {e}"));
+        assert_eq!(a.cap.to_string(), want, "round {round}");
+        assert_eq!(b.cap.to_string(), want, "round {round}");
+        assert!(a.happiness >= 5 && b.happiness >= 5, "round {round}");
+        // One of them wrote the shares, the other found them in place.
+        assert_eq!(a.pushed_shares + b.pushed_shares, 5, "round {round}");
+        let (got, report) = download_bytes(&set, &a.cap, &DownloadOptions::default())
+            .await
+            .unwrap();
+        assert!(got == plain, "round {round}");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+}

@@ -605,7 +605,59 @@ pub fn allocated_size(geom: &Geometry) -> u64 {
     layout.offsets.uri_extension + layout.ueb_length_size() + ueb.len() as u64
 }
 
+/// The uploads of this process in flight, by storage index: one async lock each.
+///
+/// Two uploads of the same content (same key, so same storage index) from one client use the
+/// same deterministic upload secret ([`super::secrets::FileSecrets::upload_secret`]); run at
+/// the same time, each would abort the other's unfinished buckets as if they were left by a
+/// dead predecessor, and both could miss servers-of-happiness. So uploads of one storage
+/// index take turns: the later one then finds the shares in place and writes nothing. Entries
+/// live only while some upload holds or waits for them.
+static IN_FLIGHT: std::sync::LazyLock<Mutex<BTreeMap<StorageIndex, Arc<tokio::sync::Mutex<()>>>>> =
+    std::sync::LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// One upload's turn on its storage index ([`IN_FLIGHT`]). Dropping it (also when the
+/// upload's future is cancelled while waiting) releases the turn and removes the map entry
+/// once no other upload holds or waits for it.
+struct SiTurn {
+    si: StorageIndex,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl SiTurn {
+    /// Waits until no other upload of this process is working on `si`.
+    async fn take(si: StorageIndex) -> SiTurn {
+        let lock = {
+            let mut m = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(m.entry(si).or_default())
+        };
+        let mut turn = SiTurn {
+            si,
+            lock,
+            guard: None,
+        };
+        turn.guard = Some(Arc::clone(&turn.lock).lock_owned().await);
+        turn
+    }
+}
+
+impl Drop for SiTurn {
+    fn drop(&mut self) {
+        // The guard holds a reference to the lock too: release it first.
+        self.guard = None;
+        let mut m = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map's reference and ours left: nobody else holds or waits for this index.
+        if Arc::strong_count(&self.lock) == 2 {
+            m.remove(&self.si);
+        }
+    }
+}
+
 /// Uploads the plaintext of `source` as a CHK file (or LIT) to `servers`.
+///
+/// Uploads of the same storage index within this process run one after the other (see
+/// [`IN_FLIGHT`]); others run concurrently.
 pub async fn upload<P: PlaintextSource + Send + 'static>(
     servers: &ServerSet,
     secrets: &ClientSecrets,
@@ -644,6 +696,7 @@ pub async fn upload<P: PlaintextSource + Send + 'static>(
     };
     let key = key?;
     let si = hash::storage_index_hash(&key);
+    let _turn = SiTurn::take(si).await;
     let total =
         u16::try_from(geom.total).map_err(|_| ImmutableError::BadParameters("too many shares"))?;
     let file_secrets = secrets.for_file(&si);
@@ -1559,6 +1612,15 @@ impl Fetcher {
         // Segments per batch: about `batch_bytes` of plaintext, so one block read per share
         // stays within one server read call (the server answers up to 1 MiB in one piece).
         let per_batch = (opts.batch_bytes as u64 / geom.segment_size.max(1)).max(1);
+        // An even count (rounded up: the block read per share stays far under 1 MiB) so that
+        // the batch's crypttext segment hashes pair up in the two SHA-256 lanes: segment sizes
+        // are multiples of k, so 1 MiB holds 7 segments of 128 KiB + 1 byte for k = 3, and the
+        // seventh segment hash ran alone at half speed.
+        let per_batch = if per_batch > 1 {
+            per_batch + per_batch % 2
+        } else {
+            per_batch
+        };
         let mut inflight: VecDeque<(u64, u64, ShareSet, SegmentTask)> = VecDeque::new();
         let mut next = first;
         loop {
@@ -1663,6 +1725,46 @@ pub async fn download_bytes(
 mod tests {
     use super::*;
     use crate::immutable::encode_bytes;
+
+    fn in_flight(si: &StorageIndex) -> bool {
+        IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(si)
+    }
+
+    /// Turns on one storage index are exclusive and released in order; another index is not
+    /// held up; the map entry goes once nobody holds or waits for it, also when a waiter is
+    /// cancelled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn si_turns_are_exclusive_and_cleaned_up() {
+        let (si, other) = ([0xA5u8; 16], [0x5Au8; 16]);
+        let first = SiTurn::take(si).await;
+        assert!(in_flight(&si));
+        // Another storage index goes ahead at once.
+        let o = tokio::time::timeout(Duration::from_secs(5), SiTurn::take(other))
+            .await
+            .expect("another storage index is not held up");
+        drop(o);
+        assert!(!in_flight(&other));
+        // The same one waits...
+        let waiter = tokio::spawn(SiTurn::take(si));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished());
+        // ...a cancelled waiter does not remove the entry the holder and the waiter use...
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), SiTurn::take(si)).await;
+        assert!(cancelled.is_err());
+        assert!(in_flight(&si));
+        // ...and the waiter gets its turn when the first is done.
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter gets its turn")
+            .unwrap();
+        assert!(in_flight(&si));
+        drop(second);
+        assert!(!in_flight(&si));
+    }
 
     /// The allocated size must equal the share the encoder writes (else a server never
     /// reports the share complete); the encoder's shares are byte-identical to Tahoe's.

@@ -16,6 +16,13 @@
 //!   once no message is left, the last lane finishes alone;
 //! - the outer SHA-256 of each 32-byte inner digest is a single block, done two at a time too.
 //!
+//! Streams: a [`Sha256Stream`] is a SHA-256 fed in pieces (a midstate, the `< 64` bytes not yet
+//! compressed, and the length so far). [`update_many`] feeds one piece into each of several
+//! streams with the same two lanes: a piece becomes a job of a copied head block (the pending
+//! bytes completed from the piece) and the piece's whole blocks (no copy); its last `< 64` bytes
+//! become the stream's pending bytes. This lets a long-running hash (Tahoe's whole-file
+//! crypttext hash) share lanes with per-segment hashes of the same bytes.
+//!
 //! The block compressor is the `Engine`: two-lane SHA-NI when the CPU has it (see `sha256_x2`),
 //! else `sha2::compress256` one lane after the other. The job and lane logic is the same for both,
 //! so tests run it with each engine against `hash::tagged_hash`.
@@ -165,6 +172,43 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// The whole blocks of `pending ‖ data` (`pending` shorter than 64 bytes), and the bytes
+    /// of `data` left after them (fewer than 64). With fewer than 64 bytes in all the job is
+    /// empty and every byte of `data` is left over.
+    fn update(pending: &[u8], data: &'a [u8]) -> (Job<'a>, &'a [u8]) {
+        let mut head = [0u8; 64];
+        let empty = |leftover| {
+            let job = Job {
+                head: [0u8; 64],
+                head_len: 0,
+                body: &[],
+                tail: [0u8; 128],
+                tail_len: 0,
+            };
+            (job, leftover)
+        };
+        let need = 64 - pending.len();
+        let (head_len, rest) = if pending.is_empty() {
+            (0, data)
+        } else if data.len() >= need {
+            let (first, rest) = data.split_at(need);
+            head[..pending.len()].copy_from_slice(pending);
+            head[pending.len()..].copy_from_slice(first);
+            (64, rest)
+        } else {
+            return empty(data);
+        };
+        let (body, leftover) = rest.split_at(rest.len() - rest.len() % 64);
+        let job = Job {
+            head,
+            head_len,
+            body,
+            tail: [0u8; 128],
+            tail_len: 0,
+        };
+        (job, leftover)
+    }
+
     /// Run `i` of the stream (0 = head, 1 = body, 2 = tail; empty past the end).
     fn run(&self, i: usize) -> &[u8] {
         match i {
@@ -188,16 +232,24 @@ struct Lane<'a> {
 }
 
 impl<'a> Lane<'a> {
-    fn new(prefix: &Prefix, msg: &'a [u8], index: usize) -> Lane<'a> {
+    fn new(job: Job<'a>, state: [u32; 8], index: usize) -> Lane<'a> {
         let mut lane = Lane {
-            job: Job::new(prefix, msg),
-            state: prefix.midstate,
+            job,
+            state,
             run: 0,
             off: 0,
             index,
         };
         lane.skip_empty();
         lane
+    }
+
+    /// Bytes left to compress.
+    fn remaining(&self) -> usize {
+        (self.run..3)
+            .map(|r| self.job.run(r).len())
+            .sum::<usize>()
+            .saturating_sub(self.off)
     }
 
     fn skip_empty(&mut self) {
@@ -250,17 +302,11 @@ fn outer_block(inner: &Hash) -> [u8; 64] {
     b
 }
 
-fn sha256d_many_with(engine: Engine, prefix: &[u8], messages: &[&[u8]]) -> Vec<Hash> {
-    let prefix = Prefix::new(engine, prefix);
-    let mut inner = vec![[0u8; 32]; messages.len()];
-
-    // Longest first, so that the lone-lane run at the end is as short as it can be.
-    let mut order: Vec<usize> = (0..messages.len()).collect();
-    order.sort_by_key(|&i| core::cmp::Reverse(messages[i].len()));
-    let mut queue = order
-        .into_iter()
-        .map(|i| Lane::new(&prefix, messages[i], i));
-
+/// Runs every lane to its end, two at a time, longest first (so that the lone-lane run at the
+/// end is as short as it can be), and reports each lane's final state with its index.
+fn run_lanes(engine: Engine, mut lanes: Vec<Lane<'_>>, mut done: impl FnMut(usize, &[u32; 8])) {
+    lanes.sort_by_key(|l| core::cmp::Reverse(l.remaining()));
+    let mut queue = lanes.into_iter();
     let mut a = queue.next();
     let mut b = queue.next();
     loop {
@@ -278,13 +324,28 @@ fn sha256d_many_with(engine: Engine, prefix: &[u8], messages: &[&[u8]]) -> Vec<H
         }
         for slot in [&mut a, &mut b] {
             if let Some(lane) = slot.as_ref().filter(|l| l.done()) {
-                inner[lane.index] = digest_bytes(&lane.state);
+                done(lane.index, &lane.state);
                 *slot = queue.next();
             }
         }
     }
+}
 
-    let mut out = vec![[0u8; 32]; messages.len()];
+fn sha256d_many_with(engine: Engine, prefix: &[u8], messages: &[&[u8]]) -> Vec<Hash> {
+    let prefix = Prefix::new(engine, prefix);
+    let mut inner = vec![[0u8; 32]; messages.len()];
+    let lanes = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Lane::new(Job::new(&prefix, m), prefix.midstate, i))
+        .collect();
+    run_lanes(engine, lanes, |i, state| inner[i] = digest_bytes(state));
+    outer_many(engine, &inner)
+}
+
+/// `SHA256(inner)` for every 32-byte digest, two at a time.
+fn outer_many(engine: Engine, inner: &[Hash]) -> Vec<Hash> {
+    let mut out = vec![[0u8; 32]; inner.len()];
     let mut pairs_in = inner.chunks_exact(2);
     let mut pairs_out = out.chunks_exact_mut(2);
     for (i, o) in (&mut pairs_in).zip(&mut pairs_out) {
@@ -299,6 +360,122 @@ fn sha256d_many_with(engine: Engine, prefix: &[u8], messages: &[&[u8]]) -> Vec<H
         *o = digest_bytes(&s);
     }
     out
+}
+
+/// A SHA-256 fed in pieces, alone ([`Sha256Stream::update`]) or alongside others
+/// ([`update_many`]).
+///
+/// Invariant: `state` is the SHA-256 state after the first `len - pending_len` bytes (a whole
+/// number of blocks); the last `pending_len < 64` bytes fed are in `pending`.
+#[derive(Clone)]
+pub struct Sha256Stream {
+    state: [u32; 8],
+    pending: [u8; 64],
+    pending_len: usize,
+    len: u64,
+}
+
+impl Default for Sha256Stream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Sha256Stream {
+    /// Never shows the state: it may hash a secret (a convergence secret, a key).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sha256Stream")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sha256Stream {
+    /// SHA-256 of nothing yet.
+    pub fn new() -> Self {
+        Sha256Stream {
+            state: IV,
+            pending: [0u8; 64],
+            pending_len: 0,
+            len: 0,
+        }
+    }
+
+    /// A stream that has been fed `ns(tag)`: finished with [`Self::finalize_sha256d`] it
+    /// gives Tahoe's `tagged_hash(tag, ...)` of what follows.
+    pub fn tagged(tag: &[u8]) -> Self {
+        let mut s = Self::new();
+        s.update(&netstring::netstring(tag));
+        s
+    }
+
+    /// Feeds `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        update_many(&mut [self], &[data]);
+    }
+
+    /// Records that `data` was fed, once the job built from it has been compressed into
+    /// `state` (`leftover` is what the job left: the new pending bytes, or all of `data`
+    /// when the job was empty).
+    fn absorb(&mut self, data: &[u8], job_was_empty: bool, leftover: &[u8]) {
+        if job_was_empty {
+            let end = self.pending_len + data.len();
+            self.pending[self.pending_len..end].copy_from_slice(data);
+            self.pending_len = end;
+        } else {
+            self.pending[..leftover.len()].copy_from_slice(leftover);
+            self.pending_len = leftover.len();
+        }
+        self.len += data.len() as u64;
+    }
+
+    /// The SHA-256 of everything fed.
+    pub fn finalize_sha256(&self) -> Hash {
+        let engine = Engine::detect();
+        let mut block = [0u8; 128];
+        let p = self.pending_len;
+        block[..p].copy_from_slice(&self.pending[..p]);
+        block[p] = 0x80;
+        let n = if p + 9 <= 64 { 64 } else { 128 };
+        block[n - 8..n].copy_from_slice(&self.len.wrapping_mul(8).to_be_bytes());
+        let mut state = self.state;
+        engine.x1(&mut state, &block[..n]);
+        digest_bytes(&state)
+    }
+
+    /// SHA-256 of the SHA-256 of everything fed (Tahoe's SHA256d).
+    pub fn finalize_sha256d(&self) -> Hash {
+        let mut state = IV;
+        Engine::detect().x1(&mut state, &outer_block(&self.finalize_sha256()));
+        digest_bytes(&state)
+    }
+}
+
+/// Feeds `data[i]` into `streams[i]` for every `i`, two streams at a time. The streams must be
+/// distinct; `data` pieces may overlap or be the same bytes.
+///
+/// # Panics
+/// If the two slices differ in length (a caller bug, not an input condition).
+pub fn update_many(streams: &mut [&mut Sha256Stream], data: &[&[u8]]) {
+    update_many_with(Engine::detect(), streams, data);
+}
+
+fn update_many_with(engine: Engine, streams: &mut [&mut Sha256Stream], data: &[&[u8]]) {
+    assert_eq!(streams.len(), data.len(), "one piece per stream");
+    let mut lanes = Vec::with_capacity(streams.len());
+    let mut leftovers = Vec::with_capacity(streams.len());
+    for (i, (s, d)) in streams.iter().zip(data).enumerate() {
+        let (job, leftover) = Job::update(&s.pending[..s.pending_len], d);
+        let lane = Lane::new(job, s.state, i);
+        leftovers.push((lane.done(), leftover));
+        if !lane.done() {
+            lanes.push(lane);
+        }
+    }
+    run_lanes(engine, lanes, |i, state| streams[i].state = *state);
+    for ((s, d), (empty, leftover)) in streams.iter_mut().zip(data).zip(leftovers) {
+        s.absorb(d, empty, leftover);
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +591,88 @@ mod tests {
             let prefix = netstring::netstring(&tag);
             for e in engines() {
                 prop_assert_eq!(sha256d_many_with(e, &prefix, &refs), want.clone());
+            }
+        }
+    }
+
+    /// SHA-256 computed by the `sha2` crate (an independent implementation).
+    fn sha256_ref(data: &[u8]) -> Hash {
+        use sha2::Digest;
+        sha2::Sha256::digest(data).into()
+    }
+
+    #[test]
+    fn stream_known_answers() {
+        // FIPS 180-4 examples: SHA-256("abc") and the 448-bit two-block message.
+        let hex = |h: Hash| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut s = Sha256Stream::new();
+        s.update(b"ab");
+        s.update(b"c");
+        assert_eq!(
+            hex(s.finalize_sha256()),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let mut s = Sha256Stream::new();
+        s.update(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq");
+        assert_eq!(
+            hex(s.finalize_sha256()),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        assert_eq!(
+            hex(Sha256Stream::new().finalize_sha256()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn tagged_stream_is_tagged_hash() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 31) as u8).collect();
+        for tag in [tags::CRYPTTEXT, tags::CRYPTTEXT_SEGMENT, tags::BLOCK] {
+            let mut s = Sha256Stream::tagged(tag);
+            s.update(&data[..77]);
+            s.update(&data[77..]);
+            assert_eq!(s.finalize_sha256d(), tagged_hash(tag, &data));
+        }
+    }
+
+    proptest! {
+        /// Several streams, each fed a sequence of pieces (each round feeds one piece into every
+        /// stream at once, as the encoder does), against one-shot SHA-256 of the concatenation.
+        #[test]
+        fn update_many_matches_sha256(
+            streams in prop::collection::vec(
+                prop::collection::vec(
+                    prop_oneof![0usize..200, 60usize..70, 1000usize..3000],
+                    0..6,
+                ),
+                1..5,
+            ),
+            seed in any::<u8>(),
+        ) {
+            let data: Vec<u8> = (0..20_000u32).map(|i| (i as u8).wrapping_mul(seed | 1) ^ (i >> 7) as u8).collect();
+            for e in engines() {
+                let mut st: Vec<Sha256Stream> = vec![Sha256Stream::new(); streams.len()];
+                let mut fed: Vec<Vec<u8>> = vec![Vec::new(); streams.len()];
+                let rounds = streams.iter().map(Vec::len).max().unwrap_or(0);
+                for r in 0..rounds {
+                    let mut refs: Vec<&mut Sha256Stream> = st.iter_mut().collect();
+                    let pieces: Vec<&[u8]> = streams
+                        .iter()
+                        .enumerate()
+                        .map(|(j, lens)| {
+                            let len = lens.get(r).copied().unwrap_or(0);
+                            let start = (r * 997 + j * 131) % 7000;
+                            &data[start..start + len]
+                        })
+                        .collect();
+                    for (f, p) in fed.iter_mut().zip(&pieces) {
+                        f.extend_from_slice(p);
+                    }
+                    update_many_with(e, &mut refs, &pieces);
+                }
+                for (s, f) in st.iter().zip(&fed) {
+                    prop_assert_eq!(s.finalize_sha256(), sha256_ref(f), "{:?}", e);
+                }
             }
         }
     }

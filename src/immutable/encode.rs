@@ -8,7 +8,12 @@
 //! - [`Encoder::encode`] drives it over a [`PlaintextSource`] and a [`ShareSink`]. Segments are
 //!   encoded in batches of one per rayon thread while the previous batch is hashed into the
 //!   whole-file crypttext hash and written out, in segment order, so memory holds at most two
-//!   batches whatever the file size. Each share is written strictly sequentially: header, then
+//!   batches whatever the file size.
+//! - SHA-256 is most of the CPU, and one SHA-256 stream is latency-bound, so every hash runs
+//!   in a two-lane [`multihash`] batch with an independent one of the same length: the block
+//!   hashes of a segment pair up in the parallel stage; the in-order stage hashes each
+//!   segment's crypttext into its segment hash and the whole-file hash side by side, and, when
+//!   `n` is odd, the last block of two consecutive segments together. Each share is written strictly sequentially: header, then
 //!   the blocks, then one trailer (trees, share hash chain, UEB), then [`ShareSink::finish`].
 //!
 //! With a convergent key the plaintext is read twice (the key is a hash of all of it).
@@ -22,7 +27,8 @@ use crate::cap::{ChkCap, LitCap, NodeCap};
 use crate::codec::Codec;
 use crate::crypto::aes::AesCtr;
 use crate::crypto::hash::{self, tags, Hash};
-use crate::crypto::{hashtree, multihash};
+use crate::crypto::hashtree;
+use crate::crypto::multihash::{self, Sha256Stream};
 use rayon::prelude::*;
 
 /// Where the plaintext comes from. `read_at` must fill `buf` completely.
@@ -92,8 +98,14 @@ pub struct EncodedSegment {
     buf: Vec<u8>,
     block_len: usize,
     seg_len: usize,
+    /// The hash of each block, by share number (one is a placeholder while `deferred`).
     pub block_hashes: Vec<Hash>,
+    /// The crypttext segment hash (set by [`SegmentEncoder::encode_segment`]; the file
+    /// encoder computes it in its in-order stage instead).
     pub crypttext_hash: Hash,
+    /// A share whose block hash is left to the file encoder's in-order stage (with an odd
+    /// number of blocks, the last one would otherwise run alone in a two-lane hasher).
+    deferred: Option<usize>,
 }
 
 impl EncodedSegment {
@@ -163,15 +175,23 @@ impl SegmentEncoder {
         }
         let mut out = EncodedSegment::default();
         out.prepare(&self.geom, seg).copy_from_slice(plaintext);
-        self.encode_prepared(&mut out)?;
+        self.encode_prepared(&mut out, false)?;
+        out.crypttext_hash = hash::crypttext_segment_hash(out.crypttext());
         Ok(out)
     }
 
-    /// Encrypts, codes and hashes a prepared segment whose plaintext is in `crypttext()`.
-    fn encode_prepared(&self, s: &mut EncodedSegment) -> Result<(), ImmutableError> {
+    /// Encrypts, codes and hashes a prepared segment whose plaintext is in `crypttext()`: the
+    /// block hashes only. The file encoder hashes the crypttext itself in its in-order stage
+    /// (the segment hash with the whole-file hash, two lanes over the same bytes);
+    /// [`Self::encode_segment`] hashes it here. With `defer_odd` and an odd number of
+    /// blocks, the last block's hash is left to the in-order stage too (`deferred`).
+    fn encode_prepared(
+        &self,
+        s: &mut EncodedSegment,
+        defer_odd: bool,
+    ) -> Result<(), ImmutableError> {
         let (k, n, bl) = (self.geom.needed, self.geom.total, s.block_len);
         AesCtr::at(&self.key, self.geom.segment_offset(s.index)).apply(&mut s.buf[..s.seg_len]);
-        s.crypttext_hash = hash::crypttext_segment_hash(&s.buf[..s.seg_len]);
         if n > k {
             let (data, parity) = s.buf.split_at_mut(k * bl);
             let inputs: Vec<&[u8]> = data.chunks_exact(bl).collect();
@@ -179,7 +199,10 @@ impl SegmentEncoder {
             self.codec.encode(&inputs, &mut outputs)?;
         }
         let blocks: Vec<&[u8]> = s.buf.chunks_exact(bl).collect();
-        s.block_hashes = multihash::tagged_hash_many(tags::BLOCK, &blocks);
+        let hashed = if defer_odd && n % 2 == 1 { n - 1 } else { n };
+        s.block_hashes = multihash::tagged_hash_many(tags::BLOCK, &blocks[..hashed]);
+        s.block_hashes.resize(n, [0; 32]);
+        s.deferred = (hashed < n).then_some(hashed);
         Ok(())
     }
 }
@@ -196,6 +219,9 @@ pub struct Encoder {
 
 /// The largest number of segments encoded at once (bounds memory on many-core machines).
 const MAX_BATCH: usize = 32;
+
+/// Plaintext bytes per rayon thread in a batch (one segment at least).
+const BATCH_BYTES: u64 = 1 << 20;
 
 impl Encoder {
     pub fn new(params: EncodingParams, key: KeySource) -> Self {
@@ -233,14 +259,19 @@ impl Encoder {
         }
 
         let nseg = geom.num_segments;
-        let batch = rayon::current_num_threads().clamp(1, MAX_BATCH);
+        // About BATCH_BYTES of plaintext per thread: every batch costs a hand-over between
+        // threads (a wake-up, a context switch), so small segments go several at a time.
+        let per_thread = (BATCH_BYTES / geom.segment_size.max(1)).max(1) as usize;
+        let batch = (rayon::current_num_threads() * per_thread).clamp(1, MAX_BATCH);
         let mut cur: Vec<EncodedSegment> = vec![EncodedSegment::default(); batch];
         let mut prev: Vec<EncodedSegment> = vec![EncodedSegment::default(); batch];
         let mut prev_count = 0usize;
         let mut state = Collected {
             block_hashes: vec![Vec::with_capacity(nseg as usize); n],
             crypttext_hashes: Vec::with_capacity(nseg as usize),
-            crypttext_hasher: hash::crypttext_hasher(),
+            crypttext_hasher: Sha256Stream::tagged(tags::CRYPTTEXT),
+            segment_hasher: Sha256Stream::tagged(tags::CRYPTTEXT_SEGMENT),
+            block_hasher: Sha256Stream::tagged(tags::BLOCK),
         };
         let data_offset = layout.offsets.data;
         let mut next = 0u64;
@@ -257,7 +288,7 @@ impl Encoder {
                 || {
                     cur[..count]
                         .par_iter_mut()
-                        .try_for_each(|s| seg_enc.encode_prepared(s))
+                        .try_for_each(|s| seg_enc.encode_prepared(s, true))
                 },
                 || state.drain(&prev[..prev_count], &geom, data_offset, sink),
             );
@@ -270,7 +301,7 @@ impl Encoder {
         state.drain(&prev[..prev_count], &geom, data_offset, sink)?;
         drop((cur, prev));
 
-        let crypttext_hash = state.crypttext_hasher.finalize();
+        let crypttext_hash = state.crypttext_hasher.finalize_sha256d();
         let ct_tree = hashtree::build(&state.crypttext_hashes);
         let block_trees: Vec<Vec<Hash>> = state
             .block_hashes
@@ -305,7 +336,12 @@ impl Encoder {
 struct Collected {
     block_hashes: Vec<Vec<Hash>>,
     crypttext_hashes: Vec<Hash>,
-    crypttext_hasher: hash::TaggedHasher,
+    /// The whole-file crypttext hash (UEB `crypttext_hash`), fed segment by segment.
+    crypttext_hasher: Sha256Stream,
+    /// A fresh crypttext segment hasher (`ns(tag)` fed), cloned for each segment.
+    segment_hasher: Sha256Stream,
+    /// A fresh block hasher, cloned for each deferred block.
+    block_hasher: Sha256Stream,
 }
 
 impl Collected {
@@ -316,14 +352,39 @@ impl Collected {
         data_offset: u64,
         sink: &mut S,
     ) -> Result<(), ImmutableError> {
-        for s in segs {
-            self.crypttext_hasher.update(s.crypttext());
-            self.crypttext_hashes.push(s.crypttext_hash);
-            let offset = data_offset + geom.block_offset(s.index);
-            for (sh, hashes) in self.block_hashes.iter_mut().enumerate() {
-                hashes.push(s.block_hashes[sh]);
-                sink.write(sh, offset, s.block(sh))
-                    .map_err(|source| ImmutableError::Sink { shnum: sh, source })?;
+        // Segments go by pairs. The whole-file hash and each segment's hash read the same
+        // crypttext side by side (two lanes, equal lengths); the pair's deferred blocks (one
+        // each when n is odd, also equal lengths) join the first round.
+        for pair in segs.chunks(2) {
+            let mut seg_hashers = vec![self.segment_hasher.clone(); pair.len()];
+            let mut deferred: Vec<(usize, usize, Sha256Stream)> = pair
+                .iter()
+                .enumerate()
+                .filter_map(|(j, s)| s.deferred.map(|sh| (j, sh, self.block_hasher.clone())))
+                .collect();
+            for (j, (s, seg)) in pair.iter().zip(seg_hashers.iter_mut()).enumerate() {
+                let mut streams: Vec<&mut Sha256Stream> = vec![&mut self.crypttext_hasher, seg];
+                let mut data: Vec<&[u8]> = vec![s.crypttext(), s.crypttext()];
+                if j == 0 {
+                    for (jj, sh, h) in deferred.iter_mut() {
+                        streams.push(h);
+                        data.push(pair.get(*jj).map_or(&[][..], |d| d.block(*sh)));
+                    }
+                }
+                multihash::update_many(&mut streams, &data);
+            }
+            for (j, (s, seg)) in pair.iter().zip(&seg_hashers).enumerate() {
+                self.crypttext_hashes.push(seg.finalize_sha256d());
+                let offset = data_offset + geom.block_offset(s.index);
+                for (sh, hashes) in self.block_hashes.iter_mut().enumerate() {
+                    let h = match deferred.iter().find(|d| d.0 == j && d.1 == sh) {
+                        Some((_, _, d)) => d.finalize_sha256d(),
+                        None => s.block_hashes[sh],
+                    };
+                    hashes.push(h);
+                    sink.write(sh, offset, s.block(sh))
+                        .map_err(|source| ImmutableError::Sink { shnum: sh, source })?;
+                }
             }
         }
         Ok(())
