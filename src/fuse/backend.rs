@@ -12,8 +12,8 @@
 //!   once the mount made its first directory: [`KEY_POOL`] keys, more (up to [`KEY_AHEAD`])
 //!   while `mkdir`s announced by `prepare_dirs` are waiting for theirs (key generation is most
 //!   of the cost of a directory: 85% of the daemon's CPU time during an rsync of a tree of 126
-//!   directories). With the pool drained and a creation waiting, a second generator thread at
-//!   normal priority joins, so a burst runs two generators at once.
+//!   directories). With the pool drained, a creation generates its key inline at normal
+//!   priority, so a burst runs two generators at once or more.
 //! - Reads of CHK files go through read streams: each `download_range` pays for locating the
 //!   shares and fetching their headers and hash trees, so a read that starts where an earlier
 //!   stream of the same file ends opens a stream four times as long (up to [`MAX_STREAM`]), which
@@ -244,9 +244,9 @@ impl GridBackend {
     /// The client new directories are made with. A mount makes directories in bursts (`mkdir
     /// -p`, rsync of a tree) and each needs a fresh RSA key, so from the first `mkdir` on a
     /// background thread at idle priority keeps [`KEY_POOL`] keys ready, and more while
-    /// announced directories wait (a second thread joins while a creation waits on an empty
-    /// pool, so a burst runs two generators at once). Not before: a mount that never makes a
-    /// directory spends no CPU on keys.
+    /// announced directories wait (`take` generates inline when the pool is empty, so a burst
+    /// runs two generators at once or more). Not before: a mount that never makes a directory
+    /// spends no CPU on keys.
     fn creator(&self) -> &MutableClient {
         self.creator.get_or_init(|| {
             MutableClient::new(
@@ -510,7 +510,7 @@ impl Backend for GridBackend {
     fn reserve_dir(&self) -> BoxFuture<'_, NewDirKey> {
         Box::pin(async move {
             let keys = Arc::clone(self.creator().key_pool());
-            // `take` blocks until a key is ready: keep it off the async workers.
+            // `take` generates inline when the pool is empty: keep RSA off the async workers.
             let pair = tokio::task::spawn_blocking(move || keys.take())
                 .await
                 .map_err(|_| BackendError::Other("key generation task failed".into()))?

@@ -2340,7 +2340,7 @@ impl Inner {
                     next = next.min(*since + delay - now);
                 }
             }
-            due.sort_by(|a, b| b.0.cmp(&a.0));
+            due.sort_by_key(|d| std::cmp::Reverse(d.0));
             let mut levels: Vec<Vec<u64>> = Vec::new();
             let mut last = None;
             for (depth, id) in due {
