@@ -7,10 +7,13 @@
 //!   [`DirVersion`] is the 8-byte big-endian seqnum followed by the 32-byte root hash of the
 //!   version read, or the seqnum alone right after our own publish (the publish does not report
 //!   its root hash).
-//! - `create_dir`: a new empty mutable file as a directory, its RSA key from a pool of
-//!   [`KEY_POOL`] keys that a background thread keeps ready once the mount made its first
-//!   directory (key generation is most of the cost of a `mkdir`: 85% of the daemon's CPU time
-//!   during an rsync of a tree of 126 directories).
+//! - `reserve_dir` / `create_dir`: a new mutable file as a directory, created holding its first
+//!   body. Its RSA key comes from a pool that a background thread at idle priority keeps ready
+//!   once the mount made its first directory: [`KEY_POOL`] keys, more (up to [`KEY_AHEAD`])
+//!   while `mkdir`s announced by `prepare_dirs` are waiting for theirs (key generation is most
+//!   of the cost of a directory: 85% of the daemon's CPU time during an rsync of a tree of 126
+//!   directories). With the pool drained, a creation generates its key inline at normal
+//!   priority, so a burst runs two generators at once or more.
 //! - Reads of CHK files go through read streams: each `download_range` pays for locating the
 //!   shares and fetching their headers and hash trees, so a read that starts where an earlier
 //!   stream of the same file ends opens a stream four times as long (up to [`MAX_STREAM`]), which
@@ -32,14 +35,16 @@ use crate::cap::{Cap, MutableFormat, MutableWriteCap, NodeCap};
 use crate::client::directory::DirectoryClient;
 use crate::client::immutable::{self, DownloadOptions, FileSource, UploadOptions};
 use crate::client::mutable::MutableClient;
+use crate::client::mutable::NetMutableServer;
 use crate::client::secrets::ClientSecrets;
 use crate::client::ServerSet;
 use crate::immutable::PlaintextSource as _;
 use crate::mutable::keys::KeyPool;
-use crate::mutable::publish::PublishOutcome;
+use crate::mutable::publish::{self, PublishOutcome, PublishParams};
 use crate::mutable::retrieve::ServerMap;
+use crate::mutable::storage::MutableServer;
 use crate::mutable::MutableError;
-use crate::vfs::backend::{Backend, BackendError, BoxFuture, DirVersion};
+use crate::vfs::backend::{Backend, BackendError, BoxFuture, DirVersion, NewDirKey};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::pin::Pin;
@@ -53,6 +58,9 @@ const MAX_MAPS: usize = 1024;
 
 /// RSA keys kept ready for new directories.
 pub const KEY_POOL: usize = 8;
+/// RSA keys generated ahead at most while announced directories wait for theirs (about 4 KiB of
+/// memory each).
+pub const KEY_AHEAD: usize = 64;
 /// Read streams kept at once (each holds at most [`MAX_STREAM`] bytes).
 pub const MAX_STREAMS: usize = 3;
 /// The longest read stream.
@@ -235,16 +243,17 @@ impl GridBackend {
 
     /// The client new directories are made with. A mount makes directories in bursts (`mkdir
     /// -p`, rsync of a tree) and each needs a fresh RSA key, so from the first `mkdir` on a
-    /// background thread keeps [`KEY_POOL`] keys ready (`take` generates inline when the pool is
-    /// empty, so a burst runs two generators at once). Not before: a mount that never makes a
-    /// directory spends no CPU on keys.
+    /// background thread at idle priority keeps [`KEY_POOL`] keys ready, and more while
+    /// announced directories wait (`take` generates inline when the pool is empty, so a burst
+    /// runs two generators at once or more). Not before: a mount that never makes a directory
+    /// spends no CPU on keys.
     fn creator(&self) -> &MutableClient {
         self.creator.get_or_init(|| {
             MutableClient::new(
                 self.servers.clone(),
                 self.lease_secret,
                 self.dirs.params(),
-                Arc::new(KeyPool::new(KEY_POOL)),
+                Arc::new(KeyPool::with_ahead(KEY_POOL, KEY_AHEAD)),
             )
             .with_preferred(self.upload.preferred.clone())
         })
@@ -498,16 +507,60 @@ impl Backend for GridBackend {
         Box::pin(self.do_publish_dir(cap, expected, body))
     }
 
-    fn create_dir(&self) -> BoxFuture<'_, String> {
+    fn reserve_dir(&self) -> BoxFuture<'_, NewDirKey> {
         Box::pin(async move {
-            let (w, out) = self
-                .creator()
-                .create(self.format, b"")
+            let keys = Arc::clone(self.creator().key_pool());
+            // `take` generates inline when the pool is empty: keep RSA off the async workers.
+            let pair = tokio::task::spawn_blocking(move || keys.take())
                 .await
-                .map_err(mutable_error)?;
-            self.check_happiness(&out)?;
-            Ok(Cap::Dir(NodeCap::MutableWrite(w)).to_string())
+                .map_err(|_| BackendError::Other("key generation task failed".into()))?
+                .map_err(other)?;
+            let w = pair.file_keys().write_cap(self.format);
+            Ok(NewDirKey {
+                cap: Cap::Dir(NodeCap::MutableWrite(w)).to_string(),
+                key: Some(Arc::new(pair)),
+            })
         })
+    }
+
+    fn create_dir<'a>(&'a self, key: &'a NewDirKey, body: Vec<u8>) -> BoxFuture<'a, DirVersion> {
+        Box::pin(async move {
+            let pair = key
+                .key
+                .as_deref()
+                .ok_or_else(|| BackendError::Other("not a reserved directory".into()))?;
+            let creator = self.creator();
+            let si = pair.file_keys().reader.storage_index;
+            // The placement `MutableClient::create` uses, with our key.
+            let servers: Vec<NetMutableServer> = creator
+                .servers()
+                .permuted(&si, creator.preferred())
+                .into_iter()
+                .map(|handle| NetMutableServer { handle })
+                .collect();
+            let refs: Vec<&dyn MutableServer> =
+                servers.iter().map(|s| s as &dyn MutableServer).collect();
+            let params = creator.params();
+            let (_, out) = publish::create(
+                &refs,
+                pair,
+                self.format,
+                &body,
+                &PublishParams {
+                    k: params.k,
+                    n: params.n,
+                    lease_secret: self.lease_secret,
+                },
+            )
+            .await
+            .map_err(mutable_error)?;
+            self.check_happiness(&out)?;
+            Ok(version_bytes(out.seqnum, None))
+        })
+    }
+
+    fn prepare_dirs(&self, n: usize) {
+        self.creator().key_pool().want(n);
     }
 }
 

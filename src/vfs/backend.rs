@@ -1,11 +1,17 @@
 //! The grid as the filesystem layer sees it: five async operations on caps, behind the
 //! [`Backend`] trait, and [`MemBackend`], an in-memory grid with fault injection for tests.
 //!
+//! New directories are made in two steps so that a directory can be created already holding its
+//! entries (one publish instead of empty-then-filled): [`Backend::reserve_dir`] gives the write
+//! cap of a fresh key (the caller needs its writekey to pack the body), then
+//! [`Backend::create_dir`] puts the first version on the grid.
+//!
 //! Invariants: a backend never puts a cap in an error message; `publish_dir` is a test-and-write
 //! (it fails with [`BackendError::Conflict`] when the directory is no longer at `expected`), so
 //! another writer's change is never overwritten blindly.
 
 use crate::cap::{Cap, ChkCap, LitCap, MutableFormat, MutableWriteCap, NodeCap};
+use crate::mutable::keys::SigningKeyPair;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
@@ -37,6 +43,19 @@ pub enum BackendError {
     Other(String),
 }
 
+/// A directory about to be created: its write cap and what the backend needs to create it (for
+/// a real grid, the RSA key the cap derives from). `Debug` shows neither: both are secrets.
+pub struct NewDirKey {
+    pub cap: String,
+    pub key: Option<Arc<SigningKeyPair>>,
+}
+
+impl std::fmt::Debug for NewDirKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewDirKey(..)")
+    }
+}
+
 /// The grid operations the filesystem layer needs.
 pub trait Backend: Send + Sync + 'static {
     /// Uploads the bytes of the local file at `path` as an immutable file; returns its cap.
@@ -52,8 +71,14 @@ pub trait Backend: Send + Sync + 'static {
         expected: &'a DirVersion,
         body: Vec<u8>,
     ) -> BoxFuture<'a, DirVersion>;
-    /// Creates a new empty mutable directory; returns its write cap.
-    fn create_dir(&self) -> BoxFuture<'_, String>;
+    /// A fresh directory write cap, not yet on the grid (no grid I/O; the key may take a while
+    /// to generate). Each reservation is used for at most one [`Backend::create_dir`].
+    fn reserve_dir(&self) -> BoxFuture<'_, NewDirKey>;
+    /// Creates the reserved directory on the grid holding `body` (packed under its writekey).
+    fn create_dir<'a>(&'a self, key: &'a NewDirKey, body: Vec<u8>) -> BoxFuture<'a, DirVersion>;
+    /// A hint: `n` more directories will be created soon (a backend may prepare their keys in
+    /// the background). Cheap; never blocks.
+    fn prepare_dirs(&self, _n: usize) {}
     /// Size of the file `cap`, when the cap tells it (CHK and LIT caps do).
     fn file_size(&self, cap: &str) -> Option<u64> {
         match Cap::parse(cap) {
@@ -76,6 +101,8 @@ struct Faults {
     fail_uploads: AtomicUsize,
     fail_all_uploads: std::sync::atomic::AtomicBool,
     upload_delay_ms: AtomicU64,
+    fail_all_creates: std::sync::atomic::AtomicBool,
+    fail_all_publishes: std::sync::atomic::AtomicBool,
 }
 
 /// An in-memory grid. Clones share the same grid. Caps are real Tahoe cap strings (LIT for files of
@@ -86,6 +113,9 @@ pub struct MemBackend {
     faults: Arc<Faults>,
     publishes: Arc<AtomicUsize>,
     uploads: Arc<AtomicUsize>,
+    /// Every call of any operation (a test asserts that some operation makes none).
+    calls: Arc<AtomicUsize>,
+    creates: Arc<AtomicUsize>,
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -116,6 +146,26 @@ impl MemBackend {
             .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Every directory creation fails while `on`.
+    pub fn fail_all_creates(&self, on: bool) {
+        self.faults.fail_all_creates.store(on, Ordering::SeqCst);
+    }
+
+    /// Every directory publish fails while `on`.
+    pub fn fail_all_publishes(&self, on: bool) {
+        self.faults.fail_all_publishes.store(on, Ordering::SeqCst);
+    }
+
+    /// Calls of any backend operation so far (successful or not).
+    pub fn call_count(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Successful directory creations so far.
+    pub fn create_count(&self) -> usize {
+        self.creates.load(Ordering::SeqCst)
+    }
+
     /// Successful directory publishes so far.
     pub fn publish_count(&self) -> usize {
         self.publishes.load(Ordering::SeqCst)
@@ -126,14 +176,18 @@ impl MemBackend {
         self.uploads.load(Ordering::SeqCst)
     }
 
-    /// Creates a directory synchronously (for test set-up).
-    pub fn new_dir(&self) -> String {
-        let cap = Cap::Dir(NodeCap::MutableWrite(MutableWriteCap {
+    fn random_dir_cap() -> String {
+        Cap::Dir(NodeCap::MutableWrite(MutableWriteCap {
             format: MutableFormat::Sdmf,
             writekey: random(),
             fingerprint: random(),
         }))
-        .to_string();
+        .to_string()
+    }
+
+    /// Creates a directory synchronously (for test set-up).
+    pub fn new_dir(&self) -> String {
+        let cap = Self::random_dir_cap();
         if let Ok(mut st) = self.state.lock() {
             st.dirs.insert(read_key(&cap), (Vec::new(), 0));
         }
@@ -200,6 +254,7 @@ fn read_key(cap: &str) -> String {
 impl Backend for MemBackend {
     fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String> {
         Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             let delay = self.faults.upload_delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -223,6 +278,7 @@ impl Backend for MemBackend {
 
     fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>> {
         Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             let data = self.get_bytes(cap).ok_or(BackendError::NotFound)?;
             let start = usize::try_from(offset)
                 .unwrap_or(usize::MAX)
@@ -236,6 +292,7 @@ impl Backend for MemBackend {
 
     fn read_dir<'a>(&'a self, cap: &'a str) -> BoxFuture<'a, (Vec<u8>, DirVersion)> {
         Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             let (body, v) = self.dir_body(cap).ok_or(BackendError::NotFound)?;
             Ok((body, DirVersion(v.to_be_bytes().to_vec())))
         })
@@ -248,8 +305,12 @@ impl Backend for MemBackend {
         body: Vec<u8>,
     ) -> BoxFuture<'a, DirVersion> {
         Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             if !matches!(Cap::parse(cap), Cap::Dir(NodeCap::MutableWrite(_))) {
                 return Err(BackendError::Other("not a directory write cap".into()));
+            }
+            if self.faults.fail_all_publishes.load(Ordering::SeqCst) {
+                return Err(BackendError::Other("injected publish failure".into()));
             }
             let mut st = self
                 .state
@@ -269,7 +330,33 @@ impl Backend for MemBackend {
         })
     }
 
-    fn create_dir(&self) -> BoxFuture<'_, String> {
-        Box::pin(async move { Ok(self.new_dir()) })
+    fn reserve_dir(&self) -> BoxFuture<'_, NewDirKey> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(NewDirKey {
+                cap: Self::random_dir_cap(),
+                key: None,
+            })
+        })
+    }
+
+    fn create_dir<'a>(&'a self, key: &'a NewDirKey, body: Vec<u8>) -> BoxFuture<'a, DirVersion> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.faults.fail_all_creates.load(Ordering::SeqCst) {
+                return Err(BackendError::Other("injected create failure".into()));
+            }
+            let mut st = self
+                .state
+                .lock()
+                .map_err(|_| BackendError::Other("poisoned".into()))?;
+            let k = read_key(&key.cap);
+            if st.dirs.contains_key(&k) {
+                return Err(BackendError::Other("directory exists already".into()));
+            }
+            st.dirs.insert(k, (body, 0));
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            Ok(DirVersion(0u64.to_be_bytes().to_vec()))
+        })
     }
 }

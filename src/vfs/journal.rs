@@ -3,8 +3,14 @@
 //! Layout of the cache directory (mode 0700: records hold caps, which are secrets):
 //! - `journal/log`: an append-only log of frames. A frame is a 4-byte little-endian length, the
 //!   first 8 bytes of `tagged_hash("lafs-journal-frame-v1", payload)`, then the payload: a record
-//!   (JSON: one pending directory change `(dir cap, name) -> set(target, metadata) | remove`
-//!   with its `seq`) or a retirement `{"retire": seq}`.
+//!   (JSON: one pending directory change `(dir, name) -> set(target, metadata) | remove`
+//!   with its `seq`), a retirement `{"retire": seq}`, or a creation `{"created": id, "cap": cap}`.
+//! - Directories made by `mkdir` are created on the grid later (write-back), so until then they
+//!   have no cap: such a directory is named by a local id. Its entry in its parent is a record
+//!   whose target is `{"newdir": id}` ([`Target::NewDir`]), and its own entries are records whose
+//!   `dir` is [`pending_key`]`(id)`. Once the grid has it, ONE creation frame maps the id to its
+//!   cap: replay rewrites every record naming the id (both kinds) to name the cap, so a crash
+//!   sees the directory either wholly pending or wholly created, never half of each.
 //! - `data/<fid>`: the whole content of a file not yet uploaded, named by a record's
 //!   `{"file": fid}` target. A data file no record names is garbage and is removed on load.
 //! - `journal/r-<seq>.json`: records of the older one-file-per-record layout; read on open,
@@ -28,6 +34,10 @@
 //! - A record is retired only after the change it holds is published (callers' duty), and a
 //!   retirement follows its superseding record in the log, so any prefix of the log replays to a
 //!   state at least as new as the grid's.
+//! - A creation frame is written only after the directory is on the grid, and after it no record
+//!   names the id (callers rename them in memory under the same lock; [`Journal::dir_created`]
+//!   rewrites their live payloads, so a compaction writes them with the cap and needs no mapping).
+//! - Ids of pending directories are never reused while a frame naming them may be in the log.
 //! - A data file is unlinked only once every frame written before the unlink request is durable:
 //!   a power cut never leaves a record naming a data file that is gone while the rewrite naming
 //!   its uploaded cap is lost.
@@ -50,6 +60,22 @@ pub enum Target {
     Cap(String),
     /// A local cache file not yet uploaded.
     File(u64),
+    /// A directory made locally and not yet created on the grid (its local id).
+    NewDir(u64),
+}
+
+/// Prefix of the `dir` of records inside a directory not yet created on the grid: never a cap
+/// (caps start with `URI:`), so the two kinds of names cannot collide.
+const PENDING_PREFIX: &str = "lafs-new-dir:";
+
+/// The name standing for the cap of the not-yet-created directory `id` (in records' `dir`).
+pub fn pending_key(id: u64) -> String {
+    format!("{PENDING_PREFIX}{id}")
+}
+
+/// The id of a not-yet-created directory named by `key`, when it is one.
+pub fn pending_id(key: &str) -> Option<u64> {
+    key.strip_prefix(PENDING_PREFIX)?.parse().ok()
 }
 
 /// A pending change of one directory entry.
@@ -80,6 +106,10 @@ impl std::fmt::Debug for Record {
                 target: Target::File(_),
                 ..
             } => "set-file",
+            Op::Set {
+                target: Target::NewDir(_),
+                ..
+            } => "set-newdir",
             Op::Remove => "remove",
         };
         write!(f, "Record({} {:?} {kind})", self.seq, self.name)
@@ -99,6 +129,7 @@ pub struct Journal {
     root: PathBuf,
     next_seq: u64,
     next_fid: u64,
+    next_dir: u64,
     shared: Arc<Shared>,
     committer: Option<std::thread::JoinHandle<()>>,
 }
@@ -237,6 +268,7 @@ impl Record {
                 match target {
                     Target::Cap(c) => v["cap"] = Value::from(c.as_str()),
                     Target::File(f) => v["file"] = Value::from(*f),
+                    Target::NewDir(d) => v["newdir"] = Value::from(*d),
                 }
                 v
             }
@@ -251,9 +283,10 @@ impl Record {
             "remove" => Op::Remove,
             "set" => {
                 let metadata = Metadata::from_json(v.get("metadata")?.as_str()?.as_bytes()).ok()?;
-                let target = match (v.get("cap"), v.get("file")) {
-                    (Some(c), _) => Target::Cap(c.as_str()?.to_string()),
-                    (None, Some(f)) => Target::File(f.as_u64()?),
+                let target = match (v.get("cap"), v.get("file"), v.get("newdir")) {
+                    (Some(c), _, _) => Target::Cap(c.as_str()?.to_string()),
+                    (None, Some(f), _) => Target::File(f.as_u64()?),
+                    (None, None, Some(d)) => Target::NewDir(d.as_u64()?),
                     _ => return None,
                 };
                 Op::Set { target, metadata }
@@ -261,6 +294,37 @@ impl Record {
             _ => return None,
         };
         Some(Record { seq, dir, name, op })
+    }
+}
+
+impl Record {
+    /// Rewrites the record for the creation of pending directory `id` as `cap`: a `dir` naming
+    /// the id becomes the cap, and so does a target naming it. Returns whether anything changed.
+    pub fn translate(&mut self, id: u64, cap: &str) -> bool {
+        let mut changed = false;
+        if pending_id(&self.dir) == Some(id) {
+            self.dir = cap.to_string();
+            changed = true;
+        }
+        if let Op::Set { target, .. } = &mut self.op {
+            if *target == Target::NewDir(id) {
+                *target = Target::Cap(cap.to_string());
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// The ids of not-yet-created directories this record names.
+    fn dir_ids(&self) -> impl Iterator<Item = u64> {
+        let t = match &self.op {
+            Op::Set {
+                target: Target::NewDir(d),
+                ..
+            } => Some(*d),
+            _ => None,
+        };
+        pending_id(&self.dir).into_iter().chain(t)
     }
 }
 
@@ -314,19 +378,39 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(e)),
         };
-        for payload in frames(&log) {
-            let Ok(v) = serde_json::from_slice::<Value>(payload) else {
-                continue;
-            };
+        let parsed: Vec<Value> = frames(&log)
+            .into_iter()
+            .filter_map(|p| serde_json::from_slice::<Value>(p).ok())
+            .collect();
+        drop(log);
+        // Creations first: they rename records written before them (see the module doc).
+        let mut created: HashMap<u64, String> = HashMap::new();
+        let mut max_dir = 0;
+        for v in &parsed {
+            if let (Some(id), Some(cap)) = (
+                v.get("created").and_then(Value::as_u64),
+                v.get("cap").and_then(Value::as_str),
+            ) {
+                created.insert(id, cap.to_string());
+                max_dir = max_dir.max(id);
+            }
+        }
+        for v in &parsed {
             if let Some(seq) = v.get("retire").and_then(Value::as_u64) {
                 retired.insert(seq);
                 max_seq = max_seq.max(seq);
-            } else if let Some(rec) = Record::from_json(&v) {
+            } else if let Some(mut rec) = Record::from_json(v) {
                 max_seq = max_seq.max(rec.seq);
+                let ids: Vec<u64> = rec.dir_ids().collect();
+                for id in ids {
+                    max_dir = max_dir.max(id);
+                    if let Some(cap) = created.get(&id) {
+                        rec.translate(id, cap);
+                    }
+                }
                 apply(rec, &mut live);
             }
         }
-        drop(log);
         let mut recs: Vec<Record> = live
             .into_values()
             .filter(|r| !retired.contains(&r.seq))
@@ -402,6 +486,7 @@ impl Journal {
                 root,
                 next_seq: max_seq + 1,
                 next_fid: max_fid + 1,
+                next_dir: max_dir + 1,
                 shared,
                 committer: Some(committer),
             },
@@ -422,6 +507,13 @@ impl Journal {
     /// The seq the next record will get (records below it exist or were retired).
     pub fn peek_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// A fresh id for a directory not yet created on the grid.
+    pub fn new_dir_id(&mut self) -> u64 {
+        let d = self.next_dir;
+        self.next_dir += 1;
+        d
     }
 
     /// A new, empty data file; returns its id.
@@ -453,6 +545,15 @@ impl Journal {
     /// `payload`; `None`: retired); compacts when the log is mostly dead. The committer makes the
     /// frame durable soon after.
     fn append(&self, frame_payload: &[u8], seq: u64, live: Option<Vec<u8>>) -> Result<(), String> {
+        self.append_many(frame_payload, vec![(seq, live)])
+    }
+
+    /// [`Journal::append`] with several live-set updates for one frame.
+    fn append_many(
+        &self,
+        frame_payload: &[u8],
+        updates: Vec<(u64, Option<Vec<u8>>)>,
+    ) -> Result<(), String> {
         let bytes = frame(frame_payload);
         let mut st = self.log_state();
         if let Some(e) = st.error.take() {
@@ -462,12 +563,14 @@ impl Journal {
         (&*st.file).write_all(&bytes).map_err(io)?;
         st.written += 1;
         st.log_bytes += bytes.len() as u64;
-        if let Some(old) = st.live.remove(&seq) {
-            st.live_bytes -= old.len() as u64 + 12;
-        }
-        if let Some(p) = live {
-            st.live_bytes += p.len() as u64 + 12;
-            st.live.insert(seq, p);
+        for (seq, live) in updates {
+            if let Some(old) = st.live.remove(&seq) {
+                st.live_bytes -= old.len() as u64 + 12;
+            }
+            if let Some(p) = live {
+                st.live_bytes += p.len() as u64 + 12;
+                st.live.insert(seq, p);
+            }
         }
         if st.log_bytes > st.compact_min && st.log_bytes > 4 * st.live_bytes {
             // Rewrite the log with the live records only.
@@ -488,6 +591,24 @@ impl Journal {
     pub fn write(&self, rec: &Record) -> Result<(), String> {
         let payload = serde_json::to_vec(&rec.to_json()).map_err(io_json)?;
         self.append(&payload, rec.seq, Some(payload.clone()))
+    }
+
+    /// Records that the pending directory `id` now exists on the grid as `cap`: one frame, after
+    /// which replay reads every record naming the id as naming the cap. `renamed` are the live
+    /// records naming the id, already rewritten by the caller ([`Record::translate`]); their
+    /// live payloads are replaced, so a compaction writes them with the cap.
+    pub fn dir_created(&self, id: u64, cap: &str, renamed: &[Record]) -> Result<(), String> {
+        let payload = json!({ "created": id, "cap": cap })
+            .to_string()
+            .into_bytes();
+        let mut updates = Vec::with_capacity(renamed.len());
+        for r in renamed {
+            updates.push((
+                r.seq,
+                Some(serde_json::to_vec(&r.to_json()).map_err(io_json)?),
+            ));
+        }
+        self.append_many(&payload, updates)
     }
 
     /// Retires a record (after its change was published or superseded).
@@ -585,8 +706,12 @@ mod tests {
                         target: Target::File(f),
                         ..
                     } => format!("file {f}"),
+                    Op::Set {
+                        target: Target::NewDir(d),
+                        ..
+                    } => format!("newdir {d}"),
                 };
-                (r.seq, r.name.clone(), what)
+                (r.seq, format!("{}/{}", r.dir, r.name), what)
             })
             .collect()
     }
@@ -626,8 +751,8 @@ mod tests {
         assert_eq!(
             summary(&recs),
             vec![
-                (3, "c".to_string(), "URI:LIT:cc".to_string()),
-                (4, "a".to_string(), "URI:LIT:a2".to_string()),
+                (3, "URI:DIR2:dir/c".to_string(), "URI:LIT:cc".to_string()),
+                (4, "URI:DIR2:dir/a".to_string(), "URI:LIT:a2".to_string()),
             ]
         );
         assert_eq!(j.next_seq(), 5, "seqs are never reused");
@@ -653,7 +778,7 @@ mod tests {
         let (_, recs) = Journal::open(tmp.path()).unwrap();
         assert_eq!(
             summary(&recs),
-            vec![(1, "x".to_string(), "remove".to_string())]
+            vec![(1, "URI:DIR2:dir/x".to_string(), "remove".to_string())]
         );
         // The reopen compacted the log: appending after it works and replays.
         {
@@ -668,7 +793,7 @@ mod tests {
         let (_, recs) = Journal::open(tmp.path()).unwrap();
         assert_eq!(
             summary(&recs),
-            vec![(1, "x".to_string(), "remove".to_string())]
+            vec![(1, "URI:DIR2:dir/x".to_string(), "remove".to_string())]
         );
     }
 
@@ -688,7 +813,11 @@ mod tests {
         let (mut j, recs) = Journal::open(tmp.path()).unwrap();
         assert_eq!(
             summary(&recs),
-            vec![(7, "legacy".to_string(), "URI:LIT:ll".to_string())]
+            vec![(
+                7,
+                "URI:DIR2:dir/legacy".to_string(),
+                "URI:LIT:ll".to_string()
+            )]
         );
         assert_eq!(j.next_seq(), 8);
         let names: Vec<String> = fs::read_dir(&jdir)
@@ -762,5 +891,102 @@ mod tests {
         let (j, recs) = Journal::open(tmp.path()).unwrap();
         assert_eq!(recs.len(), 1);
         assert!(j.data_path(f2).exists() && !j.data_path(orphan).exists());
+    }
+
+    #[test]
+    fn creation_frame_renames_the_records_of_a_pending_dir_at_replay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let id = j.new_dir_id();
+        let key = pending_key(id);
+        let mut mk = |dir: &str, name: &str, op: Op| {
+            let seq = j.next_seq();
+            Record {
+                seq,
+                dir: dir.into(),
+                name: name.into(),
+                op,
+            }
+        };
+        let link = mk(
+            "URI:DIR2:root",
+            "d",
+            Op::Set {
+                target: Target::NewDir(id),
+                metadata: Metadata::new(),
+            },
+        );
+        let inner = mk(&key, "f", set_cap("URI:LIT:ff"));
+        let removal = mk(&key, "g", Op::Remove);
+        // Another pending directory, not created: stays under its key.
+        let other = mk(&pending_key(id + 7), "h", set_cap("URI:LIT:hh"));
+        for r in [&link, &inner, &removal, &other] {
+            j.write(r).unwrap();
+        }
+        let mut renamed = vec![link.clone(), inner.clone(), removal.clone()];
+        for r in &mut renamed {
+            assert!(r.translate(id, "URI:DIR2:new"));
+        }
+        j.dir_created(id, "URI:DIR2:new", &renamed).unwrap();
+        // The creation published `f`.
+        j.delete(inner.seq);
+        std::mem::forget(j);
+        let want = vec![
+            (1, "URI:DIR2:root/d".to_string(), "URI:DIR2:new".to_string()),
+            (3, "URI:DIR2:new/g".to_string(), "remove".to_string()),
+            (
+                4,
+                format!("{}/h", pending_key(id + 7)),
+                "URI:LIT:hh".to_string(),
+            ),
+        ];
+        let (mut j, recs) = Journal::open(tmp.path()).unwrap();
+        assert_eq!(summary(&recs), want);
+        assert!(j.new_dir_id() > id + 7, "ids are not reused");
+        drop(j);
+        // The reopen compacted the log without the creation frame: still renamed.
+        let (_, recs) = Journal::open(tmp.path()).unwrap();
+        assert_eq!(summary(&recs), want);
+    }
+
+    #[test]
+    fn compaction_after_a_creation_keeps_the_renamed_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        j.log_state().compact_min = 2_000;
+        let id = j.new_dir_id();
+        let seq = j.next_seq();
+        let rec = Record {
+            seq,
+            dir: pending_key(id),
+            name: "f".into(),
+            op: set_cap("URI:LIT:ff"),
+        };
+        j.write(&rec).unwrap();
+        let mut renamed = rec.clone();
+        renamed.translate(id, "URI:DIR2:new");
+        j.dir_created(id, "URI:DIR2:new", &[renamed]).unwrap();
+        // Enough churn for several compactions, which drop the creation frame.
+        for i in 0..200u64 {
+            let s = j.next_seq();
+            j.write(&rec_named(s, "URI:DIR2:x", &format!("n{i}")))
+                .unwrap();
+            j.delete(s);
+        }
+        std::mem::forget(j);
+        let (_, recs) = Journal::open(tmp.path()).unwrap();
+        assert_eq!(
+            summary(&recs),
+            vec![(seq, "URI:DIR2:new/f".to_string(), "URI:LIT:ff".to_string())]
+        );
+    }
+
+    fn rec_named(seq: u64, dir: &str, name: &str) -> Record {
+        Record {
+            seq,
+            dir: dir.into(),
+            name: name.into(),
+            op: Op::Remove,
+        }
     }
 }

@@ -12,11 +12,21 @@
 //!   file. One background task (the flusher) uploads closed files after `write_back_delay`, then
 //!   publishes each directory's pending records in ONE test-and-write (coalescing), and only then
 //!   retires the records.
+//! - `mkdir` is write-back too: the new directory is a local node with no cap yet (a
+//!   [`Target::NewDir`] id; its own records are kept under [`journal::pending_key`]). The flusher
+//!   creates it on the grid when its entry in the parent is due (deepest first, each already
+//!   holding its resolved entries: one publish, not empty-then-filled), renames every record
+//!   naming the id to name the new cap (one journal frame), and only then can the parent's
+//!   entry be published. A directory removed before it was created costs no grid work.
 //! - `fsync` marks the file and its path urgent and waits until every record on the path from the
-//!   file to the root that existed at the call is published, or an error arrives.
+//!   file to the root that existed at the call is published, or an error arrives (a directory
+//!   on the path that is not yet created is created first: its entry cannot be published before).
 //!
 //! Invariants:
 //! - A journal record is deleted only after the directory that holds its change is published.
+//! - A record whose target is a not-yet-created directory is never published; a directory is
+//!   created before any record naming it can be, and no record names a pending directory's id
+//!   once it is created.
 //! - The state lock (`Inner::st`) is never held across an `.await`.
 //! - Caps never reach error messages or `Debug` output.
 //! - Every queue and cache is bounded: writers wait when the cache is over `cache_size` and some
@@ -32,12 +42,12 @@ pub mod segcache;
 mod tests;
 
 pub use attr::{Attr, FileKind};
-pub use backend::{Backend, BackendError, BoxFuture, DirVersion, MemBackend};
+pub use backend::{Backend, BackendError, BoxFuture, DirVersion, MemBackend, NewDirKey};
 pub use error::VfsError;
 
 use crate::cap::{Cap, LitCap, NodeCap};
 use crate::dirnode::{normalize, update_metadata, Child, DirKind, Directory, Metadata};
-use journal::{Journal, Op, Record, Target};
+use journal::{pending_id, pending_key, Journal, Op, Record, Target};
 use segcache::SegCache;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
@@ -239,6 +249,8 @@ struct State {
     publishing: HashSet<String>,
     /// Directories whose expired listing is being re-read in the background (for lookups).
     refreshing: HashSet<Ino>,
+    /// Pending directories (by id) whose creation failed: not retried before the instant.
+    create_retry: HashMap<u64, Instant>,
 }
 
 struct Inner {
@@ -314,6 +326,32 @@ fn child_for(cap: &str, md: Metadata) -> Child {
     }
 }
 
+/// Whether a change cannot be published yet: its file is not uploaded, or its directory not
+/// created on the grid.
+fn unresolved(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Set {
+            target: Target::File(_) | Target::NewDir(_),
+            ..
+        }
+    )
+}
+
+/// The name a directory node's records use: its cap, or the key of a not-yet-created directory.
+fn dir_key(target: &Target) -> Option<String> {
+    match target {
+        Target::Cap(c) => Some(c.clone()),
+        Target::NewDir(id) => Some(pending_key(*id)),
+        Target::File(_) => None,
+    }
+}
+
+/// An empty listing (the base of a directory not yet on the grid: no name is there).
+fn empty_listing() -> Directory {
+    Directory::new(DirKind::Mutable { writekey: None })
+}
+
 fn dir_writekey(cap: &str) -> Option<[u8; 16]> {
     match Cap::parse(cap) {
         Cap::Dir(NodeCap::MutableWrite(w)) => Some(w.writekey),
@@ -336,11 +374,13 @@ impl State {
         self.nodes.get_mut(&ino).ok_or(VfsError::NotFound)
     }
 
+    /// The name of directory `ino` in records: its cap, or for a directory not yet created on
+    /// the grid its [`pending_key`].
     fn dir_cap(&self, ino: Ino) -> Result<String> {
         let n = self.node(ino)?;
-        match (&n.dir, &n.target) {
-            (Some(_), Target::Cap(c)) => Ok(c.clone()),
-            _ => Err(VfsError::NotDir),
+        match &n.dir {
+            Some(_) => dir_key(&n.target).ok_or(VfsError::NotDir),
+            None => Err(VfsError::NotDir),
         }
     }
 
@@ -361,7 +401,7 @@ impl State {
     fn size_of(&self, n: &Node) -> u64 {
         match &n.target {
             Target::File(f) => self.caches.get(f).map_or(0, |c| c.size),
-            Target::Cap(_) => n.size,
+            Target::Cap(_) | Target::NewDir(_) => n.size,
         }
     }
 
@@ -400,8 +440,8 @@ impl State {
     fn new_node(&mut self, node: Node) -> Ino {
         let ino = self.next_ino;
         self.next_ino += 1;
-        if let (Some(_), Target::Cap(c)) = (&node.dir, &node.target) {
-            self.dir_ino.insert(c.clone(), ino);
+        if let (Some(_), Some(k)) = (&node.dir, dir_key(&node.target)) {
+            self.dir_ino.insert(k, ino);
         }
         self.nodes.insert(ino, node);
         ino
@@ -494,6 +534,19 @@ impl State {
         if n.parent.is_some() || n.open > 0 || ino == ROOT_INO {
             return;
         }
+        if let (Some(_), Target::NewDir(id)) = (&n.dir, &n.target) {
+            // A directory never created on the grid left the tree (it was empty: rmdir or
+            // replaced by a rename): nothing of it will ever be published.
+            let key = pending_key(*id);
+            if let Some(m) = self.pending.remove(&key) {
+                for (r, _) in m.values() {
+                    self.journal.delete(r.seq);
+                }
+            }
+        }
+        let Some(n) = self.nodes.get(&ino) else {
+            return;
+        };
         if let Target::File(f) = n.target {
             if self.caches.remove(&f).is_some() {
                 self.journal.remove_file(f);
@@ -501,9 +554,9 @@ impl State {
         }
         if n.lookups == 0 {
             if let Some(n) = self.nodes.remove(&ino) {
-                if let (Some(_), Target::Cap(c)) = (&n.dir, &n.target) {
-                    if self.dir_ino.get(c) == Some(&ino) {
-                        self.dir_ino.remove(c);
+                if let (Some(_), Some(k)) = (&n.dir, dir_key(&n.target)) {
+                    if self.dir_ino.get(&k) == Some(&ino) {
+                        self.dir_ino.remove(&k);
                     }
                 }
             }
@@ -588,7 +641,10 @@ impl State {
                 (parsed.is_directory(), w, size)
             }
             Target::File(f) => (false, false, self.caches.get(f).map_or(0, |c| c.size)),
+            Target::NewDir(_) => (true, parent_writable, 0),
         };
+        // Nothing of a directory not yet created is on the grid.
+        let base = matches!(target, Target::NewDir(_)).then(empty_listing);
         let attr = attr::from_metadata(&md, is_dir, owner);
         Node {
             parent: Some(parent),
@@ -604,7 +660,7 @@ impl State {
                 writable,
                 children: BTreeMap::new(),
                 loaded_at: None,
-                base: None,
+                base,
                 epoch: 0,
             }),
         }
@@ -672,6 +728,7 @@ impl Vfs {
             prefetching: HashSet::new(),
             publishing: HashSet::new(),
             refreshing: HashSet::new(),
+            create_retry: HashMap::new(),
         };
         st.nodes.insert(ROOT_INO, root);
         st.dir_ino.insert(root_cap.to_string(), ROOT_INO);
@@ -1002,17 +1059,17 @@ impl Vfs {
                 return Err(VfsError::Exists);
             }
         }
-        // The new directory is created on the grid now (empty, unlinked); its link in the parent
-        // is a pending record like any other.
-        let cap = self.inner.backend.create_dir().await.map_err(grid)?;
+        // Write-back: the directory is created on the grid by the flusher (see the module doc);
+        // until then it is a local node named by an id, linked by a pending record.
         let mut st = self.lock();
         if st.child(parent, &name)?.is_some() {
             return Err(VfsError::Exists);
         }
+        let id = st.journal.new_dir_id();
         let ino = st.insert_new(
             parent,
             &name,
-            Target::Cap(cap),
+            Target::NewDir(id),
             FileKind::Dir,
             mode,
             uid,
@@ -1022,12 +1079,13 @@ impl Vfs {
         if let Some(d) = &mut st.node_mut(ino)?.dir {
             d.writable = true;
             d.loaded_at = Some(Instant::now());
-            d.base = Some(Directory::new(DirKind::Mutable { writekey: None }));
+            d.base = Some(empty_listing());
         }
         st.record_node(ino)?;
         st.node_mut(ino)?.lookups += 1;
         let a = st.file_attr(ino)?;
         drop(st);
+        self.inner.backend.prepare_dirs(1);
         self.inner.wake.notify_one();
         Ok(a)
     }
@@ -1537,16 +1595,22 @@ impl Inner {
             let st = self.lock();
             let n = st.node(ino)?;
             let d = n.dir.as_ref().ok_or(VfsError::NotDir)?;
+            // A directory not yet on the grid has nothing to re-read.
+            let local = matches!(n.target, Target::NewDir(_));
             if d.loaded_at
-                .is_some_and(|t| t.elapsed() < self.cfg.dir_refresh)
+                .is_some_and(|t| local || t.elapsed() < self.cfg.dir_refresh)
             {
                 return Ok(());
             }
             (st.dir_cap(ino)?, d.epoch)
         };
-        let (body, _v) = self.backend.read_dir(&cap).await.map_err(grid)?;
-        let listing =
-            Directory::unpack(dir_kind(&cap), &body).map_err(|e| VfsError::Grid(e.to_string()))?;
+        let listing = if pending_id(&cap).is_some() {
+            // Loaded from the journal after a restart: its listing is its pending records.
+            empty_listing()
+        } else {
+            let (body, _v) = self.backend.read_dir(&cap).await.map_err(grid)?;
+            Directory::unpack(dir_kind(&cap), &body).map_err(|e| VfsError::Grid(e.to_string()))?
+        };
         let mut st = self.lock();
         let owner = (self.cfg.uid, self.cfg.gid);
         let Some(d) = st.nodes.get(&ino).and_then(|n| n.dir.as_ref()) else {
@@ -1679,6 +1743,7 @@ impl Inner {
             match &n.target {
                 Target::File(_) => return Ok(()),
                 Target::Cap(c) => (c.clone(), n.size),
+                Target::NewDir(_) => return Err(VfsError::IsDir),
             }
         };
         let want = truncate.map_or(size, |t| t.min(size));
@@ -1742,6 +1807,7 @@ impl Inner {
                     return Ok(buf);
                 }
                 Target::Cap(c) => (c, n.size, sequential),
+                Target::NewDir(_) => return Err(VfsError::IsDir),
             }
         };
         let end = (offset + size as u64).min(fsize);
@@ -1880,31 +1946,45 @@ impl Inner {
         out
     }
 
+    /// The directories on the path of `ino` up to the root (and `ino` itself when `whole_dir`).
+    fn path_dirs(st: &State, ino: Ino, whole_dir: bool) -> Vec<Ino> {
+        let mut out = Vec::new();
+        if whole_dir {
+            out.push(ino);
+        }
+        let mut cur = ino;
+        while let Some(p) = st.nodes.get(&cur).and_then(|n| n.parent) {
+            out.push(p);
+            cur = p;
+        }
+        out
+    }
+
     async fn wait_synced(&self, ino: Ino, whole_dir: bool) -> Result<()> {
-        let (keys, dircap, seq_limit, fid, err0, dir_err0) = {
+        // Directories are tracked by inode, not by name: a directory created on the grid
+        // meanwhile changes its name in records (id -> cap), and a rename moves entries.
+        let (seq_limit, fid, err0, dir_err0) = {
             let mut st = self.lock();
             if st.node(ino)?.dirty_md {
                 st.record_node(ino)?;
             }
             take_error(&mut st, ino)?;
-            let keys = Self::path_keys(&st, ino);
-            let dircap = if whole_dir {
-                st.dir_cap(ino).ok()
-            } else {
-                None
-            };
             let fid = match st.node(ino)?.target {
                 Target::File(f) => Some(f),
                 _ => None,
             };
             let err0 = fid.and_then(|f| st.caches.get(&f)).map_or(0, |c| c.errors);
-            let mut dirs: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
-            dirs.extend(dircap.clone());
-            let dir_err0: HashMap<String, u64> = dirs
-                .iter()
-                .map(|d| (d.clone(), st.dir_errors.get(d).copied().unwrap_or(0)))
+            let dir_err0: HashMap<Ino, u64> = Self::path_dirs(&st, ino, whole_dir)
+                .into_iter()
+                .map(|i| {
+                    let e = st
+                        .dir_cap(i)
+                        .ok()
+                        .and_then(|d| st.dir_errors.get(&d).copied());
+                    (i, e.unwrap_or(0))
+                })
                 .collect();
-            (keys, dircap, st.journal.peek_seq(), fid, err0, dir_err0)
+            (st.journal.peek_seq(), fid, err0, dir_err0)
         };
         loop {
             let notified = self.progress.notified();
@@ -1912,6 +1992,12 @@ impl Inner {
             notified.as_mut().enable();
             {
                 let mut st = self.lock();
+                let keys = Self::path_keys(&st, ino);
+                let dircap = if whole_dir {
+                    st.dir_cap(ino).ok()
+                } else {
+                    None
+                };
                 if let Some(c) = fid.and_then(|f| st.caches.get_mut(&f)) {
                     if c.errors > err0 {
                         let e = c
@@ -1921,8 +2007,9 @@ impl Inner {
                         return Err(VfsError::Upload(e));
                     }
                 }
-                for (d, e0) in &dir_err0 {
-                    if st.dir_errors.get(d).copied().unwrap_or(0) > *e0 {
+                for (i, e0) in &dir_err0 {
+                    let Ok(d) = st.dir_cap(*i) else { continue };
+                    if st.dir_errors.get(&d).copied().unwrap_or(0) > *e0 {
                         let e = st.errors.back().cloned().unwrap_or_default();
                         return Err(VfsError::Conflict(e));
                     }
@@ -2144,23 +2231,20 @@ impl Inner {
                 self.progress.notify_waiters();
             }
         }
+        next = next.min(self.create_dirs(now).await);
         // Publish directories whose resolved changes are due.
         let dirs: Vec<String> = {
             let mut st = self.lock();
             let pressure = st.cache_used() > self.cfg.cache_size || st.space_waiters > 0;
             let mut out = Vec::new();
             for (d, m) in &st.pending {
+                if pending_id(d).is_some() {
+                    // Not on the grid yet: created (with these changes) by `create_dirs`.
+                    continue;
+                }
                 let resolved: Vec<&Instant> = m
                     .values()
-                    .filter(|(r, _)| {
-                        !matches!(
-                            r.op,
-                            Op::Set {
-                                target: Target::File(_),
-                                ..
-                            }
-                        )
-                    })
+                    .filter(|(r, _)| !unresolved(&r.op))
                     .map(|(_, t)| t)
                     .collect();
                 let Some(oldest) = resolved.iter().min() else {
@@ -2186,6 +2270,227 @@ impl Inner {
             }
         }
         next.max(Duration::from_millis(1))
+    }
+
+    /// Creates on the grid the directories made by `mkdir` whose entry in their parent is due
+    /// (by age, urgency of the directory or its parent, or cache pressure), deepest first, so a
+    /// parent is created already holding its new subdirectories. Returns how long until the
+    /// next one is due.
+    async fn create_dirs(&self, now: Instant) -> Duration {
+        let delay = self.cfg.write_back_delay;
+        let mut next = Duration::from_secs(3600);
+        let levels: Vec<Vec<u64>> = {
+            let mut st = self.lock();
+            // id -> (the directory holding its entry, when that entry became pending).
+            let mut links: HashMap<u64, (String, Instant)> = HashMap::new();
+            for (d, m) in &st.pending {
+                for (r, t) in m.values() {
+                    if let Op::Set {
+                        target: Target::NewDir(id),
+                        ..
+                    } = &r.op
+                    {
+                        links.insert(*id, (d.clone(), *t));
+                    }
+                }
+            }
+            // Changes inside a pending directory that nothing links any more can never be
+            // published (it left the tree; normally `maybe_free` already dropped them).
+            let orphans: Vec<String> = st
+                .pending
+                .keys()
+                .filter(|k| pending_id(k).is_some_and(|id| !links.contains_key(&id)))
+                .filter(|k| !st.publishing.contains(*k))
+                .cloned()
+                .collect();
+            for k in orphans {
+                if let Some(m) = st.pending.remove(&k) {
+                    for (r, _) in m.values() {
+                        st.journal.delete(r.seq);
+                    }
+                }
+            }
+            let pressure = st.cache_used() > self.cfg.cache_size || st.space_waiters > 0;
+            let mut due: Vec<(usize, u64)> = Vec::new();
+            for (id, (parent, since)) in &links {
+                let key = pending_key(*id);
+                if st.publishing.contains(&key) {
+                    continue; // being created
+                }
+                if let Some(r) = st.create_retry.get(id) {
+                    if *r > now {
+                        next = next.min(*r - now);
+                        continue;
+                    }
+                }
+                let urgent = st.urgent_dirs.contains(&key) || st.urgent_dirs.contains(parent);
+                if urgent || pressure || *since + delay <= now {
+                    // Depth: the number of pending directories above it.
+                    let mut depth = 0;
+                    let mut p = parent;
+                    while let Some(pid) = pending_id(p) {
+                        depth += 1;
+                        match links.get(&pid) {
+                            Some((pp, _)) if depth <= links.len() => p = pp,
+                            _ => break,
+                        }
+                    }
+                    due.push((depth, *id));
+                } else {
+                    next = next.min(*since + delay - now);
+                }
+            }
+            due.sort_by_key(|d| std::cmp::Reverse(d.0));
+            let mut levels: Vec<Vec<u64>> = Vec::new();
+            let mut last = None;
+            for (depth, id) in due {
+                st.publishing.insert(pending_key(id));
+                if last != Some(depth) {
+                    levels.push(Vec::new());
+                    last = Some(depth);
+                }
+                if let Some(l) = levels.last_mut() {
+                    l.push(id);
+                }
+            }
+            levels
+        };
+        for level in levels {
+            for chunk in level.chunks(self.cfg.max_uploads.max(1)) {
+                let results =
+                    futures::future::join_all(chunk.iter().map(|id| self.create_dir(*id))).await;
+                for (id, r) in chunk.iter().zip(results) {
+                    let key = pending_key(*id);
+                    let mut st = self.lock();
+                    st.publishing.remove(&key);
+                    if let Err(e) = r {
+                        st.push_error(format!("directory creation failed: {e}"));
+                        *st.dir_errors.entry(key).or_default() += 1;
+                        st.create_retry
+                            .insert(*id, Instant::now() + self.cfg.retry_delay);
+                        next = next.min(self.cfg.retry_delay);
+                    }
+                }
+                self.progress.notify_waiters();
+            }
+        }
+        next
+    }
+
+    /// Creates the pending directory `id` on the grid holding its resolved entries, then
+    /// renames every record naming it to name its cap (one journal frame) and retires the
+    /// records the creation published. The caller holds `id`'s key in `publishing`, so a name
+    /// removed meanwhile is recorded as a removal.
+    async fn create_dir(&self, id: u64) -> Result<()> {
+        let key = pending_key(id);
+        let reserved = self.backend.reserve_dir().await.map_err(grid)?;
+        let writekey = dir_writekey(&reserved.cap)
+            .ok_or(VfsError::Grid("a new directory without a write cap".into()))?;
+        let kind = DirKind::Mutable {
+            writekey: Some(writekey),
+        };
+        let (listing, included) = {
+            let st = self.lock();
+            let recs: Vec<Record> = st
+                .pending
+                .get(&key)
+                .map(|m| {
+                    m.values()
+                        .map(|(r, _)| r.clone())
+                        .filter(|r| !unresolved(&r.op))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let secs = now_ns() as f64 / 1e9;
+            let mut dir = Directory::new(kind);
+            for r in &recs {
+                if let Op::Set {
+                    target: Target::Cap(c),
+                    metadata,
+                } = &r.op
+                {
+                    dir.insert(
+                        &r.name,
+                        child_for(c, update_metadata(None, Some(metadata), secs)),
+                    );
+                }
+            }
+            (dir, recs)
+        };
+        let body = listing.pack().map_err(|e| VfsError::Grid(e.to_string()))?;
+        self.backend
+            .create_dir(&reserved, body)
+            .await
+            .map_err(grid)?;
+        let cap = reserved.cap.clone();
+        let mut st = self.lock();
+        let linked = st.pending.values().any(|m| {
+            m.values().any(
+                |(r, _)| matches!(&r.op, Op::Set { target: Target::NewDir(d), .. } if *d == id),
+            )
+        });
+        if !linked {
+            // Removed while it was being created: what the grid got is unreferenced garbage.
+            if let Some(m) = st.pending.remove(&key) {
+                for (r, _) in m.values() {
+                    st.journal.delete(r.seq);
+                }
+            }
+            return Ok(());
+        }
+        // The records naming the id, renamed (journal first: on failure nothing changes).
+        let mut renamed: Vec<Record> = Vec::new();
+        for m in st.pending.values() {
+            for (r, _) in m.values() {
+                let mut r2 = r.clone();
+                if r2.translate(id, &cap) {
+                    renamed.push(r2);
+                }
+            }
+        }
+        st.journal
+            .dir_created(id, &cap, &renamed)
+            .map_err(VfsError::Cache)?;
+        let moved = st.pending.remove(&key);
+        for m in st.pending.values_mut() {
+            for (r, _) in m.values_mut() {
+                r.translate(id, &cap);
+            }
+        }
+        if let Some(mut m) = moved {
+            for (r, _) in m.values_mut() {
+                r.translate(id, &cap);
+            }
+            // Retire what the creation published (unless changed meanwhile).
+            for r in &included {
+                if m.get(&r.name).is_some_and(|(x, _)| x.seq == r.seq) {
+                    m.remove(&r.name);
+                    st.journal.delete(r.seq);
+                }
+            }
+            if !m.is_empty() {
+                st.pending.insert(cap.clone(), m);
+            }
+        }
+        st.create_retry.remove(&id);
+        if st.urgent_dirs.remove(&key) {
+            st.urgent_dirs.insert(cap.clone());
+        }
+        if let Some(e) = st.dir_errors.remove(&key) {
+            st.dir_errors.insert(cap.clone(), e);
+        }
+        if let Some(ino) = st.dir_ino.remove(&key) {
+            st.dir_ino.insert(cap.clone(), ino);
+            if let Some(n) = st.nodes.get_mut(&ino) {
+                n.target = Target::Cap(cap.clone());
+                if let Some(d) = n.dir.as_mut() {
+                    d.base = Some(listing);
+                    d.epoch += 1;
+                }
+            }
+        }
+        st.publishes += 1;
+        Ok(())
     }
 
     /// An upload of `fid` at generation `gen` finished with `cap`: records naming the file now
@@ -2284,15 +2589,7 @@ impl Inner {
                     .map(|m| {
                         m.values()
                             .map(|(r, _)| r.clone())
-                            .filter(|r| {
-                                !matches!(
-                                    r.op,
-                                    Op::Set {
-                                        target: Target::File(_),
-                                        ..
-                                    }
-                                )
-                            })
+                            .filter(|r| !unresolved(&r.op))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -2339,7 +2636,7 @@ impl Inner {
                         dir.insert(&r.name, child_for(c, md));
                     }
                     Op::Set {
-                        target: Target::File(_),
+                        target: Target::File(_) | Target::NewDir(_),
                         ..
                     } => continue,
                 }

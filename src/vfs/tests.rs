@@ -1173,3 +1173,237 @@ async fn setgid_directory_passes_its_group_on() {
     assert_eq!(l.get("sub").unwrap().metadata.st_mode(), Some(0o042755));
     assert_eq!(l.get("sub").unwrap().metadata.st_gid(), Some(50));
 }
+
+/// The cap of the directory at `path` (names from the root), read from the grid alone.
+fn grid_dir(b: &MemBackend, root: &str, path: &[&str]) -> Option<String> {
+    let mut cap = root.to_string();
+    for name in path {
+        let l = grid_listing(b, &cap);
+        cap = child_cap(l.get(name)?)?;
+    }
+    Some(cap)
+}
+
+#[tokio::test]
+async fn mkdir_is_write_back_and_touches_no_grid() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    v.readdir(ROOT_INO).await.unwrap();
+    let calls = b.call_count();
+    let a = v.mkdir(ROOT_INO, os("a"), 0o750, 1000, 1000).await.unwrap();
+    let c = v.mkdir(a.ino, os("c"), 0o755, 1000, 1000).await.unwrap();
+    let f = put(&v, c.ino, "f", b"data").await;
+    assert_eq!(v.readdir(a.ino).await.unwrap().len(), 3);
+    assert_eq!(v.lookup(c.ino, os("f")).await.unwrap().ino, f);
+    assert_eq!(v.getattr(a.ino).await.unwrap().perm, 0o750);
+    let st = v.status();
+    assert_eq!(st.pending_dir_changes, 3, "two links and one file");
+    assert_eq!(
+        b.call_count(),
+        calls,
+        "mkdir and work inside made no grid call"
+    );
+    assert_eq!(b.create_count(), 0);
+}
+
+#[tokio::test]
+async fn pending_dir_is_created_holding_its_files_in_one_publish() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let a = v.mkdir(ROOT_INO, os("a"), 0o755, 1000, 1000).await.unwrap();
+    let c = v.mkdir(a.ino, os("c"), 0o700, 1000, 1000).await.unwrap();
+    put(&v, a.ino, "big", &[5u8; 3000]).await;
+    put(&v, c.ino, "small", b"s").await;
+    v.flush_all().await.unwrap();
+    // Deepest first: c is created holding its file, then a holding `big` and c; the root is
+    // the only directory published after its creation.
+    assert_eq!(b.create_count(), 2);
+    assert_eq!(b.publish_count(), 1);
+    let a_cap = grid_dir(&b, &root, &["a"]).unwrap();
+    let c_cap = grid_dir(&b, &root, &["a", "c"]).unwrap();
+    assert_eq!(grid_file(&b, &a_cap, "big"), Some(vec![5u8; 3000]));
+    assert_eq!(grid_file(&b, &c_cap, "small"), Some(b"s".to_vec()));
+    let l = grid_listing(&b, &a_cap);
+    assert_eq!(l.get("c").unwrap().metadata.st_mode(), Some(0o040700));
+    assert_eq!(v.status().pending_dir_changes, 0);
+    // The created directory is an ordinary one now: later changes are publishes.
+    put(&v, c.ino, "later", b"l").await;
+    v.fsyncdir(c.ino).await.unwrap();
+    assert_eq!(grid_file(&b, &c_cap, "later"), Some(b"l".to_vec()));
+    assert_eq!(b.create_count(), 2);
+}
+
+#[tokio::test]
+async fn rmdir_of_a_never_created_dir_makes_no_grid_call() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    v.readdir(ROOT_INO).await.unwrap();
+    let calls = b.call_count();
+    let d = v.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).await.unwrap();
+    let e = v.mkdir(d.ino, os("e"), 0o755, 0, 0).await.unwrap();
+    put(&v, e.ino, "f", b"x").await;
+    v.unlink(e.ino, os("f")).await.unwrap();
+    v.rmdir(d.ino, os("e")).await.unwrap();
+    v.rmdir(ROOT_INO, os("d")).await.unwrap();
+    assert_eq!(v.status().pending_dir_changes, 0);
+    v.flush_all().await.unwrap();
+    assert_eq!(b.call_count(), calls);
+    assert!(grid_listing(&b, &root).is_empty());
+}
+
+#[tokio::test]
+async fn rename_of_a_pending_dir_moves_it_before_it_exists() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let a = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap();
+    let bb = v.mkdir(ROOT_INO, os("b"), 0o755, 0, 0).await.unwrap();
+    let x = v.mkdir(a.ino, os("x"), 0o755, 0, 0).await.unwrap();
+    put(&v, x.ino, "f", b"in x").await;
+    v.rename(a.ino, os("x"), bb.ino, os("y"), 0).await.unwrap();
+    // Replace an empty pending directory by a rename: its own link goes away unpublished.
+    v.mkdir(ROOT_INO, os("gone"), 0o755, 0, 0).await.unwrap();
+    v.rename(ROOT_INO, os("b"), ROOT_INO, os("gone"), 0)
+        .await
+        .unwrap();
+    v.flush_all().await.unwrap();
+    assert_eq!(b.create_count(), 3, "a, b (now gone) and x (now gone/y)");
+    let y = grid_dir(&b, &root, &["gone", "y"]).unwrap();
+    assert_eq!(grid_file(&b, &y, "f"), Some(b"in x".to_vec()));
+    let a_cap = grid_dir(&b, &root, &["a"]).unwrap();
+    assert!(grid_listing(&b, &a_cap).is_empty());
+    let names: Vec<String> = grid_listing(&b, &root)
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(names, vec!["a".to_string(), "gone".to_string()]);
+}
+
+#[tokio::test]
+async fn crash_with_nested_pending_dirs_replays_and_creates_them() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let a = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap();
+    let bd = v.mkdir(a.ino, os("b"), 0o711, 0, 0).await.unwrap();
+    let c = v.mkdir(bd.ino, os("c"), 0o755, 0, 0).await.unwrap();
+    v.mkdir(c.ino, os("empty"), 0o755, 0, 0).await.unwrap();
+    put(&v, c.ino, "f", &[3u8; 4000]).await;
+    put(&v, a.ino, "g", b"g").await;
+    v.crash().await;
+    assert_eq!(b.create_count(), 0);
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    // The pending tree is back, before anything reached the grid.
+    let a = v.lookup(ROOT_INO, os("a")).await.unwrap();
+    let bd = v.lookup(a.ino, os("b")).await.unwrap();
+    assert_eq!(bd.perm, 0o711);
+    let c = v.lookup(bd.ino, os("c")).await.unwrap();
+    let f = v.lookup(c.ino, os("f")).await.unwrap();
+    assert_eq!(cat(&v, f.ino).await, vec![3u8; 4000]);
+    assert!(v.lookup(c.ino, os("empty")).await.is_ok());
+    assert_eq!(b.create_count(), 0);
+    // A second crash before any lookup: the flusher alone (no node loaded) creates it all.
+    v.crash().await;
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    v.flush_all().await.unwrap();
+    assert_eq!(b.create_count(), 4);
+    let c_cap = grid_dir(&b, &root, &["a", "b", "c"]).unwrap();
+    assert_eq!(grid_file(&b, &c_cap, "f"), Some(vec![3u8; 4000]));
+    assert!(grid_dir(&b, &root, &["a", "b", "c", "empty"]).is_some());
+    let a_cap = grid_dir(&b, &root, &["a"]).unwrap();
+    assert_eq!(grid_file(&b, &a_cap, "g"), Some(b"g".to_vec()));
+}
+
+#[tokio::test]
+async fn crash_after_creation_before_the_link_is_published_keeps_the_created_dir() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let a = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap();
+    put(&v, a.ino, "f", b"f").await;
+    b.fail_all_publishes(true);
+    // The directory gets created; the root's publish (its link) fails.
+    assert!(v.flush_all().await.is_err());
+    assert_eq!(b.create_count(), 1);
+    v.crash().await;
+    b.fail_all_publishes(false);
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let a = v.lookup(ROOT_INO, os("a")).await.unwrap();
+    assert!(v.lookup(a.ino, os("f")).await.is_ok());
+    v.flush_all().await.unwrap();
+    // Not created again: the journal knew its cap.
+    assert_eq!(b.create_count(), 1);
+    let a_cap = grid_dir(&b, &root, &["a"]).unwrap();
+    assert_eq!(grid_file(&b, &a_cap, "f"), Some(b"f".to_vec()));
+}
+
+#[tokio::test]
+async fn fsync_inside_a_pending_dir_returns_once_the_chain_to_the_root_is_on_the_grid() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let a = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap();
+    let bd = v.mkdir(a.ino, os("b"), 0o755, 0, 0).await.unwrap();
+    let f = put(&v, bd.ino, "f", b"deep").await;
+    put(&v, ROOT_INO, "unrelated", b"u").await;
+    v.fsync(f, 0).await.unwrap();
+    let b_cap = grid_dir(&b, &root, &["a", "b"]).expect("the whole chain is linked");
+    assert_eq!(grid_file(&b, &b_cap, "f"), Some(b"deep".to_vec()));
+    // fsyncdir of an empty new directory: created and linked.
+    let e = v.mkdir(bd.ino, os("e"), 0o755, 0, 0).await.unwrap();
+    v.fsyncdir(e.ino).await.unwrap();
+    assert!(grid_dir(&b, &root, &["a", "b", "e"]).is_some());
+}
+
+#[tokio::test]
+async fn failed_creation_is_reported_by_fsync_and_status_then_retried() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    b.fail_all_creates(true);
+    let d = v.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).await.unwrap();
+    let f = put(&v, d.ino, "f", b"x").await;
+    assert_eq!(v.fsync(f, 0).await.unwrap_err().to_errno(), libc::EIO);
+    assert!(v
+        .status()
+        .last_errors
+        .iter()
+        .any(|e| e.contains("directory creation failed")));
+    b.fail_all_creates(false);
+    v.fsync(f, 0).await.unwrap();
+    let d_cap = grid_dir(&b, &root, &["d"]).unwrap();
+    assert_eq!(grid_file(&b, &d_cap, "f"), Some(b"x".to_vec()));
+}
