@@ -266,7 +266,7 @@ impl SegCache {
         let Some(disk) = self.disk.as_mut() else {
             return;
         };
-        if uses < 2 && disk.lru.map.get(&key).is_none() {
+        if uses < 2 && !disk.lru.map.contains_key(&key) {
             self.ghosts.remember(&key);
             return;
         }
