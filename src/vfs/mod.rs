@@ -1880,7 +1880,10 @@ impl Inner {
                     h.update(data);
                 }
             }
-            c.size = c.size.max(offset + data.len() as u64);
+            // An empty write writes nothing, past the end or not: the size stays.
+            if !data.is_empty() {
+                c.size = c.size.max(offset + data.len() as u64);
+            }
             c.gen += 1;
             c.clean_cap = None;
             let now = now_ns();
