@@ -13,7 +13,10 @@
 #      cache), then `sync FILE` (returns once the file is uploaded and published).
 #   3. The same file read with a fresh cache (unmount, remount with a new cache directory):
 #      `dd of=/dev/null bs=1M`, then checked against the source with cmp (not timed).
-#   4. `lafs put` and `lafs get` of the same file on the same grid, for the ratios.
+#   4. `lafs put` and `lafs get` of a file of the same size with other random content (so the put,
+#      like the mount's upload, writes every share: a put of the mount's file would find its
+#      shares in place and only encode), for the ratios; then, for reference, a put of the
+#      mount's own file (shares already there).
 #   5. Peak RSS (VmHWM) of each mount daemon, read just before its unmount.
 #
 # Knobs (environment): FILES (1000), DIRS (FILES/20), SIZE_MIB (1024), NODES (3), K/HAPPY/N (2/3/4: lib_grid's),
@@ -154,14 +157,21 @@ timeout "$T" diff -r --no-dereference "$src" "$mnt/tree" >/dev/null || fail "the
 report "peak RSS after cmp + diff -r" "$(peak_rss "$mnt")"
 lib_umount "$mnt"
 
+big2="$work/big2"
+timeout "$T" dd if=/dev/urandom of="$big2" bs=1M count="$SIZE_MIB" status=none || fail "dd urandom"
 t0="$(now)"
-cap="$(timeout "$T" "$LAFS" -d "$client" put "$big")" || fail "lafs put"
+cap="$(timeout "$T" "$LAFS" -d "$client" put "$big2")" || fail "lafs put"
 put_s="$(elapsed "$t0")"
-report "lafs put $SIZE_MIB MiB" "$put_s s ($(mibps "$SIZE_MIB" "$put_s"))"
+report "lafs put $SIZE_MIB MiB (new content)" "$put_s s ($(mibps "$SIZE_MIB" "$put_s"))"
 t0="$(now)"
 timeout "$T" "$LAFS" -d "$client" get "$cap" >/dev/null || fail "lafs get"
 get_s="$(elapsed "$t0")"
 report "lafs get $SIZE_MIB MiB" "$get_s s ($(mibps "$SIZE_MIB" "$get_s"))"
 report "ratio write (put time / mount dd+sync)" "$(python3 -c "print(f'{$put_s / $w_grid:.2f}')")"
 report "ratio read (get time / mount read)" "$(python3 -c "print(f'{$get_s / $r_mount:.2f}')")"
+t0="$(now)"
+timeout "$T" "$LAFS" -d "$client" put "$big" >/dev/null || fail "lafs put of the mount's file"
+same_s="$(elapsed "$t0")"
+report "lafs put of the mount's file (shares there)" "$same_s s ($(mibps "$SIZE_MIB" "$same_s"))"
+report "ratio write against it" "$(python3 -c "print(f'{$same_s / $w_grid:.2f}')")"
 say "results in $results"

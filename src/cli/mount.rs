@@ -59,6 +59,24 @@ pub struct Opts {
     pub ro: bool,
     pub allow_other: bool,
     pub default_permissions: bool,
+    /// `read-ahead-kb`: the kernel's read-ahead for the mount (0: leave the kernel's).
+    pub read_ahead_kb: Option<u32>,
+}
+
+/// The kernel read-ahead a mount asks for by default, in KiB: 0 leaves the kernel's (128 KiB
+/// for a FUSE mount). `read-ahead-kb=N` raises it (the kernel then sends read requests of up to
+/// 1 MiB, several at once). Not raised by default: measured on a loaded 2-core machine, 4 MiB
+/// made sequential reads slower (readers far ahead of a read stream's kept window fall back to
+/// direct ranged downloads).
+pub const READ_AHEAD_KB: u32 = 0;
+
+/// Sets the read-ahead of the mount's device `dev` ("major:minor") through sysfs. Only root may;
+/// otherwise the kernel's default stays (reads are then slower, not wrong).
+fn set_read_ahead(dev: &str, kb: u32) {
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&path, format!("{kb}\n")) {
+        tracing::debug!("cannot set the kernel read-ahead ({path}): {e}");
+    }
 }
 
 fn seconds(v: &str, what: &str) -> anyhow::Result<Duration> {
@@ -90,6 +108,13 @@ pub fn parse_opts(list: &[String]) -> anyhow::Result<Opts> {
             }
             ("write-back-delay", Some(v)) => o.write_back_delay = Some(seconds(v, k)?),
             ("dir-refresh", Some(v)) => o.dir_refresh = Some(seconds(v, k)?),
+            ("read-ahead-kb", Some(v)) => {
+                let kb: u32 = v.parse().with_context(|| format!("read-ahead-kb={v}"))?;
+                if kb > 1 << 20 {
+                    bail!("read-ahead-kb={v}: out of range");
+                }
+                o.read_ahead_kb = Some(kb);
+            }
             ("ro", None) => o.ro = true,
             ("rw", None) => o.ro = false,
             ("allow_other", None) => o.allow_other = true,
@@ -464,6 +489,10 @@ pub fn serve(
     let session = fuser::spawn_mount(fs, mountpoint, &config)
         .with_context(|| format!("mounting on {}", mountpoint.display()))?;
     let ours = device_at_canonical(&abs_mountpoint);
+    match (opts.read_ahead_kb.unwrap_or(READ_AHEAD_KB), &ours) {
+        (0, _) | (_, None) => {}
+        (kb, Some(dev)) => set_read_ahead(dev, kb),
+    }
     tracing::info!(mountpoint = %abs_mountpoint.display(), "mounted");
     on_mounted(&mounted);
     let stopped = rt.block_on(async {
@@ -639,7 +668,7 @@ mod tests {
     fn options_are_read_and_standard_ones_ignored() {
         let o = parse_opts(&[
             "ro,allow_other,_netdev,noauto,x-systemd.automount".into(),
-            "cache-size=1000,write-back-delay=2.5,dir-refresh=30,node-directory=/n".into(),
+            "cache-size=1000,write-back-delay=2.5,dir-refresh=30,node-directory=/n,read-ahead-kb=512".into(),
         ])
         .unwrap();
         assert!(o.ro && o.allow_other && !o.default_permissions);
@@ -647,6 +676,8 @@ mod tests {
         assert_eq!(o.write_back_delay, Some(Duration::from_millis(2500)));
         assert_eq!(o.dir_refresh, Some(Duration::from_secs(30)));
         assert_eq!(o.node_dir, Some(PathBuf::from("/n")));
+        assert_eq!(o.read_ahead_kb, Some(512));
+        assert!(parse_opts(&["read-ahead-kb=-1".into()]).is_err());
         assert!(parse_opts(&["frobnicate".into()]).is_err());
         assert!(parse_opts(&["write-back-delay=-1".into()]).is_err());
     }

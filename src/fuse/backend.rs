@@ -1,7 +1,11 @@
 //! [`GridBackend`]: the filesystem layer's [`Backend`] over a real grid.
 //!
 //! - `upload_file`: a CHK (or LIT) upload of the local file, convergent with the node's secret
-//!   and its `shares.*` parameters; `read_file`: a ranged CHK/LIT download (or a ranged read of a
+//!   and its `shares.*` parameters. Its [`ContentHasher`] is Tahoe's convergence hasher for the
+//!   segment size of a file of at least `max_segment_size` bytes, so a file written
+//!   sequentially gets its key without a second pass; for a smaller file (whose segment size,
+//!   and so whose hash tag, depends on its size) it gives no key and the upload computes it
+//!   (exactly Tahoe's convergence either way); `read_file`: a ranged CHK/LIT download (or a ranged read of a
 //!   mutable file), fetching only the segments the range touches.
 //! - `read_dir` / `publish_dir`: a directory is the body of its SDMF/MDMF backing file. A
 //!   [`DirVersion`] is the 8-byte big-endian seqnum followed by the 32-byte root hash of the
@@ -16,14 +20,18 @@
 //!   priority, so a burst runs two generators at once or more.
 //! - Reads of CHK files go through read streams: each `download_range` pays for locating the
 //!   shares and fetching their headers and hash trees, so a read that starts where an earlier
-//!   stream of the same file ends opens a stream four times as long (up to [`MAX_STREAM`]), which
-//!   downloads in the background with the downloader's own pipelining; later reads inside it
-//!   wait for its bytes instead of starting downloads of their own. A read elsewhere opens a
-//!   stream of exactly its own length (random reads fetch nothing extra). At most
-//!   [`MAX_STREAMS`] streams are kept (the oldest is dropped; its download stops once no reader
-//!   waits on it), so memory stays bounded by `MAX_STREAMS * MAX_STREAM` plus the streams
-//!   readers still wait on. A stream that fails leaves its readers to a direct ranged download
-//!   of their own range.
+//!   stream of the same file ends opens a stream to the end of the file, which downloads in the
+//!   background with the downloader's own pipelining; later reads inside it wait for its bytes
+//!   instead of starting downloads of their own. Flow control bounds it: the download pauses
+//!   while it is [`STREAM_AHEAD`] bytes past the furthest byte a reader asked for, and bytes
+//!   more than [`STREAM_KEEP`] behind the furthest read start are dropped. So a sequential
+//!   reader of a large file pays for locating the shares once, and a reader that stops costs at
+//!   most `STREAM_AHEAD` bytes fetched for nothing. A read elsewhere opens a stream of exactly
+//!   its own length (random reads fetch nothing extra). At most [`MAX_STREAMS`] streams are
+//!   kept (the least recently used is dropped; its download stops once no reader waits on it),
+//!   so memory stays bounded by about `MAX_STREAMS * (STREAM_KEEP + STREAM_AHEAD)` plus the
+//!   ranges readers wait on. A stream that fails, or that already dropped the bytes a reader
+//!   wants, leaves that reader to a direct ranged download of its own range.
 //!
 //! Invariants: `publish_dir` is a test-and-write. It publishes against the server map of the
 //! read that produced `expected` (kept per directory), or against a fresh map whose version is
@@ -39,12 +47,15 @@ use crate::client::mutable::NetMutableServer;
 use crate::client::secrets::ClientSecrets;
 use crate::client::ServerSet;
 use crate::immutable::PlaintextSource as _;
+use crate::immutable::{EncodingParams, Geometry, KeySource};
 use crate::mutable::keys::KeyPool;
 use crate::mutable::publish::{self, PublishOutcome, PublishParams};
 use crate::mutable::retrieve::ServerMap;
 use crate::mutable::storage::MutableServer;
 use crate::mutable::MutableError;
-use crate::vfs::backend::{Backend, BackendError, BoxFuture, DirVersion, NewDirKey};
+use crate::vfs::backend::{
+    Backend, BackendError, BoxFuture, ContentHasher, ContentKey, DirVersion, NewDirKey,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::pin::Pin;
@@ -61,10 +72,13 @@ pub const KEY_POOL: usize = 8;
 /// RSA keys generated ahead at most while announced directories wait for theirs (about 4 KiB of
 /// memory each).
 pub const KEY_AHEAD: usize = 64;
-/// Read streams kept at once (each holds at most [`MAX_STREAM`] bytes).
+/// Read streams kept at once.
 pub const MAX_STREAMS: usize = 3;
-/// The longest read stream.
-pub const MAX_STREAM: u64 = 8 << 20;
+/// How far a read stream downloads past the furthest byte its readers asked for.
+pub const STREAM_AHEAD: u64 = 8 << 20;
+/// How far behind the furthest read start a stream keeps its bytes (readers of nearby ranges
+/// arrive out of order: the kernel's and the layer's read-ahead run concurrently).
+pub const STREAM_KEEP: u64 = 4 << 20;
 
 /// One background ranged download of a CHK file: `start .. start + len`, its bytes so far.
 struct ReadStream {
@@ -72,38 +86,103 @@ struct ReadStream {
     start: u64,
     len: u64,
     buf: Arc<Mutex<StreamBuf>>,
-    /// Bytes received so far; the sender lives in the download task, so a stopped (dropped)
+    /// Bumped at each arrival; the sender lives in the download task, so a stopped (dropped)
     /// download closes the channel.
     progress: watch::Receiver<u64>,
     task: tokio::task::AbortHandle,
 }
 
-#[derive(Default)]
+/// The bytes of a stream still held, and its flow control.
 struct StreamBuf {
-    data: Vec<u8>,
+    /// Received chunks in order, as (absolute offset, bytes).
+    chunks: VecDeque<(u64, Vec<u8>)>,
+    /// Absolute offset of the first byte held (bytes below it were dropped).
+    held_from: u64,
+    /// Absolute end of the bytes received.
+    received: u64,
+    /// The furthest end a reader asked for: the download runs at most [`STREAM_AHEAD`] past it.
+    want: u64,
+    /// Chunks wholly below this offset are dropped ([`STREAM_KEEP`] behind the furthest read start).
+    low: u64,
     failed: bool,
+    /// The download, waiting for readers to ask for more.
+    waker: Option<std::task::Waker>,
+}
+
+impl StreamBuf {
+    fn new(start: u64, want: u64) -> Self {
+        StreamBuf {
+            chunks: VecDeque::new(),
+            held_from: start,
+            received: start,
+            want,
+            low: 0,
+            failed: false,
+            waker: None,
+        }
+    }
+
+    fn trim(&mut self) {
+        while let Some((off, c)) = self.chunks.front() {
+            if off + c.len() as u64 > self.low {
+                break;
+            }
+            self.held_from = off + c.len() as u64;
+            self.chunks.pop_front();
+        }
+    }
+
+    /// Bytes `off .. off + len`, all held.
+    fn copy(&self, off: u64, len: u64) -> Option<Vec<u8>> {
+        let end = off + len;
+        let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
+        for (c_off, c) in &self.chunks {
+            let c_end = c_off + c.len() as u64;
+            if c_end <= off || *c_off >= end {
+                continue;
+            }
+            let a = usize::try_from(off.max(*c_off) - c_off).ok()?;
+            let b = usize::try_from(end.min(c_end) - c_off).ok()?;
+            out.extend_from_slice(c.get(a..b)?);
+        }
+        (out.len() as u64 == len).then_some(out)
+    }
 }
 
 impl ReadStream {
     fn covers(&self, cap: &str, off: u64, len: u64) -> bool {
-        self.cap == cap && self.start <= off && off + len <= self.start + self.len
+        self.cap == cap
+            && off + len <= self.start + self.len
+            && self
+                .buf
+                .lock()
+                .is_ok_and(|b| !b.failed && b.held_from <= off)
     }
 
-    /// Waits for bytes `off .. off + len` (inside the stream); `None` when the stream failed or
-    /// was stopped first.
+    /// Waits for bytes `off .. off + len` (inside the stream); `None` when the stream failed,
+    /// was stopped, or already dropped those bytes.
     async fn wait(&self, off: u64, len: u64) -> Option<Vec<u8>> {
-        let need = off + len - self.start;
+        let need = off + len;
+        {
+            let mut b = self.buf.lock().ok()?;
+            b.want = b.want.max(need);
+            b.low = b.low.max(off.saturating_sub(STREAM_KEEP));
+            b.trim();
+            if b.received < b.want + STREAM_AHEAD {
+                if let Some(w) = b.waker.take() {
+                    w.wake();
+                }
+            }
+        }
         let mut rx = self.progress.clone();
         loop {
             {
                 let b = self.buf.lock().ok()?;
-                if b.failed {
+                if b.failed || off < b.held_from {
                     return None;
                 }
-                if b.data.len() as u64 >= need {
-                    let from = usize::try_from(off - self.start).ok()?;
-                    let to = usize::try_from(need).ok()?;
-                    return b.data.get(from..to).map(<[u8]>::to_vec);
+                if b.received >= need {
+                    return b.copy(off, len);
                 }
             }
             rx.changed().await.ok()?;
@@ -118,7 +197,8 @@ impl Drop for ReadStream {
 }
 
 /// The download's output: appends to the stream's buffer and reports progress. It holds the
-/// buffer, not the stream, so dropping the last [`ReadStream`] stops the download.
+/// buffer, not the stream, so dropping the last [`ReadStream`] stops the download. It waits
+/// (flow control) while it is [`STREAM_AHEAD`] bytes past what readers asked for.
 struct StreamWriter {
     buf: Arc<Mutex<StreamBuf>>,
     progress: watch::Sender<u64>,
@@ -127,13 +207,20 @@ struct StreamWriter {
 impl tokio::io::AsyncWrite for StreamWriter {
     fn poll_write(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let n = match self.buf.lock() {
             Ok(mut b) => {
-                b.data.extend_from_slice(bytes);
-                b.data.len() as u64
+                if b.received >= b.want + STREAM_AHEAD {
+                    b.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                let at = b.received;
+                b.chunks.push_back((at, bytes.to_vec()));
+                b.received += bytes.len() as u64;
+                b.trim();
+                b.received
             }
             Err(_) => return Poll::Ready(Err(std::io::Error::other("read stream poisoned"))),
         };
@@ -150,6 +237,43 @@ impl tokio::io::AsyncWrite for StreamWriter {
     }
 }
 
+/// Tahoe's convergence hasher fed while a file is written: it assumes the segment size of a
+/// file of at least `max_segment_size` bytes, and gives a key only for such a file.
+struct ConvergentHasher {
+    hasher: crate::crypto::hash::TaggedHasher,
+    params: EncodingParams,
+    segment_size: u64,
+}
+
+impl ConvergentHasher {
+    fn new(params: &EncodingParams, secret: &[u8]) -> Option<Self> {
+        let geom = Geometry::new(params.max_segment_size, params).ok()?;
+        let hasher = crate::crypto::hash::convergence_hasher(
+            params.needed,
+            params.total,
+            geom.segment_size,
+            secret,
+        );
+        Some(ConvergentHasher {
+            hasher,
+            params: params.clone(),
+            segment_size: geom.segment_size,
+        })
+    }
+}
+
+impl ContentHasher for ConvergentHasher {
+    fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+    }
+
+    fn finish(self: Box<Self>, size: u64) -> Option<ContentKey> {
+        let geom = Geometry::new(size, &self.params).ok()?;
+        (size > crate::immutable::params::LIT_THRESHOLD && geom.segment_size == self.segment_size)
+            .then(|| ContentKey(crate::crypto::hash::convergent_key(self.hasher)))
+    }
+}
+
 /// The grid operations of a mount, over a node's servers.
 pub struct GridBackend {
     servers: ServerSet,
@@ -161,13 +285,6 @@ pub struct GridBackend {
     happy: usize,
     /// Directory write cap -> (version read, the map it was read with).
     maps: Mutex<HashMap<String, (DirVersion, ServerMap)>>,
-    /// One lock per file size with an upload in progress (entries removed when unused).
-    /// Uploads of identical content (one convergent storage index) must not overlap: a server
-    /// answers an allocation of a share another upload is still writing with neither "have"
-    /// nor "allocated", so the later upload would miss servers-of-happiness. Identical content
-    /// has identical size, so uploads of one size run one at a time (the later one then finds
-    /// the shares in place and writes nothing); uploads of different sizes still overlap.
-    same_size: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// The read streams, oldest first.
     streams: Mutex<VecDeque<Arc<ReadStream>>>,
     lease_secret: [u8; 32],
@@ -234,7 +351,6 @@ impl GridBackend {
             format,
             happy,
             maps: Mutex::new(HashMap::new()),
-            same_size: Mutex::new(HashMap::new()),
             streams: Mutex::new(VecDeque::new()),
             lease_secret: *lease_secret,
             creator: OnceLock::new(),
@@ -270,26 +386,20 @@ impl GridBackend {
         size: u64,
     ) -> Option<Arc<ReadStream>> {
         let mut streams = self.streams.lock().ok()?;
-        if let Some(s) = streams.iter().find(|s| s.covers(cap, off, len)) {
-            if !s.buf.lock().is_ok_and(|b| b.failed) {
-                return Some(Arc::clone(s));
-            }
+        if let Some(i) = streams.iter().position(|s| s.covers(cap, off, len)) {
+            // Most recently used last: the oldest stream is the one dropped.
+            let s = streams.remove(i)?;
+            streams.push_back(Arc::clone(&s));
+            return Some(s);
         }
-        let prev = streams
+        let continues = streams
             .iter()
-            .filter(|s| s.cap == cap && s.start + s.len == off)
-            .map(|s| s.len)
-            .max();
-        let want = match prev {
-            Some(p) => (4 * p).clamp(len, MAX_STREAM.max(len)),
-            None => len,
-        };
-        let slen = want.min(size - off);
+            .any(|s| s.cap == cap && s.start + s.len == off);
+        // A read that continues an earlier stream is sequential: stream to the end of the
+        // file (flow control bounds what is fetched ahead). Any other read: its own range.
+        let slen = if continues { size - off } else { len };
         let (tx, rx) = watch::channel(0u64);
-        let buf = Arc::new(Mutex::new(StreamBuf {
-            data: Vec::with_capacity(usize::try_from(slen).unwrap_or(0)),
-            failed: false,
-        }));
+        let buf = Arc::new(Mutex::new(StreamBuf::new(off, off + len)));
         let mut writer = StreamWriter {
             buf: Arc::clone(&buf),
             progress: tx,
@@ -416,25 +526,41 @@ impl GridBackend {
 }
 
 impl Backend for GridBackend {
+    fn content_hasher(&self) -> Option<Box<dyn ContentHasher>> {
+        match &self.upload.key {
+            KeySource::Convergent(secret) => {
+                let h = ConvergentHasher::new(&self.upload.params, secret)?;
+                Some(Box::new(h))
+            }
+            _ => None,
+        }
+    }
+
     fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String> {
+        self.upload_file_keyed(path, None)
+    }
+
+    fn upload_file_keyed<'a>(
+        &'a self,
+        path: &'a Path,
+        key: Option<ContentKey>,
+    ) -> BoxFuture<'a, String> {
         Box::pin(async move {
             let source = FileSource::open(path).map_err(other)?;
-            let size = source.size();
-            let lock = {
-                let mut m = self.same_size.lock().unwrap_or_else(|e| e.into_inner());
-                Arc::clone(m.entry(size).or_default())
-            };
-            let result = {
-                let _turn = lock.lock().await;
-                immutable::upload(&self.servers, &self.secrets, source, &self.upload).await
-            };
-            {
-                let mut m = self.same_size.lock().unwrap_or_else(|e| e.into_inner());
-                // Ours and the map's: nobody else waits on this size.
-                if Arc::strong_count(&lock) == 2 {
-                    m.remove(&size);
+            // Uploads of one storage index (identical content) take turns inside
+            // `immutable::upload`, so two closes of equal files do not race on the servers.
+            let result = match key {
+                // Computed over exactly these bytes by the convergence hasher: the same key
+                // the upload's own pass would find.
+                Some(ContentKey(k)) => {
+                    let opts = UploadOptions {
+                        key: KeySource::Fixed(k),
+                        ..self.upload.clone()
+                    };
+                    immutable::upload(&self.servers, &self.secrets, source, &opts).await
                 }
-            }
+                None => immutable::upload(&self.servers, &self.secrets, source, &self.upload).await,
+            };
             Ok(Cap::File(result.map_err(other)?.cap).to_string())
         })
     }
@@ -567,6 +693,43 @@ impl Backend for GridBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key fed in pieces while a file is written is the key of Tahoe's one pass over the
+    /// whole file (`resolve_key`, checked against Tahoe's vectors in the immutable tests), for
+    /// files of at least one full segment; smaller files get no key.
+    #[test]
+    fn convergent_hasher_matches_the_one_pass_key() {
+        let params = EncodingParams {
+            needed: 3,
+            happy: 5,
+            total: 7,
+            max_segment_size: 4096,
+        };
+        let secret = b"a convergence secret";
+        let opts = UploadOptions::convergent(params.clone(), secret);
+        let backend_hasher = || -> Box<dyn ContentHasher> {
+            Box::new(ConvergentHasher::new(&opts.params, secret).unwrap())
+        };
+        for size in [0usize, 55, 100, 4095, 4096, 4097, 3 * 4096 + 17, 50_000] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
+            let mut h = backend_hasher();
+            for piece in data.chunks(1000) {
+                h.update(piece);
+            }
+            let got = h.finish(size as u64);
+            let geom = Geometry::new(size as u64, &params);
+            if size < 4096 {
+                assert!(
+                    got.is_none(),
+                    "size {size}: the segment size depends on the size"
+                );
+                continue;
+            }
+            let mut src = immutable::VecSource(data);
+            let want = crate::immutable::resolve_key(&mut src, &geom.unwrap(), &opts.key).unwrap();
+            assert_eq!(got.map(|k| k.0), Some(want), "size {size}");
+        }
+    }
 
     #[test]
     fn versions_compare_by_seqnum_after_own_publish() {

@@ -243,6 +243,14 @@ impl Filesystem for LafsFs {
             // Only what the kernel offers: this cannot fail.
             let _ = config.add_capabilities(plus & config.capabilities());
         }
+        // Requests as large as the kernel allows: writes of up to 1 MiB (the kernel caps
+        // `max_write` at its `max_pages` limit, 256 pages by default), and the kernel's own
+        // read-ahead maximum (it only lets us lower it).
+        let _ = config.set_max_write(1 << 20);
+        // More read-ahead requests in flight before the kernel considers the mount congested:
+        // each one waits on the grid (a segment fetch), not on a local disk.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         Ok(())
     }
 

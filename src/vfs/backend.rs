@@ -6,6 +6,11 @@
 //! cap of a fresh key (the caller needs its writekey to pack the body), then
 //! [`Backend::create_dir`] puts the first version on the grid.
 //!
+//! A backend may also offer a [`ContentHasher`]: the layer feeds it a new file's bytes while
+//! the file is written sequentially from offset 0, and hands the resulting [`ContentKey`] to
+//! [`Backend::upload_file_keyed`], so the upload need not read the whole file once more to
+//! compute its convergent key.
+//!
 //! Invariants: a backend never puts a cap in an error message; `publish_dir` is a test-and-write
 //! (it fails with [`BackendError::Conflict`] when the directory is no longer at `expected`), so
 //! another writer's change is never overwritten blindly.
@@ -56,8 +61,42 @@ impl std::fmt::Debug for NewDirKey {
     }
 }
 
+/// The key of a file's content, computed while it was written ([`ContentHasher`]). A secret:
+/// its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContentKey(pub [u8; 16]);
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentKey(..)")
+    }
+}
+
+/// An incremental hash of a file's content, fed with its bytes in order from offset 0.
+pub trait ContentHasher: Send {
+    /// Feeds the next bytes of the file.
+    fn update(&mut self, data: &[u8]);
+    /// The key of a file of exactly `size` bytes (all of them fed), or `None` when this hash
+    /// does not apply to a file of that size (the upload then computes the key itself).
+    fn finish(self: Box<Self>, size: u64) -> Option<ContentKey>;
+}
+
 /// The grid operations the filesystem layer needs.
 pub trait Backend: Send + Sync + 'static {
+    /// A hasher for [`Backend::upload_file_keyed`], when the backend uses content keys.
+    fn content_hasher(&self) -> Option<Box<dyn ContentHasher>> {
+        None
+    }
+    /// As [`Backend::upload_file`], with the key of the file's content when the caller computed
+    /// it (with [`Backend::content_hasher`], over exactly the bytes now in the file).
+    fn upload_file_keyed<'a>(
+        &'a self,
+        path: &'a Path,
+        key: Option<ContentKey>,
+    ) -> BoxFuture<'a, String> {
+        let _ = key;
+        self.upload_file(path)
+    }
     /// Uploads the bytes of the local file at `path` as an immutable file; returns its cap.
     fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String>;
     /// Reads `len` bytes at `offset` of the file `cap` (fewer at the end of the file).
@@ -116,6 +155,27 @@ pub struct MemBackend {
     /// Every call of any operation (a test asserts that some operation makes none).
     calls: Arc<AtomicUsize>,
     creates: Arc<AtomicUsize>,
+    /// Uploads that came with a [`ContentKey`] (each checked against the file's content).
+    keyed_uploads: Arc<AtomicUsize>,
+}
+
+/// [`MemBackend`]'s content hash: SHA-256 of the bytes (the key is its first 16 bytes).
+struct MemHasher(sha2::Sha256);
+
+impl ContentHasher for MemHasher {
+    fn update(&mut self, data: &[u8]) {
+        sha2::Digest::update(&mut self.0, data);
+    }
+
+    fn finish(self: Box<Self>, _size: u64) -> Option<ContentKey> {
+        Some(mem_key(sha2::Digest::finalize(self.0).as_slice()))
+    }
+}
+
+fn mem_key(digest: &[u8]) -> ContentKey {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+    ContentKey(k)
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -174,6 +234,11 @@ impl MemBackend {
     /// Successful file uploads so far.
     pub fn upload_count(&self) -> usize {
         self.uploads.load(Ordering::SeqCst)
+    }
+
+    /// Successful uploads so far that came with a (correct) content key.
+    pub fn keyed_upload_count(&self) -> usize {
+        self.keyed_uploads.load(Ordering::SeqCst)
     }
 
     fn random_dir_cap() -> String {
@@ -252,6 +317,37 @@ fn read_key(cap: &str) -> String {
 }
 
 impl Backend for MemBackend {
+    fn content_hasher(&self) -> Option<Box<dyn ContentHasher>> {
+        Some(Box::new(MemHasher(sha2::Digest::new())))
+    }
+
+    fn upload_file_keyed<'a>(
+        &'a self,
+        path: &'a Path,
+        key: Option<ContentKey>,
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let Some(key) = key else {
+                return self.upload_file(path).await;
+            };
+            // A key that is not the hash of the bytes uploaded would make a wrong convergent
+            // cap on a real grid: fail loudly.
+            let data = std::fs::read(path).map_err(|e| BackendError::Other(e.to_string()))?;
+            let want = mem_key(
+                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&data))
+                    .as_slice(),
+            );
+            if key != want {
+                return Err(BackendError::Other(
+                    "content key does not match the file".into(),
+                ));
+            }
+            let cap = self.upload_file(path).await?;
+            self.keyed_uploads.fetch_add(1, Ordering::SeqCst);
+            Ok(cap)
+        })
+    }
+
     fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);

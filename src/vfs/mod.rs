@@ -42,7 +42,9 @@ pub mod segcache;
 mod tests;
 
 pub use attr::{Attr, FileKind};
-pub use backend::{Backend, BackendError, BoxFuture, DirVersion, MemBackend, NewDirKey};
+pub use backend::{
+    Backend, BackendError, BoxFuture, ContentHasher, ContentKey, DirVersion, MemBackend, NewDirKey,
+};
 pub use error::VfsError;
 
 use crate::cap::{Cap, LitCap, NodeCap};
@@ -215,6 +217,12 @@ struct CacheFile {
     /// The cap of this content when it was uploaded while still open (fsync of an open file):
     /// the cache file stays for the writer and is dropped for this cap once closed and unchanged.
     clean_cap: Option<String>,
+    /// The backend's content hash while the file was only ever written at its end since it was
+    /// empty: then it has been fed exactly bytes `0 .. size` of the current content. Any other
+    /// write or truncate drops it (the upload then computes the key itself).
+    hasher: Option<Box<dyn ContentHasher>>,
+    /// The key `hasher` gave for the content of generation `.0` (kept for a retried upload).
+    key: Option<(u64, ContentKey)>,
 }
 
 struct Handle {
@@ -610,6 +618,8 @@ impl State {
                 last_error: None,
                 ino,
                 clean_cap: None,
+                hasher: None,
+                key: None,
             },
         );
         Ok(())
@@ -829,6 +839,9 @@ impl Vfs {
             };
             let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
             c.file.set_len(size).map_err(cache_err)?;
+            if size != c.size {
+                c.hasher = None;
+            }
             c.size = size;
             c.gen += 1;
             c.clean_cap = None;
@@ -922,6 +935,7 @@ impl Vfs {
                 if c.size != 0 {
                     c.file.set_len(0).map_err(cache_err)?;
                     c.size = 0;
+                    c.hasher = None;
                     c.gen += 1;
                     c.clean_cap = None;
                 }
@@ -1846,7 +1860,7 @@ impl Inner {
                     let mut st = me.lock();
                     st.prefetching.remove(&(cap2.clone(), s));
                     if let Ok(d) = r {
-                        st.segs.insert(&cap2, s, Arc::new(d));
+                        st.segs.insert_prefetched(&cap2, s, Arc::new(d));
                     }
                 });
             }
@@ -1920,7 +1934,22 @@ impl Inner {
             };
             let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
             c.file.write_all_at(data, offset).map_err(cache_err)?;
-            c.size = c.size.max(offset + data.len() as u64);
+            // The content hash follows a file written at its end from empty (a sequential
+            // writer): the upload then starts encoding at once.
+            if offset != c.size {
+                c.hasher = None;
+            } else {
+                if c.size == 0 {
+                    c.hasher = self.backend.content_hasher();
+                }
+                if let Some(h) = c.hasher.as_mut() {
+                    h.update(data);
+                }
+            }
+            // An empty write writes nothing, past the end or not: the size stays.
+            if !data.is_empty() {
+                c.size = c.size.max(offset + data.len() as u64);
+            }
             c.gen += 1;
             c.clean_cap = None;
             let now = now_ns();
@@ -2120,7 +2149,7 @@ impl Inner {
         let now = Instant::now();
         let delay = self.cfg.write_back_delay;
         let mut next = Duration::from_millis(500);
-        let due: Vec<(u64, u64, PathBuf)> = {
+        let due: Vec<(u64, u64, PathBuf, Option<ContentKey>)> = {
             let mut st = self.lock();
             let refd = st.fids_referenced();
             let pressure = st.cache_used() > self.cfg.cache_size || st.space_waiters > 0;
@@ -2181,7 +2210,17 @@ impl Inner {
                 if c.urgent || pressure || c.ready_at <= now {
                     c.in_flight = true;
                     c.urgent = false;
-                    due.push((f, c.gen, p));
+                    // The key of this generation: from the hash fed by the writes (it covers
+                    // exactly `0 .. size`), or kept from an earlier try of this generation.
+                    if let Some(h) = c.hasher.take() {
+                        c.key = h.finish(c.size).map(|k| (c.gen, k));
+                    }
+                    let key = c
+                        .key
+                        .as_ref()
+                        .filter(|(g, _)| *g == c.gen)
+                        .map(|(_, k)| k.clone());
+                    due.push((f, c.gen, p, key));
                 } else {
                     next = next.min(c.ready_at - now);
                 }
@@ -2191,9 +2230,9 @@ impl Inner {
         // Upload, at most `max_uploads` at once.
         for chunk in due.chunks(self.cfg.max_uploads.max(1)) {
             let mut set = tokio::task::JoinSet::new();
-            for (f, gen, p) in chunk.iter().cloned() {
+            for (f, gen, p, key) in chunk.iter().cloned() {
                 let b = Arc::clone(&self.backend);
-                set.spawn(async move { (f, gen, b.upload_file(&p).await) });
+                set.spawn(async move { (f, gen, b.upload_file_keyed(&p, key).await) });
             }
             while let Some(r) = set.join_next().await {
                 let Ok((f, gen, res)) = r else { continue };

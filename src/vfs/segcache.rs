@@ -2,9 +2,15 @@
 //! tiers: an LRU in memory and, below it, an LRU of files on local disk.
 //!
 //! - A segment enters the memory tier. When the memory tier is over its bound, its least
-//!   recently used segments move to the disk tier (written once: a segment already on disk is not
-//!   written again); when the disk tier is over its bound, its least recently used files are
-//!   deleted.
+//!   recently used segments leave it. A segment that was used again while in memory (a second
+//!   read, or the first read of a segment fetched by read-ahead and then read again), or that was
+//!   fetched again after an earlier eviction, moves to the disk tier (written once: a segment
+//!   already on disk is not written again). A segment used only once is dropped, and its key is
+//!   remembered in a bounded "ghost" list: fetched again while remembered, it counts as reused
+//!   (a 2Q-like policy). So a sequential read of a file larger than the memory tier does not
+//!   write the whole file to local disk a second time, while a re-read working set still reaches
+//!   the disk tier from its second pass on. When the disk tier is over its bound, its least
+//!   recently used files are deleted.
 //! - A hit in the disk tier reads the file and brings the segment back to the memory tier (the
 //!   disk copy stays, so evicting it again costs nothing).
 //! - Disk files live in `segs/` of the cache directory, named by a hash of the cap (caps are
@@ -13,26 +19,82 @@
 //!
 //! Invariants: after every operation the memory tier holds at most `mem_limit` bytes and the
 //! disk tier at most `disk_limit` bytes (a segment larger than a tier's bound is not kept in that
-//! tier). A disk error never fails a read: the segment is simply not cached on disk.
+//! tier); the ghost list holds at most [`GHOSTS_MAX`] keys (as 64-bit hashes: a collision only
+//! writes one segment to disk needlessly). A disk error never fails a read: the segment is simply
+//! not cached on disk.
 
 use crate::crypto::hash::tagged_hash;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 type Key = (String, u64);
 
-/// One LRU tier's bookkeeping: key -> (bytes, tick) and tick -> key.
+/// Keys of dropped segments remembered (8 bytes each, plus the set's overhead).
+pub const GHOSTS_MAX: usize = 1 << 15;
+
+/// A segment in the memory tier and how often it was used.
+struct MemSeg {
+    data: Arc<Vec<u8>>,
+    /// Uses so far: 0 for a segment fetched ahead and not yet read, 1 after one read, 2 means
+    /// it goes to disk when it leaves memory.
+    uses: u8,
+}
+
+/// A bounded FIFO set of hashed keys of segments dropped after a single use.
 #[derive(Default)]
+struct Ghosts {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Ghosts {
+    fn id(key: &Key) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    fn remember(&mut self, key: &Key) {
+        let id = Self::id(key);
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            while self.order.len() > GHOSTS_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether `key` was remembered (it is forgotten: the segment is back).
+    fn take(&mut self, key: &Key) -> bool {
+        // The FIFO keeps its stale copy of the id until it ages out: harmless, `set` decides.
+        self.set.remove(&Self::id(key))
+    }
+}
+
+/// One LRU tier's bookkeeping: key -> (bytes, tick) and tick -> key.
 struct Lru<V> {
     used: usize,
     map: HashMap<Key, (V, usize, u64)>,
     order: BTreeMap<u64, Key>,
 }
 
+impl<V> Default for Lru<V> {
+    fn default() -> Self {
+        Lru {
+            used: 0,
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+}
+
 impl<V> Lru<V> {
-    fn touch(&mut self, key: &Key, tick: u64) -> Option<&V> {
+    fn touch(&mut self, key: &Key, tick: u64) -> Option<&mut V> {
         let (v, _, t) = self.map.get_mut(key)?;
         self.order.remove(t);
         *t = tick;
@@ -84,8 +146,9 @@ impl Disk {
 pub struct SegCache {
     limit: usize,
     tick: u64,
-    mem: Lru<Arc<Vec<u8>>>,
+    mem: Lru<MemSeg>,
     disk: Option<Disk>,
+    ghosts: Ghosts,
 }
 
 impl SegCache {
@@ -96,6 +159,7 @@ impl SegCache {
             tick: 0,
             mem: Lru::default(),
             disk: None,
+            ghosts: Ghosts::default(),
         }
     }
 
@@ -123,15 +187,17 @@ impl SegCache {
     pub fn get(&mut self, cap: &str, seg: u64) -> Option<Arc<Vec<u8>>> {
         let key = (cap.to_string(), seg);
         let tick = self.next_tick();
-        if let Some(d) = self.mem.touch(&key, tick) {
-            return Some(Arc::clone(d));
+        if let Some(m) = self.mem.touch(&key, tick) {
+            m.uses = m.uses.saturating_add(1);
+            return Some(Arc::clone(&m.data));
         }
         let disk = self.disk.as_mut()?;
         disk.lru.touch(&key, tick)?;
         match fs::read(disk.path(&key)) {
             Ok(bytes) => {
                 let data = Arc::new(bytes);
-                self.insert_mem(key, Arc::clone(&data));
+                // Already on disk: leaving memory again costs nothing.
+                self.insert_mem(key, Arc::clone(&data), 2);
                 Some(data)
             }
             Err(_) => {
@@ -150,40 +216,60 @@ impl SegCache {
                 .is_some_and(|d| d.lru.map.contains_key(&key))
     }
 
-    /// Caches bytes just read from the grid (replacing any older copy in either tier).
+    /// Caches bytes just read from the grid for a reader (replacing any older copy in either
+    /// tier): this counts as one use.
     pub fn insert(&mut self, cap: &str, seg: u64, data: Arc<Vec<u8>>) {
+        self.insert_used(cap, seg, data, 1);
+    }
+
+    /// Caches bytes fetched ahead of a reader (no use yet: its first read is not a reuse).
+    pub fn insert_prefetched(&mut self, cap: &str, seg: u64, data: Arc<Vec<u8>>) {
+        self.insert_used(cap, seg, data, 0);
+    }
+
+    fn insert_used(&mut self, cap: &str, seg: u64, data: Arc<Vec<u8>>, mut uses: u8) {
         let key = (cap.to_string(), seg);
         if let Some(disk) = self.disk.as_mut() {
             if disk.lru.remove(&key).is_some() {
                 let _ = fs::remove_file(disk.path(&key));
+                uses = 2;
             }
         }
-        self.insert_mem(key, data);
+        if self.ghosts.take(&key) {
+            // Fetched again after it was dropped: a reused segment.
+            uses = 2;
+        }
+        self.insert_mem(key, data, uses);
     }
 
-    fn insert_mem(&mut self, key: Key, data: Arc<Vec<u8>>) {
+    fn insert_mem(&mut self, key: Key, data: Arc<Vec<u8>>, uses: u8) {
         self.mem.remove(&key);
         if data.len() > self.limit {
-            self.evict_to_disk(key, &data);
+            self.evict(key, &data, uses);
             return;
         }
         while self.mem.used + data.len() > self.limit {
-            let Some((k, d)) = self.mem.pop_oldest() else {
+            let Some((k, m)) = self.mem.pop_oldest() else {
                 break;
             };
-            self.evict_to_disk(k, &d);
+            self.evict(k, &m.data, m.uses);
         }
         let tick = self.next_tick();
         let len = data.len();
-        self.mem.insert(key, data, len, tick);
+        self.mem.insert(key, MemSeg { data, uses }, len, tick);
     }
 
-    /// A segment leaving memory: kept on disk (written unless already there).
-    fn evict_to_disk(&mut self, key: Key, data: &[u8]) {
+    /// A segment leaving memory: kept on disk (written unless already there) when it was
+    /// reused, else dropped and remembered as a ghost.
+    fn evict(&mut self, key: Key, data: &[u8], uses: u8) {
         let tick = self.next_tick();
         let Some(disk) = self.disk.as_mut() else {
             return;
         };
+        if uses < 2 && !disk.lru.map.contains_key(&key) {
+            self.ghosts.remember(&key);
+            return;
+        }
         if disk.lru.touch(&key, tick).is_some() || data.len() > disk.limit {
             return;
         }
@@ -234,8 +320,9 @@ mod tests {
         let mut c = SegCache::with_disk(8, dir.clone(), 12);
         for s in 0..3u8 {
             c.insert("cap", u64::from(s), Arc::new(vec![s; 4]));
+            assert!(c.get("cap", u64::from(s)).is_some()); // a second use
         }
-        // Memory holds 1 and 2; 0 went to disk.
+        // Memory holds 1 and 2; 0 (reused) went to disk.
         assert_eq!((c.used(), c.disk_used()), (8, 4));
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         // A disk hit comes back with its bytes (and pushes 1 to disk).
@@ -243,6 +330,7 @@ mod tests {
         assert_eq!((c.used(), c.disk_used()), (8, 8));
         for s in 3..6u8 {
             c.insert("cap", u64::from(s), Arc::new(vec![s; 4]));
+            assert!(c.get("cap", u64::from(s)).is_some());
         }
         // The disk bound holds: 3 files of 4 bytes at most, the oldest gone.
         assert!(c.disk_used() <= 12 && c.used() <= 8);
@@ -265,6 +353,49 @@ mod tests {
         let c2 = SegCache::with_disk(8, dir.clone(), 12);
         assert_eq!(c2.disk_used(), 0);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn segments_used_once_are_not_written_to_disk_until_fetched_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("segs");
+        let mut c = SegCache::with_disk(8, dir.clone(), 100);
+        // A sequential pass: each segment read once (demand) or fetched ahead then read once.
+        for s in 0..6u64 {
+            if s % 2 == 0 {
+                c.insert("cap", s, Arc::new(vec![s as u8; 4]));
+            } else {
+                c.insert_prefetched("cap", s, Arc::new(vec![s as u8; 4]));
+                assert!(c.get("cap", s).is_some());
+            }
+        }
+        assert_eq!((c.used(), c.disk_used()), (8, 0));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        assert!(!c.contains("cap", 0));
+        // A second pass: segments fetched again after being dropped are kept on disk when
+        // they leave memory.
+        for s in 0..6u64 {
+            if c.get("cap", s).is_none() {
+                c.insert("cap", s, Arc::new(vec![s as u8; 4]));
+            }
+        }
+        assert_eq!(c.disk_used(), 16, "0..4 reached the disk tier");
+        for s in 0..4u64 {
+            assert_eq!(*c.get("cap", s).unwrap(), vec![s as u8; 4]);
+        }
+        assert_eq!(fs::read_dir(&dir).unwrap().count() * 4, c.disk_used());
+    }
+
+    #[test]
+    fn ghost_list_is_bounded() {
+        let mut g = Ghosts::default();
+        for s in 0..(GHOSTS_MAX as u64 + 10) {
+            g.remember(&("k".to_string(), s));
+        }
+        assert_eq!(g.set.len(), GHOSTS_MAX);
+        assert!(!g.take(&("k".to_string(), 0)), "the oldest were forgotten");
+        assert!(g.take(&("k".to_string(), GHOSTS_MAX as u64 + 9)));
+        assert!(!g.take(&("k".to_string(), GHOSTS_MAX as u64 + 9)));
     }
 
     proptest! {

@@ -1406,4 +1406,94 @@ async fn failed_creation_is_reported_by_fsync_and_status_then_retried() {
     v.fsync(f, 0).await.unwrap();
     let d_cap = grid_dir(&b, &root, &["d"]).unwrap();
     assert_eq!(grid_file(&b, &d_cap, "f"), Some(b"x".to_vec()));
+/// A file written only at its end from empty is uploaded with the content key the writes fed
+/// (MemBackend checks the key against the bytes it uploads and fails the upload otherwise); a
+/// file written out of order, truncated, or reopened and appended gets no key (the upload
+/// computes it), and its content is still right.
+#[tokio::test]
+async fn sequential_writes_feed_the_content_key_others_fall_back() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let create = |name: &'static str| {
+        let v = &v;
+        async move {
+            v.create(ROOT_INO, os(name), 0o644, libc::O_WRONLY, 1000, 1000)
+                .await
+                .unwrap()
+        }
+    };
+    // Sequential, in pieces (the size 0 write at the start changes nothing).
+    let (a, fh) = create("seq").await;
+    v.write(a.ino, fh, 0, &[]).await.unwrap();
+    for (i, piece) in data.chunks(65536).enumerate() {
+        v.write(a.ino, fh, (i * 65536) as u64, piece).await.unwrap();
+    }
+    v.release(a.ino, fh).await.unwrap();
+    v.fsync(a.ino, 0).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "seq"), Some(data.clone()));
+    assert_eq!((b.upload_count(), b.keyed_upload_count()), (1, 1));
+
+    // Out of order: the second half first.
+    let (a, fh) = create("ooo").await;
+    v.write(a.ino, fh, 150_000, &data[150_000..]).await.unwrap();
+    v.write(a.ino, fh, 0, &data[..150_000]).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    v.fsync(a.ino, 0).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "ooo"), Some(data.clone()));
+    assert_eq!((b.upload_count(), b.keyed_upload_count()), (2, 1));
+
+    // An overwrite inside what was written, then appends.
+    let (a, fh) = create("over").await;
+    v.write(a.ino, fh, 0, &data[..1000]).await.unwrap();
+    v.write(a.ino, fh, 10, &data[10..20]).await.unwrap();
+    v.write(a.ino, fh, 1000, &data[1000..]).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    v.fsync(a.ino, 0).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "over"), Some(data.clone()));
+    assert_eq!((b.upload_count(), b.keyed_upload_count()), (3, 1));
+
+    // A shrinking truncate then appends at the new end: no key.
+    let (a, fh) = create("trunc").await;
+    v.write(a.ino, fh, 0, &data).await.unwrap();
+    let set = SetAttr {
+        size: Some(5000),
+        ..SetAttr::default()
+    };
+    v.setattr(a.ino, set).await.unwrap();
+    v.write(a.ino, fh, 5000, &data[5000..]).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    v.fsync(a.ino, 0).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "trunc"), Some(data.clone()));
+    assert_eq!((b.upload_count(), b.keyed_upload_count()), (4, 1));
+
+    // Truncated to empty (O_TRUNC), then written from the start again: keyed.
+    let fh = v.open(a.ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    v.write(a.ino, fh, 0, &data[..200_000]).await.unwrap();
+    v.write(a.ino, fh, 200_000, &data[200_000..]).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    v.fsync(a.ino, 0).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "trunc"), Some(data.clone()));
+    assert_eq!((b.upload_count(), b.keyed_upload_count()), (5, 2));
+
+    // Reopened (content from the grid) and appended: no key, and the old bytes are kept.
+    let fh = v.open(a.ino, libc::O_WRONLY).await.unwrap();
+    v.write(a.ino, fh, data.len() as u64, b"tail")
+        .await
+        .unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    v.fsync(a.ino, 0).await.unwrap();
+    let mut want = data.clone();
+    want.extend_from_slice(b"tail");
+    assert_eq!(grid_file(&b, &root, "trunc"), Some(want));
+    assert_eq!((b.upload_count(), b.keyed_upload_count()), (6, 2));
+    assert!(
+        v.status().last_errors.is_empty(),
+        "{:?}",
+        v.status().last_errors
+    );
 }
