@@ -46,7 +46,6 @@ use crate::client::mutable::MutableClient;
 use crate::client::mutable::NetMutableServer;
 use crate::client::secrets::ClientSecrets;
 use crate::client::ServerSet;
-use crate::immutable::PlaintextSource as _;
 use crate::immutable::{EncodingParams, Geometry, KeySource};
 use crate::mutable::keys::KeyPool;
 use crate::mutable::publish::{self, PublishOutcome, PublishParams};

@@ -1406,6 +1406,8 @@ async fn failed_creation_is_reported_by_fsync_and_status_then_retried() {
     v.fsync(f, 0).await.unwrap();
     let d_cap = grid_dir(&b, &root, &["d"]).unwrap();
     assert_eq!(grid_file(&b, &d_cap, "f"), Some(b"x".to_vec()));
+}
+
 /// A file written only at its end from empty is uploaded with the content key the writes fed
 /// (MemBackend checks the key against the bytes it uploads and fails the upload otherwise); a
 /// file written out of order, truncated, or reopened and appended gets no key (the upload
