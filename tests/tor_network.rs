@@ -127,7 +127,11 @@ impl TorNet {
     fn diagnostics(&self) -> String {
         let mut s = String::new();
         for n in &self.nodes {
-            s += &format!("--- {} notice.log ---\n{}\n", n.nick, tail(&n.dir.join("notice.log"), 8));
+            s += &format!(
+                "--- {} notice.log ---\n{}\n",
+                n.nick,
+                tail(&n.dir.join("notice.log"), 8)
+            );
         }
         s
     }
@@ -311,39 +315,45 @@ fn launch_network(base: &Path, tor: &Path, gencert: &Path, lafs_port: u16) -> To
 impl TorNet {
     /// Waits (bounded) until every node has bootstrapped and the onion service has published.
     fn wait_ready(&self) {
-    let net = self;
-    let hs_node = net.hs_dir.parent().expect("hs node dir").to_path_buf();
-    // Every node bootstrapped (it has a consensus and built circuits), then the onion service
-    // has uploaded its descriptor.
-    let deadline = Instant::now() + NETWORK_TIMEOUT;
-    let started = Instant::now();
-    for n in &net.nodes {
-        while !std::fs::read_to_string(n.dir.join("notice.log"))
+        let net = self;
+        let hs_node = net.hs_dir.parent().expect("hs node dir").to_path_buf();
+        // Every node bootstrapped (it has a consensus and built circuits), then the onion service
+        // has uploaded its descriptor.
+        let deadline = Instant::now() + NETWORK_TIMEOUT;
+        let started = Instant::now();
+        for n in &net.nodes {
+            while !std::fs::read_to_string(n.dir.join("notice.log"))
+                .unwrap_or_default()
+                .contains("Bootstrapped 100%")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the Tor network did not bootstrap in {NETWORK_TIMEOUT:?}:\n{}",
+                    net.diagnostics()
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        eprintln!(
+            "tor network: all nodes bootstrapped after {:?}",
+            started.elapsed()
+        );
+        while !std::fs::read_to_string(hs_node.join("info.log"))
             .unwrap_or_default()
-            .contains("Bootstrapped 100%")
+            .to_ascii_lowercase()
+            .contains("uploaded hidden service descriptor (status 200")
         {
-            assert!(
-                Instant::now() < deadline,
-                "the Tor network did not bootstrap in {NETWORK_TIMEOUT:?}:\n{}",
-                net.diagnostics()
-            );
+            if Instant::now() > deadline {
+                // Not fatal: the client retries below; the log line may have changed wording.
+                eprintln!("tor network: no descriptor upload seen in the onion service's log");
+                break;
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
-    }
-    eprintln!("tor network: all nodes bootstrapped after {:?}", started.elapsed());
-    while !std::fs::read_to_string(hs_node.join("info.log"))
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .contains("uploaded hidden service descriptor (status 200")
-    {
-        if Instant::now() > deadline {
-            // Not fatal: the client retries below; the log line may have changed wording.
-            eprintln!("tor network: no descriptor upload seen in the onion service's log");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    eprintln!("tor network: onion service ready after {:?}", started.elapsed());
+        eprintln!(
+            "tor network: onion service ready after {:?}",
+            started.elapsed()
+        );
     }
 
     /// The onion address, once the service's tor has written it (bounded wait).
@@ -403,11 +413,10 @@ fn arti_toml(net: &TorNet) -> String {
 
 fn lafs(client: &Path, args: &[&str]) -> Output {
     let out = run_bounded(
-        Command::new(LAFS)
-            .arg("-d")
-            .arg(client)
-            .args(args)
-            .env("RUST_LOG", "warn,lafs=info,arti_client=info,tor_hsclient=info"),
+        Command::new(LAFS).arg("-d").arg(client).args(args).env(
+            "RUST_LOG",
+            "warn,lafs=info,arti_client=info,tor_hsclient=info",
+        ),
         None,
         CMD_TIMEOUT,
     );
@@ -484,7 +493,11 @@ fn put_and_get_through_a_private_tor_network() {
     let servers = lafs::config::ServersYaml::parse(&String::from_utf8(out.stdout).expect("utf-8"))
         .expect("announcement parses");
     for entry in servers.storage.values() {
-        let nurls = entry.ann.anonymous_storage_nurls.clone().unwrap_or_default();
+        let nurls = entry
+            .ann
+            .anonymous_storage_nurls
+            .clone()
+            .unwrap_or_default();
         assert!(
             !nurls.is_empty() && nurls.iter().all(|n| n.starts_with("pb+tor://")),
             "only pb+tor NURLs are announced"
@@ -514,7 +527,10 @@ fn put_and_get_through_a_private_tor_network() {
     let cap = loop {
         let out = lafs(&client, &["put", file.to_str().expect("utf-8 path")]);
         if out.status.success() {
-            break String::from_utf8(out.stdout).expect("utf-8 cap").trim().to_string();
+            break String::from_utf8(out.stdout)
+                .expect("utf-8 cap")
+                .trim()
+                .to_string();
         }
         assert!(
             Instant::now() < put_deadline,

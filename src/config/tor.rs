@@ -158,7 +158,10 @@ mod tests {
     fn defaults_are_tahoes() {
         // Tahoe's defaults: Tor enabled (used for tor: hints), direct TCP, IP revealed.
         assert_eq!(opts("").unwrap(), TorOptions::default());
-        assert_eq!(opts("[node]\nnickname = x\n").unwrap(), TorOptions::default());
+        assert_eq!(
+            opts("[node]\nnickname = x\n").unwrap(),
+            TorOptions::default()
+        );
     }
 
     #[test]

@@ -32,9 +32,9 @@ use super::messages::{
 };
 use super::nurl::{Nurl, NurlError};
 use super::tls::{client_config, TlsError};
-use crate::config::tor::{TcpHandler, TorOptions};
 use super::StorageIndex;
 use super::{authorization_value, secret_header_value, si_to_path, LeaseSecrets, SecretKind};
+use crate::config::tor::{TcpHandler, TorOptions};
 
 /// Client errors. None of them carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +187,9 @@ impl Transport {
         #[cfg(feature = "tor")]
         {
             let tor = if opts.enabled {
-                Some(Arc::new(super::tor::TorDialer::for_node_dir(&node.basedir)?))
+                Some(Arc::new(super::tor::TorDialer::for_node_dir(
+                    &node.basedir,
+                )?))
             } else {
                 None
             };

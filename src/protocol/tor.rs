@@ -164,10 +164,11 @@ impl TorDialer {
                 let started = std::time::Instant::now();
                 let mut builder = TorClient::with_runtime(runtime);
                 builder = builder.config(self.config.clone());
-                let client = tokio::time::timeout(self.bootstrap_timeout, builder.create_bootstrapped())
-                    .await
-                    .map_err(|_| TorError::BootstrapTimeout(self.bootstrap_timeout))?
-                    .map_err(|e| TorError::Bootstrap(e.to_string()))?;
+                let client =
+                    tokio::time::timeout(self.bootstrap_timeout, builder.create_bootstrapped())
+                        .await
+                        .map_err(|_| TorError::BootstrapTimeout(self.bootstrap_timeout))?
+                        .map_err(|e| TorError::Bootstrap(e.to_string()))?;
                 tracing::info!(elapsed = ?started.elapsed(), "Tor client bootstrapped");
                 Ok(client)
             })
@@ -249,7 +250,11 @@ state_dir = "/elsewhere/state"
             Err(TorError::Config { .. })
         ));
         assert!(matches!(
-            arti_config("[path_rules]\nipv4_subnet_family_prefix = \"wide\"\n", base, "x"),
+            arti_config(
+                "[path_rules]\nipv4_subnet_family_prefix = \"wide\"\n",
+                base,
+                "x"
+            ),
             Err(TorError::Config { .. })
         ));
     }

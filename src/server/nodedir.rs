@@ -506,9 +506,11 @@ impl NodeFiles {
             .iter()
             .filter_map(|h| {
                 // One NURL per `tcp:`/`tor:` hint, as Tahoe makes them; Tor ones are `pb+tor`.
-                tcp_hint(h)
-                    .map(|hp| ("pb", hp))
-                    .or_else(|| h.strip_prefix("tor:").and_then(|r| tcp_hint(&format!("tcp:{r}"))).map(|hp| ("pb+tor", hp)))
+                tcp_hint(h).map(|hp| ("pb", hp)).or_else(|| {
+                    h.strip_prefix("tor:")
+                        .and_then(|r| tcp_hint(&format!("tcp:{r}")))
+                        .map(|hp| ("pb+tor", hp))
+                })
             })
             .map(|(scheme, (host, port))| {
                 format!("{scheme}://{pin}@{host}:{port}/{}#v=1", self.swissnum)
