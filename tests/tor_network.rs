@@ -436,7 +436,11 @@ fn lafs(client: &Path, args: &[&str]) -> Output {
     out
 }
 
+// Not yet run to completion: the session that wrote it ran out of build time on an overloaded
+// machine. Run it with `cargo test --profile ci --all-features --test tor_network -- --ignored`
+// and drop this `ignore` once it has passed.
 #[test]
+#[ignore = "not yet verified end to end; run with --ignored (needs Debian's tor)"]
 fn put_and_get_through_a_private_tor_network() {
     let started = Instant::now();
     let (Some(tor), Some(gencert)) = (find_tool("tor"), find_tool("tor-gencert")) else {
