@@ -9,7 +9,9 @@
 //! costs a timeout when an operation needs it.
 //!
 //! Tor: a server whose every NURL is `pb+tor://` (or names a `.onion` host) can only be reached
-//! through Tor, which this build cannot dial. It is skipped with a warning that says so, and
+//! through Tor. With the cargo feature `tor` it is dialled through the grid's one arti client
+//! ([`Transport::for_node_dir`]: `[connections]`, `[tor]`, `private/arti.toml`); in a build
+//! without it, or with `[tor] enabled = false`, it is skipped with a warning that says so, and
 //! when no other server is left [`Grid::open`] fails with [`TOR_UNAVAILABLE`] rather than letting
 //! a later operation fail for want of servers. A server that also announces a plain `pb://`
 //! NURL is used through that one.
@@ -29,7 +31,7 @@ use lafs::grid::server::StorageServerDesc;
 use lafs::grid::servers_from_yaml;
 use lafs::mutable::keys::KeyPool;
 use lafs::mutable::publish::PublishOutcome;
-use lafs::protocol::client::{ClientOptions, StorageClient};
+use lafs::protocol::client::{ClientOptions, StorageClient, Transport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,14 +73,16 @@ fn needs_tor(n: &Nurl) -> bool {
             .ends_with(".onion")
 }
 
-/// The NURL to reach `desc` with: the first one that needs no Tor.
-pub fn usable_nurl(desc: &StorageServerDesc) -> Result<&Nurl, Unusable> {
+/// The NURL to reach `desc` with: the first one that needs no Tor, else (when `tor` says Tor
+/// can be dialled) the first Tor one.
+pub fn usable_nurl(desc: &StorageServerDesc, tor: bool) -> Result<&Nurl, Unusable> {
     if desc.nurls.is_empty() {
         return Err(Unusable::NoNurl);
     }
     desc.nurls
         .iter()
         .find(|n| !needs_tor(n))
+        .or_else(|| desc.nurls.iter().find(|_| tor))
         .ok_or(Unusable::TorOnly)
 }
 
@@ -112,10 +116,12 @@ impl Grid {
         for (id, e) in bad {
             eprintln!("lafs: warning: skipping server {id}: {e}");
         }
+        // One transport (and so at most one lazily bootstrapped Tor client) for the grid.
+        let transport = Transport::for_node_dir(&node)?;
         let mut handles = Vec::new();
         let mut tor_only = 0usize;
         for desc in descs {
-            let nurl = match usable_nurl(&desc) {
+            let nurl = match usable_nurl(&desc, transport.tor_available()) {
                 Ok(n) => n.to_string(),
                 Err(why) => {
                     tor_only += usize::from(why == Unusable::TorOnly);
@@ -123,7 +129,7 @@ impl Grid {
                     continue;
                 }
             };
-            match StorageClient::new(&nurl, ClientOptions::default()) {
+            match StorageClient::with_transport(&nurl, ClientOptions::default(), &transport) {
                 Ok(client) => handles.push(Arc::new(ServerHandle { desc, client })),
                 Err(e) => eprintln!("lafs: warning: skipping server {}: {e}", desc.server_id),
             }

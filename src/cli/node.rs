@@ -36,6 +36,12 @@ pub struct CreateNodeArgs {
     /// The tub.location hints, e.g. tcp:example.net:3457 (needs --port).
     #[arg(long, requires = "port")]
     pub location: Option<String>,
+    /// Tahoe's `--listen` (comma-separated `tcp`, `tor`, `i2p`). Only `tcp` is automatic here:
+    /// for an onion service, run one (`HiddenServicePort VIRTPORT 127.0.0.1:PORT`) and pass
+    /// `--port=tcp:PORT:interface=127.0.0.1 --location=tor:ONION.onion:VIRTPORT`, which
+    /// announces a `pb+tor://` NURL.
+    #[arg(long, default_value = "tcp")]
+    pub listen: String,
     #[arg(long)]
     pub nickname: Option<String>,
     /// The web.port written to tahoe.cfg (`none` for none); lafs itself serves no web UI.
@@ -57,6 +63,15 @@ pub struct DirArgs {
 pub fn run(cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
         NodeCommand::CreateNode(a) => {
+            for l in a.listen.split(',').map(str::trim) {
+                match l {
+                    "tcp" => {}
+                    "tor" => anyhow::bail!(
+                        "--listen=tor (an onion service made by lafs) is not supported: run a Tor onion service with HiddenServicePort VIRTPORT 127.0.0.1:PORT and create the node with --port=tcp:PORT:interface=127.0.0.1 --location=tor:ONION.onion:VIRTPORT"
+                    ),
+                    other => anyhow::bail!("--listen={other} is not supported (only tcp)"),
+                }
+            }
             let opts = CreateOptions {
                 nickname: a.nickname,
                 hostname: a.hostname,

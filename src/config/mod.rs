@@ -16,6 +16,7 @@ pub mod ini;
 pub mod private;
 pub mod servers_yaml;
 pub mod tahoe_cfg;
+pub mod tor;
 
 pub use ini::{Ini, IniError};
 pub use private::{AliasError, Aliases, PrivateError, Secret};

@@ -34,6 +34,7 @@ use super::nurl::{Nurl, NurlError};
 use super::tls::{client_config, TlsError};
 use super::StorageIndex;
 use super::{authorization_value, secret_header_value, si_to_path, LeaseSecrets, SecretKind};
+use crate::config::tor::{TcpHandler, TorOptions};
 
 /// Client errors. None of them carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +42,16 @@ pub enum ClientError {
     /// The NURL is malformed.
     #[error(transparent)]
     Nurl(#[from] NurlError),
-    /// `pb+tor` NURLs need a Tor connection, which this client does not dial.
-    #[error("Tor NURLs are not supported by this client")]
+    /// The NURL needs Tor (`pb+tor`, an `.onion` host, or `[connections] tcp = tor`), and this
+    /// build has no Tor support (cargo feature `tor`).
+    #[error("Tor NURLs are not supported by this client (built without the `tor` feature)")]
     TorUnsupported,
+    /// The NURL needs Tor, and Tor is turned off (`[tor] enabled = false`).
+    #[error("this NURL needs Tor, which is disabled ([tor] enabled = false)")]
+    TorDisabled,
+    /// The NURL needs a direct TCP connection, and `[connections] tcp = disabled`.
+    #[error("direct TCP connections are disabled ([connections] tcp = disabled)")]
+    TcpDisabled,
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -155,8 +163,91 @@ pub struct UploadProgress {
     pub required: Vec<RequiredRange>,
 }
 
+/// How NURLs are dialled: the `[connections] tcp` handler and, with the `tor` feature, the
+/// shared Tor dialer. The default dials every `pb://` NURL directly and refuses Tor ones.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// `[connections] tcp`.
+    pub tcp: TcpHandler,
+    /// The grid's Tor dialer; `None` when Tor is disabled.
+    #[cfg(feature = "tor")]
+    pub tor: Option<Arc<super::tor::TorDialer>>,
+}
+
+impl Transport {
+    /// The transport a node directory asks for (`tahoe.cfg` `[connections]`, `[tor]`, and
+    /// `private/arti.toml`). Without the `tor` feature, `tcp = tor` is refused here.
+    pub fn for_node_dir(node: &crate::config::NodeDir) -> Result<Transport, TransportError> {
+        let opts = TorOptions::from_ini(&node.config.ini)?;
+        for o in &opts.ignored {
+            tracing::warn!(
+                "tahoe.cfg [tor]{o} configures a Tor daemon; lafs uses an in-process arti client and ignores it"
+            );
+        }
+        #[cfg(feature = "tor")]
+        {
+            let tor = if opts.enabled {
+                Some(Arc::new(super::tor::TorDialer::for_node_dir(
+                    &node.basedir,
+                )?))
+            } else {
+                None
+            };
+            Ok(Transport { tcp: opts.tcp, tor })
+        }
+        #[cfg(not(feature = "tor"))]
+        {
+            if opts.tcp == TcpHandler::Tor {
+                return Err(TransportError::NoTorSupport);
+            }
+            Ok(Transport { tcp: opts.tcp })
+        }
+    }
+
+    /// Whether this transport can reach Tor-only NURLs.
+    pub fn tor_available(&self) -> bool {
+        #[cfg(feature = "tor")]
+        {
+            self.tor.is_some()
+        }
+        #[cfg(not(feature = "tor"))]
+        {
+            false
+        }
+    }
+}
+
+/// Why a node directory's transport cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The Tor options of `tahoe.cfg` are invalid.
+    #[error("tahoe.cfg: {0}")]
+    Config(#[from] crate::config::tor::TorConfigError),
+    /// The arti configuration is invalid.
+    #[cfg(feature = "tor")]
+    #[error(transparent)]
+    Tor(#[from] super::tor::TorError),
+    /// `[connections] tcp = tor` in a build without Tor.
+    #[error("[connections] tcp = tor needs Tor support, which is not available in this build (cargo feature `tor`)")]
+    NoTorSupport,
+}
+
+/// How one storage client reaches its server.
+#[derive(Debug)]
+enum Route {
+    Tcp,
+    #[cfg(feature = "tor")]
+    Tor(Arc<super::tor::TorDialer>),
+}
+
 struct Inner {
     addr: String,
+    /// The NURL's host and port, which the Tor route dials by name (no local DNS lookup).
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
+    host: String,
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
+    port: u16,
+    route: Route,
     host_header: HeaderValue,
     server_name: ServerName<'static>,
     auth: HeaderValue,
@@ -209,10 +300,37 @@ enum Attempt {
 impl StorageClient {
     /// A client for the server of `nurl` (`pb://<pin>@<host>:<port>/<swissnum>#v=1`).
     pub fn new(nurl: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        Self::with_transport(nurl, options, &Transport::default())
+    }
+
+    /// A client for the server of `nurl`, dialled as `transport` says: through Tor for
+    /// `pb+tor://` NURLs, `.onion` hosts, and every NURL with `[connections] tcp = tor`.
+    pub fn with_transport(
+        nurl: &str,
+        options: ClientOptions,
+        transport: &Transport,
+    ) -> Result<Self, ClientError> {
         let nurl = Nurl::parse(nurl)?;
-        if nurl.tor {
-            return Err(ClientError::TorUnsupported);
-        }
+        let wants_tor = nurl.tor
+            || crate::config::tor::is_onion(&nurl.host)
+            || transport.tcp == TcpHandler::Tor;
+        let route = if wants_tor {
+            #[cfg(feature = "tor")]
+            {
+                match &transport.tor {
+                    Some(d) => Route::Tor(d.clone()),
+                    None => return Err(ClientError::TorDisabled),
+                }
+            }
+            #[cfg(not(feature = "tor"))]
+            {
+                return Err(ClientError::TorUnsupported);
+            }
+        } else if transport.tcp == TcpHandler::Disabled {
+            return Err(ClientError::TcpDisabled);
+        } else {
+            Route::Tcp
+        };
         let config = client_config(nurl.pin.clone())?;
         let bracketed = if nurl.host.contains(':') {
             format!("[{}]", nurl.host)
@@ -234,6 +352,9 @@ impl StorageClient {
         Ok(StorageClient {
             inner: Arc::new(Inner {
                 addr,
+                host: nurl.host.clone(),
+                port: nurl.port,
+                route,
                 host_header,
                 server_name,
                 auth,
@@ -250,28 +371,75 @@ impl StorageClient {
             addr: inner.addr.clone(),
             reason,
         };
-        let fut = async {
-            let tcp = tokio::net::TcpStream::connect(&inner.addr)
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            let _ = tcp.set_nodelay(true);
-            let tls = inner
-                .connector
-                .connect(inner.server_name.clone(), tcp)
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        match &inner.route {
+            Route::Tcp => {
+                let fut = async {
+                    let tcp = tokio::net::TcpStream::connect(&inner.addr)
+                        .await
+                        .map_err(|e| err(e.to_string()))?;
+                    let _ = tcp.set_nodelay(true);
+                    self.tls_http(tcp).await
+                };
+                tokio::time::timeout(inner.options.connect_timeout, fut)
                     .await
-                    .map_err(|e| err(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(sender)
+                    .map_err(|_| err("timed out".into()))?
+            }
+            #[cfg(feature = "tor")]
+            Route::Tor(dialer) => {
+                // Boxed and type-erased: arti's futures are deeply nested types, and keeping
+                // them out of `connect`'s own type keeps every caller's future shallow.
+                let fut: std::pin::Pin<
+                    Box<
+                        dyn std::future::Future<
+                                Output = Result<SendRequest<Full<Bytes>>, ClientError>,
+                            > + Send
+                            + '_,
+                    >,
+                > = Box::pin(async move {
+                    // The bootstrap has its own (longer) deadline, shared by every client of
+                    // the grid; then stream + TLS get the larger of the two connect deadlines.
+                    dialer.client().await.map_err(|e| err(e.to_string()))?;
+                    let deadline = inner.options.connect_timeout.max(dialer.connect_timeout);
+                    let fut = async {
+                        let stream = dialer
+                            .connect(&inner.host, inner.port)
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
+                        self.tls_http(stream).await
+                    };
+                    tokio::time::timeout(deadline, fut)
+                        .await
+                        .map_err(|_| err("timed out".into()))?
+                });
+                fut.await
+            }
+        }
+    }
+
+    /// The pinned TLS handshake and the HTTP/1.1 handshake over any byte stream (TCP or Tor):
+    /// the same pinning whatever carries the bytes.
+    async fn tls_http<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let inner = &self.inner;
+        let err = |reason: String| ClientError::Connect {
+            addr: inner.addr.clone(),
+            reason,
         };
-        tokio::time::timeout(inner.options.connect_timeout, fut)
+        let tls = inner
+            .connector
+            .connect(inner.server_name.clone(), stream)
             .await
-            .map_err(|_| err("timed out".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| err(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
     }
 
     fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
@@ -821,5 +989,87 @@ mod tests {
         assert_eq!(parse_response_content_range("bytes 6-5/*"), None);
         assert_eq!(parse_response_content_range("bytes */10"), None);
         assert_eq!(parse_response_content_range("items 0-1/*"), None);
+    }
+
+    const PIN: &str = "JIj6ezHkdSBlHhrnezAgIC_mrVQHy4KAFyL-8ZNPGPM";
+
+    fn routed(nurl: &str, t: &Transport) -> Result<&'static str, ClientError> {
+        StorageClient::with_transport(nurl, ClientOptions::default(), t).map(|c| {
+            match c.inner.route {
+                Route::Tcp => "tcp",
+                #[cfg(feature = "tor")]
+                Route::Tor(_) => "tor",
+            }
+        })
+    }
+
+    #[test]
+    fn routes_follow_scheme_host_and_tcp_handler() {
+        let plain = format!("pb://{PIN}@127.0.0.1:9/swiss#v=1");
+        let tor = format!("pb+tor://{PIN}@{}.onion:80/swiss#v=1", "a".repeat(56));
+        let onion_pb = format!("pb://{PIN}@{}.onion:80/swiss#v=1", "a".repeat(56));
+        let direct = Transport::default();
+        assert_eq!(routed(&plain, &direct).unwrap(), "tcp");
+        let disabled = Transport {
+            tcp: TcpHandler::Disabled,
+            ..Transport::default()
+        };
+        assert!(matches!(
+            routed(&plain, &disabled),
+            Err(ClientError::TcpDisabled)
+        ));
+        #[cfg(not(feature = "tor"))]
+        for n in [&tor, &onion_pb] {
+            let e = routed(n, &direct).unwrap_err();
+            assert!(matches!(e, ClientError::TorUnsupported));
+            assert!(!e.to_string().contains("swiss"));
+        }
+        #[cfg(feature = "tor")]
+        {
+            // Tor turned off: Tor NURLs are refused, plain ones still dialled directly.
+            for n in [&tor, &onion_pb] {
+                assert!(matches!(routed(n, &direct), Err(ClientError::TorDisabled)));
+            }
+            let dialer = Arc::new(super::super::tor::TorDialer::new(
+                arti_client::TorClientConfig::default(),
+                "test".into(),
+            ));
+            let with_tor = Transport {
+                tcp: TcpHandler::Direct,
+                tor: Some(dialer.clone()),
+            };
+            assert_eq!(routed(&tor, &with_tor).unwrap(), "tor");
+            assert_eq!(routed(&onion_pb, &with_tor).unwrap(), "tor");
+            assert_eq!(routed(&plain, &with_tor).unwrap(), "tcp");
+            let all_tor = Transport {
+                tcp: TcpHandler::Tor,
+                tor: Some(dialer),
+            };
+            assert_eq!(routed(&plain, &all_tor).unwrap(), "tor");
+            assert!(with_tor.tor_available() && !direct.tor_available());
+        }
+    }
+
+    #[test]
+    fn transport_from_node_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |cfg: &str| {
+            std::fs::write(dir.path().join("tahoe.cfg"), cfg).unwrap();
+            crate::config::NodeDir::load(dir.path()).unwrap()
+        };
+        let t = Transport::for_node_dir(&write("[node]\nnickname = x\n")).unwrap();
+        assert_eq!(t.tcp, TcpHandler::Direct);
+        assert_eq!(t.tor_available(), cfg!(feature = "tor"));
+        let r = Transport::for_node_dir(&write("[connections]\ntcp = tor\n"));
+        #[cfg(feature = "tor")]
+        assert_eq!(r.unwrap().tcp, TcpHandler::Tor);
+        #[cfg(not(feature = "tor"))]
+        assert!(matches!(r, Err(TransportError::NoTorSupport)));
+        let t = Transport::for_node_dir(&write("[tor]\nenabled = false\n")).unwrap();
+        assert!(!t.tor_available());
+        assert!(matches!(
+            Transport::for_node_dir(&write("[node]\nreveal-IP-address = false\n")),
+            Err(TransportError::Config(_))
+        ));
     }
 }

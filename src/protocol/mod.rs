@@ -3,7 +3,8 @@
 //! Layout:
 //! - [`tls`]: SPKI pins, the pinning rustls verifier, node identities (`node.pem`, TubID);
 //! - [`messages`]: the CBOR bodies with strict schema checks;
-//! - [`client`]: an async client for one storage server, addressed by its NURL;
+//! - [`client`]: an async client for one storage server, addressed by its NURL, dialled over
+//!   TCP or (cargo feature `tor`) through the in-process arti client of `tor`;
 //! - [`server`]: an HTTP/1.1-over-TLS server over a [`server::StorageBackend`], with an
 //!   in-memory backend for tests.
 //!
@@ -20,6 +21,8 @@ pub mod messages;
 mod nurl;
 pub mod server;
 pub mod tls;
+#[cfg(feature = "tor")]
+pub mod tor;
 
 use base64::Engine as _;
 

@@ -497,14 +497,24 @@ impl NodeFiles {
         )
     }
 
-    /// One NURL per `tcp:` location hint, `pb://PIN@HOST:PORT/SWISSNUM#v=1` (secrets).
+    /// One NURL per `tcp:` location hint, `pb://PIN@HOST:PORT/SWISSNUM#v=1`, and per `tor:` hint,
+    /// `pb+tor://PIN@ONION:PORT/SWISSNUM#v=1` (secrets).
     pub fn nurls(&self) -> Result<Vec<String>, NodeDirError> {
         let pin = self.identity.pin()?;
         let nurls: Vec<String> = self
             .location_hints
             .iter()
-            .filter_map(|h| tcp_hint(h))
-            .map(|(host, port)| format!("pb://{pin}@{host}:{port}/{}#v=1", self.swissnum))
+            .filter_map(|h| {
+                // One NURL per `tcp:`/`tor:` hint, as Tahoe makes them; Tor ones are `pb+tor`.
+                tcp_hint(h).map(|hp| ("pb", hp)).or_else(|| {
+                    h.strip_prefix("tor:")
+                        .and_then(|r| tcp_hint(&format!("tcp:{r}")))
+                        .map(|hp| ("pb+tor", hp))
+                })
+            })
+            .map(|(scheme, (host, port))| {
+                format!("{scheme}://{pin}@{host}:{port}/{}#v=1", self.swissnum)
+            })
             .collect();
         if nurls.is_empty() {
             return Err(NodeDirError::NoLocation);

@@ -119,6 +119,26 @@ fn location_change_keeps_swissnum() {
 }
 
 #[test]
+fn tor_location_hints_announce_pb_tor_nurls() {
+    // Digest §6.1: one NURL per tcp:/tor: hint; Tor ones use the pb+tor scheme.
+    let dir = tempfile::tempdir().unwrap();
+    let onion = "a".repeat(56) + ".onion";
+    let c = cfg(&format!(
+        "tub.port = tcp:9:interface=127.0.0.1\ntub.location = tor:{onion}:80,tcp:b.example:9"
+    ));
+    let f = NodeFiles::ensure(dir.path(), &c).unwrap();
+    let nurls = f.nurls().unwrap();
+    assert_eq!(nurls.len(), 2);
+    let tor = crate::grid::furl::Nurl::parse(&nurls[0]).unwrap();
+    assert_eq!(tor.scheme(), crate::grid::furl::NurlScheme::PbTor);
+    assert_eq!(tor.host(), onion);
+    assert_eq!(tor.port(), 80);
+    assert_eq!(tor.swissnum(), f.swissnum());
+    assert!(nurls[1].starts_with("pb://"));
+    assert!(nurls[1].contains("@b.example:9/"));
+}
+
+#[test]
 fn load_refuses_a_node_never_run() {
     let dir = tempfile::tempdir().unwrap();
     let c = cfg("tub.port = tcp:9\ntub.location = tcp:a:9");
