@@ -267,18 +267,28 @@ mod tests {
         let tor = format!("pb+tor://{PIN}@abcdefghij234567.onion:80/{SWISS}#v=1");
         let onion = format!("pb://{PIN}@abcdefghij234567.onion:80/{SWISS}#v=1");
         let tcp = format!("pb://{PIN}@127.0.0.1:8098/{SWISS}#v=1");
-        assert_eq!(usable_nurl(&desc(&[])), Err(Unusable::NoNurl));
+        assert_eq!(usable_nurl(&desc(&[]), false), Err(Unusable::NoNurl));
+        assert_eq!(usable_nurl(&desc(&[]), true), Err(Unusable::NoNurl));
         assert_eq!(
-            usable_nurl(&desc(std::slice::from_ref(&tor))),
+            usable_nurl(&desc(std::slice::from_ref(&tor)), false),
             Err(Unusable::TorOnly)
         );
         assert_eq!(
-            usable_nurl(&desc(&[tor.clone(), onion])),
+            usable_nurl(&desc(&[tor.clone(), onion.clone()]), false),
             Err(Unusable::TorOnly)
         );
-        // A server that also announces a direct NURL is used through it.
+        // With Tor available, the first Tor NURL is used.
+        assert_eq!(
+            usable_nurl(&desc(&[tor.clone(), onion]), true).map(|n| n.to_string()),
+            Ok(tor.clone())
+        );
+        // A server that also announces a direct NURL is used through it, Tor or not.
         let d = desc(&[tor, tcp.clone()]);
-        assert_eq!(usable_nurl(&d).map(|n| n.to_string()), Ok(tcp));
+        assert_eq!(
+            usable_nurl(&d, false).map(|n| n.to_string()),
+            Ok(tcp.clone())
+        );
+        assert_eq!(usable_nurl(&d, true).map(|n| n.to_string()), Ok(tcp));
         let msg = Unusable::TorOnly.to_string();
         assert!(
             msg.contains("Tor support is not available in this build"),
