@@ -304,7 +304,8 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("private")).expect("private/");
         std::fs::write(
             dir.path().join("tahoe.cfg"),
-            "[node]\nnickname = t\n[client]\nshares.needed = 1\nshares.happy = 1\nshares.total = 1\n",
+            // `[tor] enabled = false`: with the `tor` feature such a grid would open.
+            "[node]\nnickname = t\n[client]\nshares.needed = 1\nshares.happy = 1\nshares.total = 1\n[tor]\nenabled = false\n",
         )
         .expect("tahoe.cfg");
         let yaml = format!(
