@@ -36,6 +36,14 @@ use super::StorageIndex;
 use super::{authorization_value, secret_header_value, si_to_path, LeaseSecrets, SecretKind};
 use crate::config::tor::{TcpHandler, TorOptions};
 
+/// A type-erased connection attempt (the Tor route boxes arti's deeply nested futures).
+#[cfg(feature = "tor")]
+type BoxedConnect<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<SendRequest<Full<Bytes>>, ClientError>> + Send + 'a,
+    >,
+>;
+
 /// Client errors. None of them carries a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -388,14 +396,7 @@ impl StorageClient {
             Route::Tor(dialer) => {
                 // Boxed and type-erased: arti's futures are deeply nested types, and keeping
                 // them out of `connect`'s own type keeps every caller's future shallow.
-                let fut: std::pin::Pin<
-                    Box<
-                        dyn std::future::Future<
-                                Output = Result<SendRequest<Full<Bytes>>, ClientError>,
-                            > + Send
-                            + '_,
-                    >,
-                > = Box::pin(async move {
+                let fut: BoxedConnect<'_> = Box::pin(async move {
                     // The bootstrap has its own (longer) deadline, shared by every client of
                     // the grid; then stream + TLS get the larger of the two connect deadlines.
                     dialer.client().await.map_err(|e| err(e.to_string()))?;
