@@ -182,20 +182,8 @@ EOF
 # private/introducer_default_cache.yaml; lafs has no introducer client, so it gets the same
 # announcements as a servers.yaml (the Tahoe client, already running, does not re-read it).
 if [ ! -f "$TCLIENT/private/servers.yaml" ]; then
-    "$VPY" - "$TCLIENT/private" "$SERVERS" <<'EOF' || die "could not build servers.yaml"
-import glob, os, sys, yaml
-priv, want = sys.argv[1], int(sys.argv[2])
-storage = {}
-for path in glob.glob(os.path.join(priv, "introducer_*_cache.yaml")):
-    for entry in yaml.safe_load(open(path)) or []:
-        ann = entry.get("ann") or {}
-        if ann.get("service-name") == "storage":
-            storage[entry["key_s"]] = {"ann": ann}
-if len(storage) < want:
-    sys.exit("only %d storage announcements cached, want %d" % (len(storage), want))
-with open(os.path.join(priv, "servers.yaml"), "w") as f:
-    yaml.safe_dump({"storage": storage}, f, default_flow_style=False)
-EOF
+    "$VPY" "$HERE/support/servers_yaml_from_cache.py" "$TCLIENT/private" "$SERVERS" \
+        || die "could not build servers.yaml"
 fi
 fi
 
