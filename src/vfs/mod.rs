@@ -374,6 +374,20 @@ fn dir_kind(cap: &str) -> DirKind {
 }
 
 impl State {
+    /// The pending records of directory `key` that can be published now (their targets resolved
+    /// to caps: no file still uploading, no directory still to be created).
+    fn resolved_records(&self, key: &str) -> Vec<Record> {
+        self.pending
+            .get(key)
+            .map(|m| {
+                m.values()
+                    .map(|(r, _)| r.clone())
+                    .filter(|r| !unresolved(&r.op))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn node(&self, ino: Ino) -> Result<&Node> {
         self.nodes.get(&ino).ok_or(VfsError::NotFound)
     }
@@ -2430,16 +2444,7 @@ impl Inner {
         };
         let (listing, included) = {
             let st = self.lock();
-            let recs: Vec<Record> = st
-                .pending
-                .get(&key)
-                .map(|m| {
-                    m.values()
-                        .map(|(r, _)| r.clone())
-                        .filter(|r| !unresolved(&r.op))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let recs = st.resolved_records(&key);
             let secs = now_ns() as f64 / 1e9;
             let mut dir = Directory::new(kind);
             for r in &recs {
@@ -2622,16 +2627,7 @@ impl Inner {
             let cur = Directory::unpack(kind, &body).map_err(|e| VfsError::Grid(e.to_string()))?;
             let (recs, epoch) = {
                 let st = self.lock();
-                let recs: Vec<Record> = st
-                    .pending
-                    .get(dircap)
-                    .map(|m| {
-                        m.values()
-                            .map(|(r, _)| r.clone())
-                            .filter(|r| !unresolved(&r.op))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let recs = st.resolved_records(dircap);
                 let dino = st.dir_ino.get(dircap).copied();
                 let dstate = dino
                     .and_then(|i| st.nodes.get(&i))
