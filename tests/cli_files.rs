@@ -11,10 +11,9 @@
 //! semantics (names sorted one per line; `ls --json` in the layout of tahoe's `?t=json`).
 //! Every wait is bounded; the servers are killed when the grid guard drops (also on panic).
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 mod common;
 use common::lafs_node::{free_port, LafsNode};
@@ -24,53 +23,13 @@ const CMD_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs `lafs ARGS` with an optional stdin, killing it after [`CMD_TIMEOUT`].
 fn run_lafs(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(LAFS)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lafs");
-    if let Some(data) = stdin {
-        let mut w = child.stdin.take().expect("stdin");
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = w.write_all(&data);
-        });
-    }
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + CMD_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("lafs {args:?} did not finish in {CMD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: t_out.join().expect("stdout reader"),
-        stderr: t_err.join().expect("stderr reader"),
-    }
+    let (out, timed_out) =
+        common::run_bounded_timed(Command::new(LAFS).args(args), stdin, CMD_TIMEOUT);
+    assert!(
+        !timed_out,
+        "lafs {args:?} did not finish in {CMD_TIMEOUT:?}"
+    );
+    out
 }
 
 /// A loopback grid and a client node directory.

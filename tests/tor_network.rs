@@ -15,13 +15,13 @@
 //! says so and returns, except with `CI=true`, where that is a failure.
 #![cfg(feature = "tor")]
 
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::lafs_node::{free_port, LafsNode};
+use common::run_bounded;
 
 const LAFS: &str = env!("CARGO_BIN_EXE_lafs");
 /// Deadline for the Tor network to bootstrap and the onion service to publish.
@@ -38,56 +38,6 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .unwrap_or_default();
     dirs.extend(["/usr/sbin", "/usr/bin"].map(PathBuf::from));
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-/// Runs a command to completion with a deadline; the child is killed past it.
-fn run_bounded(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    if let Some(data) = stdin {
-        let mut w = child.stdin.take().expect("stdin");
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = w.write_all(&data);
-        });
-    }
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let st = child.wait().expect("wait after kill");
-            break st;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: t_out.join().expect("stdout reader"),
-        stderr: t_err.join().expect("stderr reader"),
-    }
 }
 
 /// The last `n` lines of a file, for failure messages.

@@ -9,7 +9,10 @@
 //! `dead_code` allowance.
 #![allow(dead_code)]
 
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// True when running in CI (`CI=true`): missing inputs fail instead of skipping.
 pub fn ci() -> bool {
@@ -52,3 +55,63 @@ pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
     found
 }
 pub mod lafs_node;
+
+/// Runs a command to completion with a deadline, feeding it `stdin` and collecting its output;
+/// the child is killed past the deadline (then `timed_out` is true).
+pub fn run_bounded_timed(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> (Output, bool) {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+    }
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let (status, timed_out) = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break (st, false);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break (child.wait().expect("wait after kill"), true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = Output {
+        status,
+        stdout: t_out.join().expect("stdout reader"),
+        stderr: t_err.join().expect("stderr reader"),
+    };
+    (out, timed_out)
+}
+
+/// [`run_bounded_timed`] without the flag: a killed child shows as its (signal) exit status.
+pub fn run_bounded(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    run_bounded_timed(cmd, stdin, timeout).0
+}
