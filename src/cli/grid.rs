@@ -44,8 +44,13 @@ pub fn default_node_dir() -> PathBuf {
     }
 }
 
-/// What is said of a server (or a grid) that only Tor reaches.
-pub const TOR_UNAVAILABLE: &str = "Tor support is not available in this build";
+/// What is said of a server (or a grid) that only Tor reaches when Tor cannot be used: in a
+/// build with Tor only `[tor] enabled = false` turns it off, so that is what is said there.
+#[cfg(feature = "tor")]
+pub const TOR_UNAVAILABLE: &str = "Tor is disabled in tahoe.cfg ([tor] enabled = false)";
+#[cfg(not(feature = "tor"))]
+pub const TOR_UNAVAILABLE: &str =
+    "Tor support is not available in this build (it needs the cargo feature `tor`)";
 
 /// Why a server announcement cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,10 +295,12 @@ mod tests {
         );
         assert_eq!(usable_nurl(&d, true).map(|n| n.to_string()), Ok(tcp));
         let msg = Unusable::TorOnly.to_string();
-        assert!(
-            msg.contains("Tor support is not available in this build"),
-            "{msg}"
-        );
+        let why = if cfg!(feature = "tor") {
+            "[tor] enabled = false"
+        } else {
+            "not available in this build"
+        };
+        assert!(msg.contains(why), "{msg}");
     }
 
     /// A node directory whose servers.yaml lists only a Tor server fails to open with the Tor
