@@ -684,6 +684,14 @@ impl Filesystem for LafsFs {
             return;
         };
         self.spawn(move |v| async move {
+            // As the kernel does on a read-only filesystem: EROFS before any permission check.
+            if mask & libc::W_OK != 0 {
+                match v.writable(ino.0) {
+                    Ok(true) => {}
+                    Ok(false) => return reply.error(Errno::EROFS),
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            }
             match v.getattr(ino.0).await {
                 Ok(a) => {
                     // /proc is read only when the group decides.

@@ -142,6 +142,10 @@ struct Faults {
     upload_delay_ms: AtomicU64,
     fail_all_creates: std::sync::atomic::AtomicBool,
     fail_all_publishes: std::sync::atomic::AtomicBool,
+    /// The next this-many directory reads take their body at the call and return it only after
+    /// `stall_reads_ms`: a slow reply that another client's write overtakes.
+    stall_reads: AtomicUsize,
+    stall_reads_ms: AtomicU64,
 }
 
 /// An in-memory grid. Clones share the same grid. Caps are real Tahoe cap strings (LIT for files of
@@ -204,6 +208,14 @@ impl MemBackend {
         self.faults
             .upload_delay_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The next `n` directory reads return what the grid held at their call only after `d`.
+    pub fn stall_next_dir_reads(&self, n: usize, d: Duration) {
+        self.faults
+            .stall_reads_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+        self.faults.stall_reads.store(n, Ordering::SeqCst);
     }
 
     /// Every directory creation fails while `on`.
@@ -390,6 +402,15 @@ impl Backend for MemBackend {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let (body, v) = self.dir_body(cap).ok_or(BackendError::NotFound)?;
+            let stalled = self
+                .faults
+                .stall_reads
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if stalled {
+                let ms = self.faults.stall_reads_ms.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             Ok((body, DirVersion(v.to_be_bytes().to_vec())))
         })
     }

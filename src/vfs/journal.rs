@@ -38,6 +38,8 @@
 //!   names the id (callers rename them in memory under the same lock; [`Journal::dir_created`]
 //!   rewrites their live payloads, so a compaction writes them with the cap and needs no mapping).
 //! - Ids of pending directories are never reused while a frame naming them may be in the log.
+//! - A data fid is never reused while a file of that number exists: [`Journal::open`] starts
+//!   past every numbered data file it finds, garbage included.
 //! - A data file is unlinked only once every frame written before the unlink request is durable:
 //!   a power cut never leaves a record naming a data file that is gone while the rewrite naming
 //!   its uploaded cap is lost.
@@ -433,8 +435,13 @@ impl Journal {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.parse::<u64>().ok());
+            // Every numbered data file counts, garbage included: a fid is never handed out
+            // again while a file of that number may still be unlinked by whoever queued it.
+            if let Some(f) = fid {
+                max_fid = max_fid.max(f);
+            }
             match fid {
-                Some(f) if named.contains(&f) => max_fid = max_fid.max(f),
+                Some(f) if named.contains(&f) => {}
                 _ => {
                     let _ = fs::remove_file(p);
                 }
@@ -663,6 +670,23 @@ fn write_log(jdir: &Path, live: &BTreeMap<u64, Vec<u8>>) -> Result<fs::File, Str
         .map_err(io)
 }
 
+/// Tells whether a journal is gone: dropped, its committer thread exited, and so every unlink
+/// it had queued done ([`Journal::stop_probe`]).
+pub struct StopProbe(std::sync::Weak<Shared>);
+
+impl StopProbe {
+    pub fn stopped(&self) -> bool {
+        // The committer holds its own reference to the shared state until it returns.
+        self.0.strong_count() == 0
+    }
+}
+
+impl Journal {
+    pub fn stop_probe(&self) -> StopProbe {
+        StopProbe(Arc::downgrade(&self.shared))
+    }
+}
+
 impl Drop for Journal {
     fn drop(&mut self) {
         self.log_state().stop = true;
@@ -714,6 +738,39 @@ mod tests {
                 (r.seq, format!("{}/{}", r.dir, r.name), what)
             })
             .collect()
+    }
+
+    /// The model test found it: a journal dropped on another thread still unlinked a data file
+    /// queued for unlinking after the next instance had opened the cache and reused its number
+    /// for a fresh file, so a later truncate (or a whole file) vanished at the next replay.
+    #[test]
+    fn fid_of_an_unnamed_data_file_is_not_reused_after_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = {
+            let (mut j, _) = Journal::open(tmp.path()).unwrap();
+            let a = j.new_file().unwrap();
+            let b = j.new_file().unwrap();
+            assert!(b > a);
+            b
+        };
+        // The data file `old` is named by no record: garbage, removed by the next open, whose
+        // fids must still start past it.
+        assert!(tmp.path().join("data").join(old.to_string()).exists());
+        let (mut j, recs) = Journal::open(tmp.path()).unwrap();
+        assert!(recs.is_empty());
+        assert!(!tmp.path().join("data").join(old.to_string()).exists());
+        assert!(j.new_file().unwrap() > old);
+    }
+
+    #[test]
+    fn stop_probe_says_stopped_only_once_the_committer_has_exited() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(tmp.path()).unwrap();
+        j.write(&rec(1, "a", set_cap("URI:LIT:aa"))).unwrap();
+        let probe = j.stop_probe();
+        assert!(!probe.stopped());
+        drop(j);
+        assert!(probe.stopped());
     }
 
     #[test]

@@ -787,12 +787,18 @@ impl Vfs {
     }
 
     /// Stops the flusher and waits until it has stopped (a simulated crash for tests).
+    ///
+    /// Returns only once the journal's committer thread has exited too: the last reference to
+    /// the state is dropped on whichever thread held it, and until that drop has joined the
+    /// committer, the old journal may still fsync and unlink data files of the instance that
+    /// the test opens next on the same cache directory.
     pub async fn crash(self) {
         self.flusher.abort();
         let weak = Arc::downgrade(&self.inner);
+        let journal = self.lock().journal.stop_probe();
         drop(self);
         // The flusher holds a strong reference until it has stopped.
-        while weak.strong_count() > 0 {
+        while weak.strong_count() > 0 || !journal.stopped() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -816,6 +822,22 @@ impl Vfs {
             n.lookups = n.lookups.saturating_sub(nlookup);
         }
         st.maybe_free(ino);
+    }
+
+    /// Whether changes to `ino` can be made at all: a directory by its own cap, anything else by
+    /// its parent's (an entry is changed by rewriting the directory holding it). A read cap,
+    /// mounted or met inside a writable tree, makes it false. An open file already unlinked has
+    /// no parent and is not writable through a path either.
+    pub fn writable(&self, ino: Ino) -> Result<bool> {
+        let st = self.lock();
+        let n = st.node(ino)?;
+        if let Some(d) = &n.dir {
+            return Ok(d.writable);
+        }
+        Ok(match n.parent {
+            Some(p) => st.node(p)?.dir.as_ref().is_some_and(|d| d.writable),
+            None => false,
+        })
     }
 
     pub async fn getattr(&self, ino: Ino) -> Result<FileAttr> {
@@ -1619,7 +1641,7 @@ impl Inner {
 
     /// Loads (or refreshes after `dir_refresh`) the listing of directory `ino`.
     async fn load_dir(&self, ino: Ino) -> Result<()> {
-        let (cap, epoch) = {
+        let (cap, mut epoch) = {
             let st = self.lock();
             let n = st.node(ino)?;
             let d = n.dir.as_ref().ok_or(VfsError::NotDir)?;
@@ -1632,22 +1654,39 @@ impl Inner {
             }
             (st.dir_cap(ino)?, d.epoch)
         };
-        let listing = if pending_id(&cap).is_some() {
-            // Loaded from the journal after a restart: its listing is its pending records.
-            empty_listing()
-        } else {
-            let (body, _v) = self.backend.read_dir(&cap).await.map_err(grid)?;
-            Directory::unpack(dir_kind(&cap), &body).map_err(|e| VfsError::Grid(e.to_string()))?
+        let mut tries = 0;
+        let (listing, mut st) = loop {
+            let listing = if pending_id(&cap).is_some() {
+                // Loaded from the journal after a restart: its listing is its pending records.
+                empty_listing()
+            } else {
+                let (body, _v) = self.backend.read_dir(&cap).await.map_err(grid)?;
+                Directory::unpack(dir_kind(&cap), &body)
+                    .map_err(|e| VfsError::Grid(e.to_string()))?
+            };
+            let st = self.lock();
+            let Some(d) = st.nodes.get(&ino).and_then(|n| n.dir.as_ref()) else {
+                return Err(VfsError::NotFound);
+            };
+            if d.epoch == epoch {
+                break (listing, st);
+            }
+            // A publish landed while the listing was read, so the listing may predate it and
+            // its pending records are retired now: read again. Installing nothing instead
+            // would leave a directory never loaded (after a restart) without the entries the
+            // publish just wrote.
+            tries += 1;
+            if tries >= 16 {
+                return Err(VfsError::Grid(
+                    "directory kept changing while it was read".into(),
+                ));
+            }
+            epoch = d.epoch;
         };
-        let mut st = self.lock();
         let owner = (self.cfg.uid, self.cfg.gid);
         let Some(d) = st.nodes.get(&ino).and_then(|n| n.dir.as_ref()) else {
             return Err(VfsError::NotFound);
         };
-        if d.epoch != epoch {
-            // A publish landed meanwhile: this listing is older than what we know.
-            return Ok(());
-        }
         let old_base = d.base.clone();
         let children = d.children.clone();
         let first = d.loaded_at.is_none() && old_base.is_none();

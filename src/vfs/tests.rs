@@ -542,6 +542,82 @@ async fn read_only_cap_mounts_read_only() {
     );
 }
 
+/// The model test found it: after a restart, the first listing of a directory raced the
+/// publish of its replayed changes. The listing was read before the publish, the publish retired
+/// the changes, and the stale listing was then dropped without loading anything, so the
+/// directory looked empty until its next refresh.
+#[tokio::test]
+async fn first_listing_overtaken_by_a_publish_shows_the_published_entries() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    put(&v, ROOT_INO, "f", b"data").await;
+    v.crash().await;
+    let v = Arc::new(
+        Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+            .await
+            .unwrap(),
+    );
+    // The listing's read takes the grid's body before the publish and returns after it.
+    b.stall_next_dir_reads(1, Duration::from_millis(300));
+    let v2 = Arc::clone(&v);
+    let listing = tokio::spawn(async move { v2.readdir(ROOT_INO).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = b.publish_count();
+    v.flush_all().await.unwrap();
+    assert_eq!(b.publish_count(), before + 1);
+    let names: Vec<String> = listing
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .skip(2)
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec!["f".to_string()]);
+    let f = v.lookup(ROOT_INO, os("f")).await.unwrap();
+    assert_eq!(cat(&v, f.ino).await, b"data");
+}
+
+/// access(W_OK) answered 0 for a read cap met inside a writable mount; changes there fail with
+/// EROFS, so access says so first, as the kernel does on a read-only filesystem.
+#[tokio::test]
+async fn read_only_subdir_and_its_files_are_not_writable() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let sub = b.new_dir();
+    let mut l = grid_listing(&b, &sub);
+    l.insert("f", child_for(&b.put_bytes(b"x"), Metadata::new()));
+    b.set_dir_body(&sub, l.pack().unwrap());
+    let ro = Cap::parse(&sub).readonly().unwrap().to_string();
+    let mut l = grid_listing(&b, &root);
+    l.insert("ro", child_for(&ro, Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 0))
+        .await
+        .unwrap();
+    let top = put(&v, ROOT_INO, "top", b"1").await;
+    let d = v.lookup(ROOT_INO, os("ro")).await.unwrap();
+    let f = v.lookup(d.ino, os("f")).await.unwrap();
+    assert!(v.writable(ROOT_INO).unwrap());
+    assert!(v.writable(top).unwrap());
+    assert!(!v.writable(d.ino).unwrap());
+    assert!(!v.writable(f.ino).unwrap());
+    // What `writable` predicts is what the changes do.
+    assert_eq!(
+        v.open(f.ino, libc::O_WRONLY).await.unwrap_err().to_errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        v.unlink(d.ino, os("f")).await.unwrap_err().to_errno(),
+        libc::EROFS
+    );
+}
+
 #[tokio::test]
 async fn dir_refresh_shows_other_writers_entries() {
     let b = MemBackend::new();
