@@ -21,6 +21,9 @@
 #   4. Tahoe: `sshfs -p PORT bench@127.0.0.1:/ MNT`, then the same steps into ROOT/tree (SFTP
 #      writes are synchronous: a file is on the grid when its close returns).
 # Knobs: FILES (1000), DIRS (FILES/20), SIZE_MIB (1024), T (per-step timeout, 900),
+# SFTP_FILES (default FILES: the SFTP side copies its own tree of that many files, made by the
+# same generator; Tahoe's SFTP frontend spends seconds per file, so 1,000 files take over an
+# hour there: a smaller SFTP_FILES keeps the run bounded, and both sides report s/file),
 # LAFS (default target/release/lafs), SKIP_SFTP=1, SKIP_LAFS=1, KEEP=1 (keep the work dir).
 set -euo pipefail
 
@@ -30,6 +33,7 @@ VENV="${LAFS_TAHOE_VENV:-$HOME/.cache/lafs/tahoe-venv}"
 TAHOE="$VENV/bin/tahoe"
 FILES="${FILES:-1000}"
 DIRS="${DIRS:-$((FILES / 20))}"
+SFTP_FILES="${SFTP_FILES:-$FILES}"
 SIZE_MIB="${SIZE_MIB:-1024}"
 LAFS="${LAFS:-$here/target/release/lafs}"
 
@@ -98,6 +102,14 @@ src="$work/src"
 sed -n "/^python3 - \"\$src\" \"\$FILES\" \"\$DIRS\" <<'PY'$/,/^PY$/p" "$here/benches/mount_perf.sh" \
     | sed '1d;$d' >"$work/gen.py"
 python3 "$work/gen.py" "$src" "$FILES" "$DIRS"
+if [[ "$SFTP_FILES" != "$FILES" ]]; then
+    ssrc="$work/src-sftp"
+    python3 "$work/gen.py" "$ssrc" "$SFTP_FILES" "$((SFTP_FILES / 20))"
+else
+    ssrc="$src"
+fi
+# per_file SECONDS N: seconds per file, 3 decimals.
+per_file() { python3 -c "import sys; print(f'{float(sys.argv[1]) / int(sys.argv[2]):.3f}')" "$1" "$2"; }
 
 
 # ---- lafs mount on the same grid ------------------------------------------------------------
@@ -117,9 +129,9 @@ if [[ -z "${SKIP_LAFS:-}" ]]; then
     }
     lafs_mount "$work/lcache1"
     t0="$(now)"; timeout "$T" rsync -a "$src/" "$lmnt/lafs-tree/" || die "lafs: rsync"
-    report "lafs: rsync -a ($FILES files)" "$(elapsed "$t0") s"
+    e="$(elapsed "$t0")"; report "lafs: rsync -a ($FILES files)" "$e s ($(per_file "$e" "$FILES") s/file)"
     t0="$(now)"; timeout "$T" rsync -a "$src/" "$lmnt/lafs-tree/" || die "lafs: rsync rerun"
-    report "lafs: rsync -a rerun (no-op)" "$(elapsed "$t0") s"
+    e="$(elapsed "$t0")"; report "lafs: rsync -a rerun (no-op)" "$e s ($(per_file "$e" "$FILES") s/file)"
     t0="$(now)"
     timeout "$T" find "$lmnt/lafs-tree" -type d -exec sync {} + || die "lafs: sync of the tree"
     report "lafs: sync of the tree (grid has it)" "$(elapsed "$t0") s"
@@ -142,16 +154,17 @@ fi
 
 sshfs_mount
 # Tahoe's SFTP frontend refuses symlinks (EOPNOTSUPP): rsync reports them and exits 23.
-rsync_ok() { local rc=0; timeout "$T" rsync -a "$src/" "$mnt/tree/" 2>"$work/rsync.err" || rc=$?; [[ $rc == 0 || $rc == 23 ]]; }
+rsync_ok() { local rc=0; timeout "$T" rsync -a "$ssrc/" "$mnt/tree/" 2>"$work/rsync.err" || rc=$?; [[ $rc == 0 || $rc == 23 ]]; }
 t0="$(now)"
 if ! rsync_ok; then
     # A timed-out copy is a result too: how far it got.
-    report "sftp: rsync -a ($FILES files) STOPPED" "after $(elapsed "$t0") s (timeout $T s): $(find "$mnt/tree" -type f 2>/dev/null | wc -l) files arrived"
+    report "sftp: rsync -a ($SFTP_FILES files) STOPPED" "after $(elapsed "$t0") s (timeout $T s): $(find "$mnt/tree" -type f 2>/dev/null | wc -l) files arrived"
     exit 0
 fi
-report "sftp: rsync -a ($FILES files)" "$(elapsed "$t0") s ($(grep -c 'failed: Operation not supported' "$work/rsync.err" || true) symlinks refused)"
+e="$(elapsed "$t0")"
+report "sftp: rsync -a ($SFTP_FILES files)" "$e s ($(per_file "$e" "$SFTP_FILES") s/file; $(grep -c 'failed: Operation not supported' "$work/rsync.err" || true) symlinks refused)"
 t0="$(now)"; rsync_ok || die "rsync rerun"
-report "sftp: rsync -a rerun (no-op)" "$(elapsed "$t0") s"
+e="$(elapsed "$t0")"; report "sftp: rsync -a rerun (no-op)" "$e s ($(per_file "$e" "$SFTP_FILES") s/file)"
 timeout "$T" dd if=/dev/urandom of="$work/big" bs=1M count="$SIZE_MIB" status=none
 t0="$(now)"; timeout "$T" dd if="$work/big" of="$mnt/big" bs=1M conv=fsync status=none || die "dd in"
 report "sftp: write $SIZE_MIB MiB (dd conv=fsync)" "$(elapsed "$t0") s"

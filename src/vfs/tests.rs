@@ -487,6 +487,115 @@ async fn other_writer_merged_when_disjoint_reported_when_overlapping() {
     assert_eq!(grid_file(&b, &root, "a"), Some(b"their a".to_vec()));
 }
 
+/// SEMANTICS listed it as a limitation: after a restart, the pending changes of a directory not
+/// listed again had no base to compare with, so a name another writer changed while the daemon
+/// was down was overwritten silently. The record now remembers the entry it was made against.
+#[tokio::test]
+async fn other_writers_change_while_the_daemon_was_down_is_reported_not_overwritten() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let a = put(&v, ROOT_INO, "a", b"first").await;
+    let keep = put(&v, ROOT_INO, "keep", b"k").await;
+    v.fsync(a, 0).await.unwrap();
+    v.fsync(keep, 0).await.unwrap();
+    // Changed again locally (pending), then the daemon dies before publishing.
+    let fh = v.open(a, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    v.write(a, fh, 0, b"mine").await.unwrap();
+    v.release(a, fh).await.unwrap();
+    let m = put(&v, ROOT_INO, "mine2", b"x").await;
+    let _ = m;
+    v.crash().await;
+    // Meanwhile another client changes "a" and adds "theirs".
+    let mut l = grid_listing(&b, &root);
+    l.insert("a", child_for(&b.put_bytes(b"their a"), Metadata::new()));
+    l.insert("theirs", child_for(&b.put_bytes(b"t"), Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    // The next mount publishes before it ever lists the directory.
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let e = v.flush_all().await.unwrap_err();
+    assert_eq!(e.to_errno(), libc::EIO);
+    assert_eq!(grid_file(&b, &root, "a"), Some(b"their a".to_vec()));
+    // The disjoint changes merged: ours, theirs, and the untouched entry.
+    assert_eq!(grid_file(&b, &root, "mine2"), Some(b"x".to_vec()));
+    assert_eq!(grid_file(&b, &root, "theirs"), Some(b"t".to_vec()));
+    assert_eq!(grid_file(&b, &root, "keep"), Some(b"k".to_vec()));
+}
+
+/// A change made while the publish of the same name runs is based on what that publish wrote:
+/// after a restart it must not be taken for another writer's change.
+#[tokio::test]
+async fn change_during_a_publish_of_the_same_name_survives_a_restart() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Arc::new(
+        Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+            .await
+            .unwrap(),
+    );
+    let a = put(&v, ROOT_INO, "a", b"one").await;
+    v.fsync(a, 0).await.unwrap();
+    v.setattr(
+        a,
+        SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The publish of the chmod writes the directory slowly; a second chmod lands meanwhile.
+    // The publish of the second one is slow too: the daemon dies before it lands.
+    let before = b.publish_count();
+    b.stall_next_dir_publishes(2, Duration::from_millis(1000));
+    let v2 = Arc::clone(&v);
+    let flush = tokio::spawn(async move { v2.flush_all().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    v.setattr(
+        a,
+        SetAttr {
+            mode: Some(0o640),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    while b.publish_count() == before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the first publish never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    flush.abort();
+    let _ = flush.await;
+    let v = Arc::try_unwrap(v).ok().expect("one owner");
+    v.crash().await;
+    assert_eq!(
+        b.publish_count(),
+        before + 1,
+        "the second chmod was not published"
+    );
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    v.flush_all().await.unwrap();
+    let a = v.lookup(ROOT_INO, os("a")).await.unwrap();
+    assert_eq!(a.perm, 0o640);
+    let fresh = tempfile::tempdir().unwrap();
+    let w = Vfs::new(Arc::new(b.clone()), &root, cfg(fresh.path(), 3_600_000))
+        .await
+        .unwrap();
+    assert_eq!(w.lookup(ROOT_INO, os("a")).await.unwrap().perm, 0o640);
+}
+
 #[tokio::test]
 async fn backpressure_keeps_the_cache_bounded() {
     let b = MemBackend::new();
