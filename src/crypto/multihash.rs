@@ -67,6 +67,17 @@ pub fn lanes() -> usize {
     Engine::detect().lanes()
 }
 
+/// The engine chosen at run time, by name (`portable`, `shani`, `avx512`), for benchmarks.
+pub fn engine_name() -> &'static str {
+    match Engine::detect() {
+        Engine::Portable => "portable",
+        #[cfg(target_arch = "x86_64")]
+        Engine::ShaNi(_) => "shani",
+        #[cfg(target_arch = "x86_64")]
+        Engine::Avx512 { .. } => "avx512",
+    }
+}
+
 /// Fewer busy lanes than this and a wide step is slower than the two-lane engine: a 16-lane
 /// AVX-512 step costs the same at any occupancy, and measured on an Intel Xeon (Ice Lake class)
 /// 5 busy lanes ran at 1.15 GB/s against 1.33 GB/s for one SHA-NI lane, 8 at 1.83 GB/s.
