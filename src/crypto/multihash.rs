@@ -26,7 +26,7 @@
 //! Wide engine: on a CPU with AVX-512 the lanes are sixteen (see `sha256_x16`): each step
 //! compresses as many blocks as every busy lane's current run has, for all of them at once, and a
 //! lane that finishes takes the next message, longest first. A wide step costs the same whatever
-//! the number of busy lanes, so once fewer than [`MIN_WIDE_LANES`] lanes have work the rest goes
+//! the number of busy lanes, so once fewer than `MIN_WIDE_LANES` (6) lanes have work the rest goes
 //! to the two-lane engine. Single-block outer hashes go sixteen at a time too.
 //!
 //! The block compressor is the `Engine`: two-lane SHA-NI when the CPU has it (see `sha256_x2`),
