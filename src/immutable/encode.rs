@@ -13,7 +13,11 @@
 //!   in a two-lane [`multihash`] batch with an independent one of the same length: the block
 //!   hashes of a segment pair up in the parallel stage; the in-order stage hashes each
 //!   segment's crypttext into its segment hash and the whole-file hash side by side, and, when
-//!   `n` is odd, the last block of two consecutive segments together. Each share is written strictly sequentially: header, then
+//!   `n` is odd, the last block of two consecutive segments together. With a wide engine
+//!   (sixteen AVX-512 lanes, [`multihash::lanes`]) the batches are drawn across the segments
+//!   of a batch instead: all their blocks in the parallel stage, all their segment hashes in
+//!   the in-order stage, while the whole-file hash runs alone.
+//!   Each share is written strictly sequentially: header, then
 //!   the blocks, then one trailer (trees, share hash chain, UEB), then [`ShareSink::finish`].
 //!
 //! With a convergent key the plaintext is read twice (the key is a hash of all of it).
@@ -190,6 +194,20 @@ impl SegmentEncoder {
         s: &mut EncodedSegment,
         defer_odd: bool,
     ) -> Result<(), ImmutableError> {
+        self.encrypt_and_code(s)?;
+        let (n, bl) = (self.geom.total, s.block_len);
+        let blocks: Vec<&[u8]> = s.buf.chunks_exact(bl).collect();
+        let hashed = if defer_odd && n % 2 == 1 { n - 1 } else { n };
+        s.block_hashes = multihash::tagged_hash_many(tags::BLOCK, &blocks[..hashed]);
+        s.block_hashes.resize(n, [0; 32]);
+        s.deferred = (hashed < n).then_some(hashed);
+        Ok(())
+    }
+}
+
+impl SegmentEncoder {
+    /// Encrypts a prepared segment in place and computes its parity blocks; no hashing.
+    fn encrypt_and_code(&self, s: &mut EncodedSegment) -> Result<(), ImmutableError> {
         let (k, n, bl) = (self.geom.needed, self.geom.total, s.block_len);
         AesCtr::at(&self.key, self.geom.segment_offset(s.index)).apply(&mut s.buf[..s.seg_len]);
         if n > k {
@@ -198,12 +216,24 @@ impl SegmentEncoder {
             let mut outputs: Vec<&mut [u8]> = parity.chunks_exact_mut(bl).collect();
             self.codec.encode(&inputs, &mut outputs)?;
         }
-        let blocks: Vec<&[u8]> = s.buf.chunks_exact(bl).collect();
-        let hashed = if defer_odd && n % 2 == 1 { n - 1 } else { n };
-        s.block_hashes = multihash::tagged_hash_many(tags::BLOCK, &blocks[..hashed]);
-        s.block_hashes.resize(n, [0; 32]);
-        s.deferred = (hashed < n).then_some(hashed);
         Ok(())
+    }
+}
+
+/// The block hashes of every segment of a batch, as batches of [`multihash::lanes`] blocks
+/// taken across segments (one segment has too few blocks to fill a wide engine's lanes).
+fn hash_blocks_across(segs: &mut [EncodedSegment], n: usize) {
+    let blocks: Vec<&[u8]> = segs
+        .iter()
+        .flat_map(|s| (0..n).map(move |sh| s.block(sh)))
+        .collect();
+    let hashes: Vec<Hash> = blocks
+        .par_chunks(multihash::lanes())
+        .flat_map_iter(|c| multihash::tagged_hash_many(tags::BLOCK, c))
+        .collect();
+    for (s, h) in segs.iter_mut().zip(hashes.chunks_exact(n)) {
+        s.block_hashes = h.to_vec();
+        s.deferred = None;
     }
 }
 
@@ -272,7 +302,9 @@ impl Encoder {
             crypttext_hasher: Sha256Stream::tagged(tags::CRYPTTEXT),
             segment_hasher: Sha256Stream::tagged(tags::CRYPTTEXT_SEGMENT),
             block_hasher: Sha256Stream::tagged(tags::BLOCK),
+            wide: multihash::lanes() > 2,
         };
+        let wide = state.wide;
         let data_offset = layout.offsets.data;
         let mut next = 0u64;
         while next < nseg {
@@ -286,9 +318,16 @@ impl Encoder {
             }
             let (encoded, written) = rayon::join(
                 || {
+                    if !wide {
+                        return cur[..count]
+                            .par_iter_mut()
+                            .try_for_each(|s| seg_enc.encode_prepared(s, true));
+                    }
                     cur[..count]
                         .par_iter_mut()
-                        .try_for_each(|s| seg_enc.encode_prepared(s, true))
+                        .try_for_each(|s| seg_enc.encrypt_and_code(s))?;
+                    hash_blocks_across(&mut cur[..count], n);
+                    Ok(())
                 },
                 || state.drain(&prev[..prev_count], &geom, data_offset, sink),
             );
@@ -342,6 +381,10 @@ struct Collected {
     segment_hasher: Sha256Stream,
     /// A fresh block hasher, cloned for each deferred block.
     block_hasher: Sha256Stream,
+    /// The hash engine has more than two lanes: block hashes are batched across the segments
+    /// of a batch (none deferred), segment hashes across the batch too, and the whole-file
+    /// hash runs alone (a wide lane fed one segment at a time would leave the others idle).
+    wide: bool,
 }
 
 impl Collected {
@@ -352,6 +395,21 @@ impl Collected {
         data_offset: u64,
         sink: &mut S,
     ) -> Result<(), ImmutableError> {
+        if self.wide {
+            let cts: Vec<&[u8]> = segs.iter().map(|s| s.crypttext()).collect();
+            let seg_hashes = multihash::tagged_hash_many(tags::CRYPTTEXT_SEGMENT, &cts);
+            self.crypttext_hashes.extend(seg_hashes);
+            for s in segs {
+                self.crypttext_hasher.update(s.crypttext());
+                let offset = data_offset + geom.block_offset(s.index);
+                for (sh, hashes) in self.block_hashes.iter_mut().enumerate() {
+                    hashes.push(s.block_hashes[sh]);
+                    sink.write(sh, offset, s.block(sh))
+                        .map_err(|source| ImmutableError::Sink { shnum: sh, source })?;
+                }
+            }
+            return Ok(());
+        }
         // Segments go by pairs. The whole-file hash and each segment's hash read the same
         // crypttext side by side (two lanes, equal lengths); the pair's deferred blocks (one
         // each when n is odd, also equal lengths) join the first round.
