@@ -20,8 +20,9 @@
 #   5. Peak RSS (VmHWM) of each mount daemon, read just before its unmount.
 #
 # Knobs (environment): FILES (1000), DIRS (FILES/20), SIZE_MIB (1024), NODES (3), K/HAPPY/N (2/3/4: lib_grid's),
-# MOUNT_OPTS (extra -o options), PERF=1 (record the daemon with `perf record -g` during the
-# rsync; the report goes to $OUT/perf-rsync.txt), OUT (where to keep results, default a new
+# MOUNT_OPTS (extra -o options), PERF=rsync or PERF=1 / PERF=write / PERF=all (record the daemon
+# with `perf record -g` during the rsync / the big write's dd and sync; the reports go to
+# $OUT/perf-rsync.txt and $OUT/perf-write.txt), OUT (where to keep results, default a new
 # directory under /tmp), LIB_KEEP=1 (keep the work directory).
 # The machine running it should be quiet: on a shared 2-core box the figures move by ±30%.
 set -euo pipefail
@@ -105,22 +106,41 @@ lib_mount "$mnt" "$MOUNT_OPTS"
 pid="$(daemon_pid "$mnt")"
 say "mounted, daemon pid ${pid:-?}"
 
+report "load average at the start" "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# perf_start PHASE: records the daemon during PHASE when PERF asks for it; perf_stop PHASE.
 perf_pid=""
-if [[ "${PERF:-}" == 1 && -n "$pid" ]] && command -v perf >/dev/null; then
-    perf record -g -o "$OUT/perf-rsync.data" -p "$pid" >/dev/null 2>&1 &
+perf_wanted() {
+    case "${PERF:-}" in
+        all) return 0 ;;
+        1) [[ "$1" == rsync ]] ;;
+        *) [[ "${PERF:-}" == "$1" ]] ;;
+    esac
+}
+perf_start() {
+    perf_pid=""
+    if ! perf_wanted "$1" || [[ -z "$pid" ]] || ! command -v perf >/dev/null; then
+        return 0
+    fi
+    perf record -g -o "$OUT/perf-$1.data" -p "$pid" >/dev/null 2>&1 &
     perf_pid=$!
     sleep 1
-fi
+}
+perf_stop() {
+    [[ -n "$perf_pid" ]] || return 0
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    perf report -i "$OUT/perf-$1.data" --no-children --percent-limit 1 --stdio \
+        >"$OUT/perf-$1.txt" 2>/dev/null || true
+    say "perf report in $OUT/perf-$1.txt"
+    perf_pid=""
+}
+
+perf_start rsync
 t0="$(now)"
 timeout "$T" rsync -a "$src/" "$mnt/tree/" || fail "rsync"
 report "rsync -a ($FILES files)" "$(elapsed "$t0") s"
-if [[ -n "$perf_pid" ]]; then
-    kill -INT "$perf_pid"
-    wait "$perf_pid" || true
-    perf report -i "$OUT/perf-rsync.data" --no-children --percent-limit 1 --stdio \
-        >"$OUT/perf-rsync.txt" 2>/dev/null || true
-    say "perf report in $OUT/perf-rsync.txt"
-fi
+perf_stop rsync
 t0="$(now)"
 timeout "$T" rsync -a "$src/" "$mnt/tree/" || fail "rsync rerun"
 report "rsync -a rerun (no-op)" "$(elapsed "$t0") s"
@@ -136,11 +156,14 @@ report "peak RSS after the tree" "$(peak_rss "$mnt")"
 say "writing a $SIZE_MIB MiB source file"
 big="$work/big"
 timeout "$T" dd if=/dev/urandom of="$big" bs=1M count="$SIZE_MIB" status=none || fail "dd urandom"
+report "load average before the write" "$(cut -d' ' -f1-3 /proc/loadavg)"
+perf_start write
 t0="$(now)"
 timeout "$T" dd if="$big" of="$mnt/big" bs=1M status=none || fail "dd into the mount"
 w_local="$(elapsed "$t0")"
 timeout "$T" sync "$mnt/big" || fail "sync big"
 w_grid="$(elapsed "$t0")"
+perf_stop write
 report "write $SIZE_MIB MiB: dd returned" "$w_local s ($(mibps "$SIZE_MIB" "$w_local"))"
 report "write $SIZE_MIB MiB: dd + sync (on the grid)" "$w_grid s ($(mibps "$SIZE_MIB" "$w_grid"))"
 report "peak RSS after the write" "$(peak_rss "$mnt")"

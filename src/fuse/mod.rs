@@ -2,7 +2,9 @@
 //!
 //! Design: every fuser callback copies its arguments, spawns one tokio task that calls the
 //! matching [`Vfs`] method and replies from that task, so the FUSE thread never waits on the
-//! network (or on the cache's disk). Errors become errnos in ONE place, [`errno`], through
+//! network. One exception: a write that needs no wait ([`Vfs::write_now`]: its file is in the
+//! cache and the cache has room) is done on the FUSE thread, a `pwrite` into the cache file
+//! (into the page cache) straight from fuser's buffer. Errors become errnos in ONE place, [`errno`], through
 //! [`VfsError::to_errno`] (plus the two macOS xattr spellings, `xattr_errno`). The few
 //! decisions the adapter makes itself (readdirplus batches and their lookup counts, fallocate,
 //! access, the macOS xattr names) live in [`ops`], unit-tested there. Requests fuser would log
@@ -488,6 +490,15 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_write(ino.0, data, reply) else {
             return;
         };
+        // Most writes need no wait: done here, straight from fuser's buffer (a `pwrite` into
+        // the cache file; no copy of the data, no task hand-off: a sequential writer's round
+        // trip is the kernel's, the pwrite and the reply).
+        if let Some(r) = self.vfs.write_now(ino.0, fh.0, offset, data) {
+            return match r {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let data = data.to_vec();
         self.spawn(move |v| async move {
             match v.write(ino.0, fh.0, offset, &data).await {

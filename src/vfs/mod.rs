@@ -35,6 +35,7 @@
 pub mod attr;
 pub mod backend;
 pub mod error;
+pub mod hashing;
 pub mod journal;
 pub mod segcache;
 
@@ -49,6 +50,7 @@ pub use error::VfsError;
 
 use crate::cap::{Cap, LitCap, NodeCap};
 use crate::dirnode::{normalize, update_metadata, Child, DirKind, Directory, Metadata};
+use hashing::HashJob;
 use journal::{pending_id, pending_key, Journal, Op, Record, Target};
 use segcache::SegCache;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -218,11 +220,20 @@ struct CacheFile {
     /// the cache file stays for the writer and is dropped for this cap once closed and unchanged.
     clean_cap: Option<String>,
     /// The backend's content hash while the file was only ever written at its end since it was
-    /// empty: then it has been fed exactly bytes `0 .. size` of the current content. Any other
-    /// write or truncate drops it (the upload then computes the key itself).
-    hasher: Option<Box<dyn ContentHasher>>,
-    /// The key `hasher` gave for the content of generation `.0` (kept for a retried upload).
+    /// empty: then it is fed exactly bytes `0 .. size` of the current content (in the
+    /// background: [`hashing`]). Any other write or truncate drops it (the upload then computes
+    /// the key itself).
+    hash: Option<HashJob>,
+    /// The key `hash` gave for the content of generation `.0` (kept for a retried upload).
     key: Option<(u64, ContentKey)>,
+}
+
+/// Where an upload gets its content key.
+enum KeyFrom {
+    /// From the hash fed by the writes, once it has hashed this many bytes.
+    Hash(HashJob, u64),
+    /// Known (or none: the upload computes it).
+    Known(Option<ContentKey>),
 }
 
 struct Handle {
@@ -271,6 +282,8 @@ struct Inner {
     progress: Notify,
     /// Wakes the flusher.
     wake: Notify,
+    /// The runtime the layer was created in (content hashing runs on its blocking threads).
+    rt: tokio::runtime::Handle,
 }
 
 /// The filesystem. Dropping it stops the background flusher at once (like a crash: the journal
@@ -679,7 +692,7 @@ impl State {
                 last_error: None,
                 ino,
                 clean_cap: None,
-                hasher: None,
+                hash: None,
                 key: None,
             },
         );
@@ -829,6 +842,7 @@ impl Vfs {
             st: Mutex::new(st),
             progress: Notify::new(),
             wake: Notify::new(),
+            rt: tokio::runtime::Handle::current(),
         });
         let flusher = tokio::spawn(Inner::flusher(Arc::clone(&inner)));
         Ok(Vfs { inner, flusher })
@@ -924,7 +938,7 @@ impl Vfs {
             let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
             c.file.set_len(size).map_err(cache_err)?;
             if size != c.size {
-                c.hasher = None;
+                c.hash = None;
             }
             c.size = size;
             c.gen += 1;
@@ -1019,7 +1033,7 @@ impl Vfs {
                 if c.size != 0 {
                     c.file.set_len(0).map_err(cache_err)?;
                     c.size = 0;
-                    c.hasher = None;
+                    c.hash = None;
                     c.gen += 1;
                     c.clean_cap = None;
                 }
@@ -1039,6 +1053,13 @@ impl Vfs {
 
     pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         self.inner.write(ino, fh, offset, data).await
+    }
+
+    /// [`Vfs::write`] done at once when it needs no wait (no download of the file's content,
+    /// no wait for cache space): then only local work, a `pwrite` into the cache file. `None`:
+    /// call [`Vfs::write`].
+    pub fn write_now(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32>> {
+        self.inner.write_now(ino, fh, offset, data)
     }
 
     /// `close` of one descriptor: records pending attributes, reports a pending upload error.
@@ -2011,13 +2032,15 @@ impl Inner {
                     };
                     let c = st.caches.get(&f).ok_or(VfsError::NotFound)?;
                     let growth = (offset + data.len() as u64).saturating_sub(c.size);
-                    let used = st.cache_used();
+                    if growth == 0 || st.cache_used() + growth <= self.cfg.cache_size {
+                        break;
+                    }
                     let refd = st.fids_referenced();
                     let freeable = st
                         .caches
                         .iter()
                         .any(|(g, c)| *g != f && c.writers == 0 && refd.contains(g));
-                    if growth == 0 || used + growth <= self.cfg.cache_size || !freeable {
+                    if !freeable {
                         break;
                     }
                 }
@@ -2033,18 +2056,54 @@ impl Inner {
                 drop(st);
                 continue 'again;
             };
+            return self.apply_write(&mut st, ino, f, offset, data);
+        }
+    }
+
+    /// The write when it needs no wait: the file has its cache file and the cache has room for
+    /// what the write adds. `None`: [`Inner::write`] must do it (it may have to wait).
+    fn write_now(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32>> {
+        let mut st = self.lock();
+        match st.handles.get(&fh) {
+            Some(h) if h.write => {}
+            _ => return Some(Err(VfsError::BadHandle)),
+        }
+        let Target::File(f) = st.nodes.get(&ino)?.target else {
+            return None;
+        };
+        let c = st.caches.get(&f)?;
+        let growth = (offset + data.len() as u64).saturating_sub(c.size);
+        if growth != 0 && st.cache_used() + growth > self.cfg.cache_size {
+            return None;
+        }
+        Some(self.apply_write(&mut st, ino, f, offset, data))
+    }
+
+    /// Writes `data` at `offset` into cache file `f` of `ino`, under the state lock.
+    fn apply_write(
+        &self,
+        st: &mut State,
+        ino: Ino,
+        f: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u32> {
+        {
             let c = st.caches.get_mut(&f).ok_or(VfsError::NotFound)?;
             c.file.write_all_at(data, offset).map_err(cache_err)?;
             // The content hash follows a file written at its end from empty (a sequential
-            // writer): the upload then starts encoding at once.
+            // writer), beside the writes: the upload then starts encoding at once.
             if offset != c.size {
-                c.hasher = None;
+                c.hash = None;
             } else {
                 if c.size == 0 {
-                    c.hasher = self.backend.content_hasher();
+                    c.hash = self
+                        .backend
+                        .content_hasher()
+                        .map(|h| HashJob::new(h, Arc::clone(&c.file), Some(self.rt.clone())));
                 }
-                if let Some(h) = c.hasher.as_mut() {
-                    h.update(data);
+                if let Some(j) = c.hash.as_ref() {
+                    j.extend(offset + data.len() as u64, data);
                 }
             }
             // An empty write writes nothing, past the end or not: the size stays.
@@ -2053,13 +2112,13 @@ impl Inner {
             }
             c.gen += 1;
             c.clean_cap = None;
-            let now = now_ns();
-            let n = st.node_mut(ino)?;
-            n.attr.mtime_ns = now;
-            n.attr.ctime_ns = now;
-            n.dirty_md = true;
-            return Ok(data.len() as u32);
         }
+        let now = now_ns();
+        let n = st.node_mut(ino)?;
+        n.attr.mtime_ns = now;
+        n.attr.ctime_ns = now;
+        n.dirty_md = true;
+        Ok(data.len() as u32)
     }
 
     /// The keys `(dir cap, name)` from `ino` up to the root.
@@ -2258,7 +2317,7 @@ impl Inner {
         let now = Instant::now();
         let delay = self.cfg.write_back_delay;
         let mut next = Duration::from_millis(500);
-        let due: Vec<(u64, u64, PathBuf, Option<ContentKey>)> = {
+        let due: Vec<(u64, u64, PathBuf, KeyFrom)> = {
             let mut st = self.lock();
             let refd = st.fids_referenced();
             let pressure = st.cache_used() > self.cfg.cache_size || st.space_waiters > 0;
@@ -2320,15 +2379,17 @@ impl Inner {
                     c.in_flight = true;
                     c.urgent = false;
                     // The key of this generation: from the hash fed by the writes (it covers
-                    // exactly `0 .. size`), or kept from an earlier try of this generation.
-                    if let Some(h) = c.hasher.take() {
-                        c.key = h.finish(c.size).map(|k| (c.gen, k));
-                    }
-                    let key = c
-                        .key
-                        .as_ref()
-                        .filter(|(g, _)| *g == c.gen)
-                        .map(|(_, k)| k.clone());
+                    // exactly `0 .. size`; the upload waits for its last bytes), or kept from
+                    // an earlier try of this generation.
+                    let key = match c.hash.take() {
+                        Some(j) => KeyFrom::Hash(j, c.size),
+                        None => KeyFrom::Known(
+                            c.key
+                                .as_ref()
+                                .filter(|(g, _)| *g == c.gen)
+                                .map(|(_, k)| k.clone()),
+                        ),
+                    };
                     due.push((f, c.gen, p, key));
                 } else {
                     next = next.min(c.ready_at - now);
@@ -2337,15 +2398,29 @@ impl Inner {
             due
         };
         // Upload, at most `max_uploads` at once.
-        for chunk in due.chunks(self.cfg.max_uploads.max(1)) {
+        let mut due = due.into_iter().peekable();
+        while due.peek().is_some() {
             let mut set = tokio::task::JoinSet::new();
-            for (f, gen, p, key) in chunk.iter().cloned() {
+            for (f, gen, p, key) in due.by_ref().take(self.cfg.max_uploads.max(1)) {
                 let b = Arc::clone(&self.backend);
-                set.spawn(async move { (f, gen, b.upload_file_keyed(&p, key).await) });
+                set.spawn(async move {
+                    let key = match key {
+                        KeyFrom::Hash(j, size) => j.finish(size).await,
+                        KeyFrom::Known(k) => k,
+                    };
+                    let res = b.upload_file_keyed(&p, key.clone()).await;
+                    (f, gen, key, res)
+                });
             }
             while let Some(r) = set.join_next().await {
-                let Ok((f, gen, res)) = r else { continue };
+                let Ok((f, gen, key, res)) = r else { continue };
                 let mut st = self.lock();
+                // Kept for a retry of this generation.
+                if let (Some(k), Some(c)) = (key, st.caches.get_mut(&f)) {
+                    if c.gen == gen {
+                        c.key = Some((gen, k));
+                    }
+                }
                 match res {
                     Ok(cap) => {
                         st.uploads_done += 1;

@@ -1684,3 +1684,100 @@ async fn sequential_writes_feed_the_content_key_others_fall_back() {
         v.status().last_errors
     );
 }
+
+/// The FUSE thread's write: done at once for a file in the cache with room for it, exactly as
+/// [`Vfs::write`] would; left to [`Vfs::write`] (`None`) when it might have to wait for cache
+/// space; a bad or read-only handle is refused at once.
+#[tokio::test]
+async fn write_now_applies_only_writes_that_need_no_wait() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 3_600_000);
+    c.cache_size = 10_000;
+    let v = Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap();
+    let (a, fh) = v
+        .create(ROOT_INO, os("f"), 0o644, libc::O_RDWR, 1000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(v.write_now(a.ino, fh, 0, b"hello").unwrap().unwrap(), 5);
+    assert_eq!(v.write_now(a.ino, fh, 3, b"p!").unwrap().unwrap(), 2);
+    assert_eq!(v.getattr(a.ino).await.unwrap().size, 5);
+    assert_eq!(v.read(a.ino, fh, 0, 100).await.unwrap(), b"help!");
+    // Over the cache bound: the async path decides (here: no other file to free, so it writes).
+    let big = vec![7u8; 20_000];
+    assert!(v.write_now(a.ino, fh, 5, &big).is_none());
+    assert_eq!(v.write(a.ino, fh, 5, &big).await.unwrap(), 20_000);
+    // Inside what is there: no growth, no wait even over the bound.
+    assert_eq!(v.write_now(a.ino, fh, 0, b"J").unwrap().unwrap(), 1);
+    assert_eq!(
+        v.write_now(a.ino, fh + 100, 0, b"x")
+            .unwrap()
+            .unwrap_err()
+            .to_errno(),
+        libc::EBADF
+    );
+    let ro = v.open(a.ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(
+        v.write_now(a.ino, ro, 0, b"x")
+            .unwrap()
+            .unwrap_err()
+            .to_errno(),
+        libc::EBADF
+    );
+    v.release(a.ino, ro).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    v.fsync(a.ino, 0).await.unwrap();
+    let mut want = b"Jelp!".to_vec();
+    want.extend_from_slice(&big);
+    assert_eq!(grid_file(&b, &root, "f"), Some(want));
+}
+
+/// Large sequential writes are hashed beside the writes (read back from the cache file by a
+/// background task): an fsync right after the last write waits for the hash and uploads with
+/// its key (MemBackend fails an upload whose key is not the content's); an overwrite (the hash
+/// may still be running) cancels it, and the upload computes the key itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_sequential_writes_are_hashed_beside_and_keyed_at_fsync() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..(24u32 << 20) + 12345)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let (a, fh) = v
+        .create(ROOT_INO, os("seq"), 0o644, libc::O_WRONLY, 1000, 1000)
+        .await
+        .unwrap();
+    for (i, piece) in data.chunks(1 << 20).enumerate() {
+        let n = v.write_now(a.ino, fh, (i << 20) as u64, piece).unwrap();
+        assert_eq!(n.unwrap() as usize, piece.len());
+    }
+    v.fsync(a.ino, fh).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "seq"), Some(data.clone()));
+    assert_eq!((b.upload_count(), b.keyed_upload_count()), (1, 1));
+
+    let (a, fh) = v
+        .create(ROOT_INO, os("over"), 0o644, libc::O_WRONLY, 1000, 1000)
+        .await
+        .unwrap();
+    for (i, piece) in data.chunks(4 << 20).enumerate() {
+        v.write(a.ino, fh, (i << 22) as u64, piece).await.unwrap();
+    }
+    v.write(a.ino, fh, 1, b"\x00\x01").await.unwrap();
+    v.fsync(a.ino, fh).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    let mut want = data.clone();
+    want[1..3].copy_from_slice(b"\x00\x01");
+    assert_eq!(grid_file(&b, &root, "over"), Some(want));
+    assert_eq!((b.upload_count(), b.keyed_upload_count()), (2, 1));
+    assert!(
+        v.status().last_errors.is_empty(),
+        "{:?}",
+        v.status().last_errors
+    );
+}
