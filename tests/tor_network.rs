@@ -119,7 +119,8 @@ const VOTING_INTERVAL_SECS: u64 = 15;
 /// and arti.toml overrides `hsdir_interval` to the same value. Both take the period's offset
 /// from the consensus (12 voting periods), so they agree on period numbers too.
 const HSDIR_INTERVAL_MINUTES: u64 = 24 * VOTING_INTERVAL_SECS / 60;
-const _: () = assert!(24 * VOTING_INTERVAL_SECS % 60 == 0 && HSDIR_INTERVAL_MINUTES >= 5);
+const _: () =
+    assert!((24 * VOTING_INTERVAL_SECS).is_multiple_of(60) && HSDIR_INTERVAL_MINUTES >= 5);
 
 fn authority_torrc() -> String {
     format!(

@@ -83,7 +83,7 @@ impl Plan {
     ///
     /// Panics if `k == 0` or `coeffs.len()` is not a multiple of `k` (a caller bug).
     pub fn new(coeffs: &[u8], k: usize) -> Plan {
-        assert!(k > 0 && coeffs.len() % k == 0, "plan shape");
+        assert!(k > 0 && coeffs.len().is_multiple_of(k), "plan shape");
         let rows = coeffs.len() / k;
         let t = gf::tables();
         let mut tables = Vec::with_capacity(rows * k);
@@ -310,7 +310,10 @@ mod tests {
     fn chunk_width_is_whole_vectors() {
         for k in 1..=256 {
             let w = chunk_width(k);
-            assert!(w % 64 == 0 && (64..=4096).contains(&w), "k={k} w={w}");
+            assert!(
+                w.is_multiple_of(64) && (64..=4096).contains(&w),
+                "k={k} w={w}"
+            );
         }
     }
 }

@@ -73,7 +73,7 @@ unsafe fn avx2_group<const G: usize>(
     start: usize,
     end: usize,
 ) {
-    debug_assert!(g.size == G && outs.len() == G && (end - start) % 32 == 0);
+    debug_assert!(g.size == G && outs.len() == G && (end - start).is_multiple_of(32));
     let k = inputs.len();
     let mask = _mm256_set1_epi8(0x0f);
     let tabs = g.tables.as_ptr() as *const u8;
@@ -160,7 +160,7 @@ unsafe fn ssse3_group<const G: usize>(
     start: usize,
     end: usize,
 ) {
-    debug_assert!(g.size == G && outs.len() == G && (end - start) % 16 == 0);
+    debug_assert!(g.size == G && outs.len() == G && (end - start).is_multiple_of(16));
     let k = inputs.len();
     let mask = _mm_set1_epi8(0x0f);
     let tabs = g.tables.as_ptr() as *const u8;
@@ -245,7 +245,7 @@ unsafe fn gfni_group<const G: usize>(
     start: usize,
     end: usize,
 ) {
-    debug_assert!(g.size == G && outs.len() == G && (end - start) % 32 == 0);
+    debug_assert!(g.size == G && outs.len() == G && (end - start).is_multiple_of(32));
     let k = inputs.len();
     let aff = g.affine.as_ptr();
     let mut off = start;

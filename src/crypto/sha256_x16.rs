@@ -18,10 +18,8 @@
 //! The state is the usual `[u32; 8]` (A..H), the layout `sha2::compress256` and the SHA-NI
 //! kernels use, so the caller can mix the kernels.
 //!
-//! Toolchain: the AVX-512 intrinsics are stable since Rust 1.89, above the crate's declared
-//! `rust-version` (1.85); this module is the one place that needs more, hence the `allow`.
-//! Raising `rust-version` instead turns on newer lints across the crate.
-#![allow(clippy::incompatible_msrv)]
+//! Toolchain: the AVX-512 intrinsics are stable since Rust 1.89, hence the crate's
+//! `rust-version`.
 
 use core::arch::x86_64::{
     __m512i, _mm512_add_epi32, _mm512_loadu_si512, _mm512_ror_epi32, _mm512_set1_epi32,
@@ -70,7 +68,7 @@ impl Avx512 {
         assert_eq!(states.len(), blocks.len(), "one input per stream");
         let len = blocks.first().map_or(0, |b| b.len());
         assert!(
-            len % 64 == 0 && blocks.iter().all(|b| b.len() == len),
+            len.is_multiple_of(64) && blocks.iter().all(|b| b.len() == len),
             "inputs of the same whole number of blocks"
         );
         // SAFETY: an `Avx512` exists only if `detect` found every feature `compress_x16`

@@ -215,8 +215,8 @@ impl ShareLayout {
         if !ordered || o.uri_extension > 1 << 62 {
             return Err(LayoutError::BadOffsets);
         }
-        if (o.uri_extension - o.share_hashes) % SHARE_HASH_ENTRY_LEN != 0
-            || (o.share_hashes - o.block_hashes) % 32 != 0
+        if !(o.uri_extension - o.share_hashes).is_multiple_of(SHARE_HASH_ENTRY_LEN)
+            || !(o.share_hashes - o.block_hashes).is_multiple_of(32)
         {
             return Err(LayoutError::BadShareHashes);
         }
@@ -360,7 +360,7 @@ pub fn serialize_share_hashes(entries: &[(usize, Hash)]) -> Vec<u8> {
 
 /// Parses an untrusted share hash chain (any order; repeated identical entries are tolerated).
 pub fn parse_share_hashes(data: &[u8]) -> Result<BTreeMap<usize, Hash>, LayoutError> {
-    if data.len() % 34 != 0 {
+    if !data.len().is_multiple_of(34) {
         return Err(LayoutError::BadShareHashes);
     }
     let mut out = BTreeMap::new();

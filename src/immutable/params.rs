@@ -129,7 +129,7 @@ impl Geometry {
         if size == 0 || size >= 1 << 63 {
             return Err(ImmutableError::BadParameters("file size out of range"));
         }
-        if segment_size == 0 || segment_size % k != 0 {
+        if segment_size == 0 || !segment_size.is_multiple_of(k) {
             return Err(ImmutableError::BadParameters(
                 "segment size must be a positive multiple of needed",
             ));

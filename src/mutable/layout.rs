@@ -228,7 +228,7 @@ impl Geometry {
                 "k and N must satisfy 1 <= k <= N <= 255",
             ));
         }
-        if segsize % k != 0 {
+        if !segsize.is_multiple_of(k) {
             return Err(LayoutError::BadParameters(
                 "segment size is not a multiple of k",
             ));
@@ -432,7 +432,7 @@ impl ShareHeader {
 
 /// Parses a share hash chain region: `u16be index ‖ hash` entries, in any order.
 pub fn parse_hash_chain(b: &[u8]) -> Result<BTreeMap<usize, Hash>, LayoutError> {
-    if b.len() % HASH_CHAIN_ENTRY_LEN != 0 {
+    if !b.len().is_multiple_of(HASH_CHAIN_ENTRY_LEN) {
         return Err(LayoutError::BadHashChainLength(b.len() as u64));
     }
     let mut out = BTreeMap::new();
@@ -446,7 +446,7 @@ pub fn parse_hash_chain(b: &[u8]) -> Result<BTreeMap<usize, Hash>, LayoutError> 
 
 /// Parses a flattened hash tree region into hashes.
 pub fn parse_hashes(b: &[u8]) -> Result<Vec<Hash>, LayoutError> {
-    if b.len() % 32 != 0 {
+    if !b.len().is_multiple_of(32) {
         return Err(LayoutError::BadBlockHashTreeLength {
             got: b.len() as u64,
             expected: (b.len() as u64 / 32) * 32,

@@ -1011,6 +1011,8 @@ mod tests {
         let onion_pb = format!("pb://{PIN}@{}.onion:80/swiss#v=1", "a".repeat(56));
         let direct = Transport::default();
         assert_eq!(routed(&plain, &direct).unwrap(), "tcp");
+        // Without the `tor` feature `tcp` is the only field.
+        #[allow(clippy::needless_update)]
         let disabled = Transport {
             tcp: TcpHandler::Disabled,
             ..Transport::default()
