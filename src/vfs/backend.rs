@@ -146,9 +146,6 @@ struct Faults {
     /// `stall_reads_ms`: a slow reply that another client's write overtakes.
     stall_reads: AtomicUsize,
     stall_reads_ms: AtomicU64,
-    /// The next this-many directory publishes wait `stall_publishes_ms` before they apply.
-    stall_publishes: AtomicUsize,
-    stall_publishes_ms: AtomicU64,
 }
 
 /// An in-memory grid. Clones share the same grid. Caps are real Tahoe cap strings (LIT for files of
@@ -219,14 +216,6 @@ impl MemBackend {
             .stall_reads_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
         self.faults.stall_reads.store(n, Ordering::SeqCst);
-    }
-
-    /// The next `n` directory publishes wait `d` before they apply (a slow test-and-write).
-    pub fn stall_next_dir_publishes(&self, n: usize, d: Duration) {
-        self.faults
-            .stall_publishes_ms
-            .store(d.as_millis() as u64, Ordering::SeqCst);
-        self.faults.stall_publishes.store(n, Ordering::SeqCst);
     }
 
     /// Every directory creation fails while `on`.
@@ -434,15 +423,6 @@ impl Backend for MemBackend {
     ) -> BoxFuture<'a, DirVersion> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            let stalled = self
-                .faults
-                .stall_publishes
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if stalled {
-                let ms = self.faults.stall_publishes_ms.load(Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
             if !matches!(Cap::parse(cap), Cap::Dir(NodeCap::MutableWrite(_))) {
                 return Err(BackendError::Other("not a directory write cap".into()));
             }

@@ -94,56 +94,6 @@ pub struct Record {
     pub dir: String,
     pub name: String,
     pub op: Op,
-    /// [`base_mark`] of the entry the change was made against: the name's entry in the last
-    /// listing of `dir` read from (or published to) the grid, or its absence. It lets a publish
-    /// after a restart, before the directory is listed again, still tell whether another writer
-    /// changed the name meanwhile. `None` when unknown (records of older journals).
-    pub base: Option<String>,
-}
-
-/// The mark of a directory entry as a listing had it (`None`: the name was absent): 16 bytes
-/// of a tagged hash of its caps and its metadata (keys sorted, so the order a writer stored them
-/// in does not matter), in hex. A hash rather than the entry: equal entries give equal marks,
-/// and the record needs no second copy of a cap.
-pub fn base_mark(child: Option<&crate::dirnode::Child>) -> String {
-    let Some(c) = child else {
-        return "absent".to_string();
-    };
-    let mut buf = Vec::new();
-    for cap in [c.rw_uri(), c.ro_uri()] {
-        match cap {
-            Some(v) => {
-                buf.push(1);
-                buf.extend_from_slice(&(v.len() as u64).to_be_bytes());
-                buf.extend_from_slice(v);
-            }
-            None => buf.push(0),
-        }
-    }
-    let md = Value::Object(c.metadata.as_map().clone());
-    buf.extend_from_slice(canonical_json(&md).as_bytes());
-    let h = tagged_hash(b"lafs-journal-base-mark-v1", &buf);
-    h[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// JSON text of `v` with every object's keys in sorted order.
-fn canonical_json(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let parts: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::from(k.as_str()), canonical_json(&m[k])))
-                .collect();
-            format!("{{{}}}", parts.join(","))
-        }
-        Value::Array(a) => {
-            let parts: Vec<String> = a.iter().map(canonical_json).collect();
-            format!("[{}]", parts.join(","))
-        }
-        other => other.to_string(),
-    }
 }
 
 impl std::fmt::Debug for Record {
@@ -310,7 +260,7 @@ fn committer(shared: Arc<Shared>) {
 
 impl Record {
     fn to_json(&self) -> Value {
-        let mut v = match &self.op {
+        match &self.op {
             Op::Remove => {
                 json!({"seq": self.seq, "dir": self.dir, "name": self.name, "op": "remove"})
             }
@@ -324,11 +274,7 @@ impl Record {
                 }
                 v
             }
-        };
-        if let Some(b) = &self.base {
-            v["base"] = Value::from(b.as_str());
         }
-        v
     }
 
     fn from_json(v: &Value) -> Option<Record> {
@@ -349,17 +295,7 @@ impl Record {
             }
             _ => return None,
         };
-        let base = match v.get("base") {
-            None => None,
-            Some(b) => Some(b.as_str()?.to_string()),
-        };
-        Some(Record {
-            seq,
-            dir,
-            name,
-            op,
-            base,
-        })
+        Some(Record { seq, dir, name, op })
     }
 }
 
@@ -771,7 +707,6 @@ mod tests {
             dir: "URI:DIR2:dir".into(),
             name: name.into(),
             op,
-            base: None,
         }
     }
 
@@ -836,48 +771,6 @@ mod tests {
         assert!(!probe.stopped());
         drop(j);
         assert!(probe.stopped());
-    }
-
-    #[test]
-    fn base_mark_survives_replay_and_ignores_metadata_key_order() {
-        use crate::dirnode::Child;
-        let mut a = Metadata::new();
-        a.insert("mtime", Value::from(1.5));
-        a.insert("st_mode", Value::from(33188));
-        let mut b = Metadata::new();
-        b.insert("st_mode", Value::from(33188));
-        b.insert("mtime", Value::from(1.5));
-        let ca = Child::new(None, Some(b"URI:LIT:aa".to_vec()), a.clone());
-        let cb = Child::new(None, Some(b"URI:LIT:aa".to_vec()), b);
-        assert_eq!(base_mark(Some(&ca)), base_mark(Some(&cb)));
-        let other_cap = Child::new(None, Some(b"URI:LIT:ab".to_vec()), a.clone());
-        let rw = Child::new(Some(b"URI:LIT:aa".to_vec()), None, a.clone());
-        let mut a2 = a.clone();
-        a2.insert("mtime", Value::from(2.5));
-        let other_md = Child::new(None, Some(b"URI:LIT:aa".to_vec()), a2);
-        let marks = [
-            base_mark(None),
-            base_mark(Some(&ca)),
-            base_mark(Some(&other_cap)),
-            base_mark(Some(&rw)),
-            base_mark(Some(&other_md)),
-        ];
-        for i in 0..marks.len() {
-            for j in i + 1..marks.len() {
-                assert_ne!(marks[i], marks[j], "{i} {j}");
-            }
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        {
-            let (j, _) = Journal::open(tmp.path()).unwrap();
-            let mut r = rec(1, "a", set_cap("URI:LIT:bb"));
-            r.base = Some(marks[1].clone());
-            j.write(&r).unwrap();
-            j.write(&rec(2, "b", Op::Remove)).unwrap();
-        }
-        let (_, recs) = Journal::open(tmp.path()).unwrap();
-        let bases: Vec<Option<String>> = recs.iter().map(|r| r.base.clone()).collect();
-        assert_eq!(bases, vec![Some(marks[1].clone()), None]);
     }
 
     #[test]
@@ -1070,7 +963,6 @@ mod tests {
                 dir: dir.into(),
                 name: name.into(),
                 op,
-                base: None,
             }
         };
         let link = mk(
@@ -1126,7 +1018,6 @@ mod tests {
             dir: pending_key(id),
             name: "f".into(),
             op: set_cap("URI:LIT:ff"),
-            base: None,
         };
         j.write(&rec).unwrap();
         let mut renamed = rec.clone();
@@ -1153,7 +1044,6 @@ mod tests {
             dir: dir.into(),
             name: name.into(),
             op: Op::Remove,
-            base: None,
         }
     }
 }

@@ -252,8 +252,6 @@ struct State {
     handles: HashMap<u64, Handle>,
     next_fh: u64,
     dir_errors: HashMap<String, u64>,
-    /// Changes dropped because another writer changed the same name (each one reported).
-    conflicts: u64,
     urgent_dirs: HashSet<String>,
     errors: VecDeque<String>,
     publishes: u64,
@@ -487,28 +485,11 @@ impl State {
     /// Writes a record durably and makes it the pending change for `(dir, name)`.
     fn put_record(&mut self, dir: &str, name: &str, op: Op) -> Result<()> {
         let seq = self.journal.next_seq();
-        // The entry this change is made against: that of the unpublished change it supersedes
-        // (a chain of changes has one base, even across a restart, when the first listing of
-        // the directory already shows the grid's current entry), else the last grid listing's.
-        let pending_base = self
-            .pending
-            .get(dir)
-            .and_then(|m| m.get(name))
-            .and_then(|(r, _)| r.base.clone());
-        let base = pending_base.or_else(|| {
-            self.dir_ino
-                .get(dir)
-                .and_then(|i| self.nodes.get(i))
-                .and_then(|n| n.dir.as_ref())
-                .and_then(|d| d.base.as_ref())
-                .map(|b| journal::base_mark(b.get(name)))
-        });
         let rec = Record {
             seq,
             dir: dir.to_string(),
             name: name.to_string(),
             op,
-            base,
         };
         self.journal.write(&rec).map_err(VfsError::Cache)?;
         let slot = self.pending.entry(dir.to_string()).or_default();
@@ -517,34 +498,6 @@ impl State {
             self.journal.delete(old.seq);
         }
         Ok(())
-    }
-
-    /// After `dir` was written to the grid as `listing` with the changes `written` (name, seq):
-    /// a pending record of such a name that is newer than the one written gets the written entry
-    /// as its base, rewritten in the journal (same seq) so a restart sees it too.
-    fn rebase_pending(&mut self, dir: &str, listing: &Directory, written: &[(String, u64)]) {
-        let mut rebased = Vec::new();
-        if let Some(m) = self.pending.get(dir) {
-            for (name, seq) in written {
-                if let Some((r, _)) = m.get(name) {
-                    let mark = journal::base_mark(listing.get(name));
-                    if r.seq != *seq && r.base.as_deref() != Some(mark.as_str()) {
-                        let mut r2 = r.clone();
-                        r2.base = Some(mark);
-                        rebased.push(r2);
-                    }
-                }
-            }
-        }
-        for r in rebased {
-            if let Err(e) = self.journal.write(&r) {
-                self.push_error(format!("journal write failed: {e}"));
-                return;
-            }
-            if let Some(slot) = self.pending.get_mut(dir).and_then(|m| m.get_mut(&r.name)) {
-                slot.0 = r;
-            }
-        }
     }
 
     /// Records the current entry of `ino` in its parent.
@@ -797,7 +750,6 @@ impl Vfs {
             handles: HashMap::new(),
             next_fh: 1,
             dir_errors: HashMap::new(),
-            conflicts: 0,
             urgent_dirs: HashSet::new(),
             errors: VecDeque::new(),
             publishes: 0,
@@ -2256,12 +2208,11 @@ impl Inner {
     }
 
     async fn flush_all(&self) -> Result<()> {
-        let (errs0, dir0, conflicts0) = {
+        let (errs0, dir0) = {
             let st = self.lock();
             (
                 st.caches.values().map(|c| c.errors).sum::<u64>(),
                 st.dir_errors.values().sum::<u64>(),
-                st.conflicts,
             )
         };
         loop {
@@ -2270,13 +2221,6 @@ impl Inner {
             notified.as_mut().enable();
             {
                 let mut st = self.lock();
-                // A change dropped for another writer's is reported even though nothing is
-                // left pending: the flush did not put everything on the grid.
-                if st.conflicts > conflicts0 {
-                    return Err(VfsError::Conflict(
-                        st.errors.back().cloned().unwrap_or_default(),
-                    ));
-                }
                 if st.pending.values().all(BTreeMap::is_empty) {
                     return Ok(());
                 }
@@ -2686,11 +2630,6 @@ impl Inner {
                 st.pending.insert(cap.clone(), m);
             }
         }
-        // Changes made while the creation ran were based on the empty local listing: they are
-        // now based on what the creation wrote.
-        let created: Vec<(String, u64)> =
-            included.iter().map(|r| (r.name.clone(), r.seq)).collect();
-        st.rebase_pending(&cap, &listing, &created);
         st.create_retry.remove(&id);
         if st.urgent_dirs.remove(&key) {
             st.urgent_dirs.insert(cap.clone());
@@ -2823,18 +2762,12 @@ impl Inner {
                 if dropped.contains(&r.seq) {
                     continue;
                 }
-                // Another writer changed this name since our change was made: against the
-                // entry the record remembers (it survives a restart, and a first listing after
-                // one already shows the other writer's entry), else the listing we had.
-                let changed = match (&r.base, &reference) {
-                    (Some(m), _) => *m != journal::base_mark(cur.get(&r.name)),
-                    (None, Some(b)) => b.get(&r.name) != cur.get(&r.name),
-                    (None, None) => false,
-                };
-                if changed {
-                    dropped.insert(r.seq);
-                    conflicts.push(r.name.clone());
-                    continue;
+                if let Some(b) = &reference {
+                    if b.get(&r.name) != cur.get(&r.name) {
+                        dropped.insert(r.seq);
+                        conflicts.push(r.name.clone());
+                        continue;
+                    }
                 }
                 match &r.op {
                     Op::Remove => {
@@ -2887,11 +2820,6 @@ impl Inner {
                     }
                 }
             }
-            // A name changed again while this publish ran has a newer record made against the
-            // listing before it: it is now based on what this publish wrote.
-            let published: Vec<(String, u64)> =
-                applied.iter().map(|r| (r.name.clone(), r.seq)).collect();
-            st.rebase_pending(dircap, &dir, &published);
             if st.pending.get(dircap).is_some_and(BTreeMap::is_empty) {
                 st.pending.remove(dircap);
             }
@@ -2924,7 +2852,6 @@ impl Inner {
                 );
                 st.push_error(msg.clone());
                 *st.dir_errors.entry(dircap.to_string()).or_default() += 1;
-                st.conflicts += conflicts.len() as u64;
                 return Err(VfsError::Conflict(msg));
             }
             return Ok(());
