@@ -176,6 +176,12 @@ impl ContentHasher for MemHasher {
     }
 }
 
+/// Takes one from a fault countdown: true while it was above zero.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 fn mem_key(digest: &[u8]) -> ContentKey {
     let mut k = [0u8; 16];
     k.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
@@ -370,12 +376,7 @@ impl Backend for MemBackend {
             if self.faults.fail_all_uploads.load(Ordering::SeqCst) {
                 return Err(BackendError::Other("injected upload failure".into()));
             }
-            let failed = self
-                .faults
-                .fail_uploads
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if failed {
+            if take_one(&self.faults.fail_uploads) {
                 return Err(BackendError::Other("injected upload failure".into()));
             }
             let data = std::fs::read(path).map_err(|e| BackendError::Other(e.to_string()))?;
@@ -402,12 +403,7 @@ impl Backend for MemBackend {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let (body, v) = self.dir_body(cap).ok_or(BackendError::NotFound)?;
-            let stalled = self
-                .faults
-                .stall_reads
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if stalled {
+            if take_one(&self.faults.stall_reads) {
                 let ms = self.faults.stall_reads_ms.load(Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
