@@ -1,15 +1,40 @@
 #!/usr/bin/env bash
-# packaging/macos/check-build.sh: type-checks the `lafs` binary (with mount.lafs) for macOS from a
-# Linux machine, without a macOS SDK: `cargo check --target x86_64-apple-darwin`.
+# packaging/macos/check-build.sh: compiles every Rust line of lafs (library, `lafs` binary with
+# mount.lafs, tests, benches; all features) for macOS from a Linux machine, without a macOS SDK,
+# and fails on any error or warning: `cargo clippy --target T --all-targets --all-features -- -D warnings`
+# for T in x86_64-apple-darwin and aarch64-apple-darwin (or the targets given as arguments).
 #
-# A check compiles every Rust line for the target but links nothing, so the only C it needs is
-# ring's (built by its build script with clang); stand-ins for the three SDK headers ring includes
-# and a pkg-config entry standing in for macFUSE's `fuse.pc` (fuser's build script asks for it)
-# are generated in a temporary directory. A real macOS build uses the SDK and macFUSE instead.
+# A check links nothing, so the only C it needs is ring's (built by its build script with clang):
+# stand-ins for the few SDK headers ring includes, and a pkg-config entry standing in for macFUSE's
+# `fuse.pc` (fuser's build script asks for it), are generated in a temporary directory. A real
+# macOS build uses the SDK and macFUSE instead.
 #
-# Needs: rustup target add x86_64-apple-darwin; clang and llvm-ar (apt-get install clang llvm).
+# The standard library for the target: when rustup has it (`rustup target add T`) it is used. Otherwise
+# it is compiled from source (`-Zbuild-std`, allowed on a stable compiler by RUSTC_BOOTSTRAP=1, for this
+# check only). The source must be the compiler's own version: rustup's `rust-src` component when present,
+# else Debian's `rust-src` package of exactly that version (deb.debian.org keeps several in its suites),
+# unpacked under ~/.cache/lafs/macos and joined to a copy of the toolchain (hard links) that rustup knows
+# as `lafs-macos-VERSION`.
+#
+# Needs: clang and llvm-ar (`apt-get install clang`; installed here when missing and apt-get is usable).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
+log() { printf '[macos-check] %s\n' "$*" >&2; }
+die() { printf '[macos-check] ERROR: %s\n' "$*" >&2; exit 1; }
+
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(x86_64-apple-darwin aarch64-apple-darwin)
+
+if ! command -v clang >/dev/null; then
+    command -v apt-get >/dev/null || die "clang is needed (apt-get install clang)"
+    log "apt-get install clang"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends clang llvm >/dev/null \
+        || { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+             DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends clang llvm >/dev/null; }
+fi
+ar="$(command -v llvm-ar || ls /usr/bin/llvm-ar-* 2>/dev/null | head -n1 || true)"
+[ -n "$ar" ] || die "llvm-ar is needed (apt-get install llvm)"
+
 stub="$(mktemp -d)"
 trap 'rm -rf "$stub"' EXIT
 mkdir -p "$stub/pc"
@@ -22,6 +47,14 @@ void *memset(void *, int, size_t);
 int memcmp(const void *, const void *, size_t);
 void *memmove(void *, const void *, size_t);
 H
+# clang's own x86 intrinsic headers include <stdlib.h> (for _mm_malloc).
+cat >"$stub/stdlib.h" <<'H'
+#include <stddef.h>
+void *malloc(size_t);
+void free(void *);
+int posix_memalign(void **, size_t, size_t);
+void abort(void);
+H
 cat >"$stub/pc/fuse.pc" <<'PC'
 Name: fuse
 Description: stand-in for macFUSE's fuse.pc (cross check only, nothing is linked)
@@ -29,10 +62,77 @@ Version: 2.9.9
 Libs: -lfuse
 Cflags:
 PC
-ar="$(command -v llvm-ar || ls /usr/bin/llvm-ar-* 2>/dev/null | head -n1)"
+
 cd "$here"
-PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_PATH="$stub/pc" PKG_CONFIG_LIBDIR="$stub/pc" \
-    CC_x86_64_apple_darwin=clang AR_x86_64_apple_darwin="$ar" \
-    CFLAGS_x86_64_apple_darwin="-ffreestanding -nostdlibinc -I$stub" \
-    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}/macos-check" \
-    cargo check --target x86_64-apple-darwin --bin lafs "$@"
+version="$(rustc --version | awk '{print $2}')"
+sysroot="$(rustc --print sysroot)"
+toolchain=()
+build_std=()
+
+# A toolchain whose sysroot holds the library source for -Zbuild-std (prints its rustup name).
+toolchain_with_source() {
+    if [ -d "$sysroot/lib/rustlib/src/rust/library/std" ]; then
+        return 0
+    fi
+    local cache="$HOME/.cache/lafs/macos"
+    local src="$cache/rust-src-$version"
+    local tc="$cache/toolchain-$version"
+    local name="lafs-macos-$version"
+    if [ ! -d "$src/library/std" ]; then
+        command -v dpkg-deb >/dev/null || die "dpkg-deb is needed to unpack Debian's rust-src"
+        log "looking for Debian's rust-src $version"
+        local suite file=""
+        for suite in trixie-backports forky sid experimental trixie bookworm-backports; do
+            file="$(curl -fsS "http://deb.debian.org/debian/dists/$suite/main/binary-all/Packages.xz" 2>/dev/null \
+                | xz -dc 2>/dev/null \
+                | awk -v v="$version" '
+                    /^Package: /  { p = ($2 == "rust-src"); ok = 0 }
+                    p && /^Version: / { split($2, a, "+"); ok = (a[1] == v) }
+                    p && ok && /^Filename: / { print $2; exit }')" || true
+            [ -n "$file" ] && break
+        done
+        [ -n "$file" ] || die "no Debian rust-src package of version $version found (rustup target add instead)"
+        log "fetching $file"
+        local tmp
+        tmp="$(mktemp -d)"
+        curl -fsS -o "$tmp/rust-src.deb" "http://deb.debian.org/debian/$file"
+        dpkg-deb -x "$tmp/rust-src.deb" "$tmp/x"
+        local lib
+        lib="$(ls -d "$tmp"/x/usr/src/rustc-*/library 2>/dev/null | head -n1)"
+        [ -n "$lib" ] || die "the package has no library/ source"
+        mkdir -p "$cache"
+        rm -rf "$src"
+        mv "$(dirname "$lib")" "$src"
+        rm -rf "$tmp"
+    fi
+    if [ ! -e "$tc/lib/rustlib/src/rust" ]; then
+        rm -rf "$tc"
+        mkdir -p "$cache"
+        cp -al "$sysroot" "$tc" 2>/dev/null || cp -a "$sysroot" "$tc"
+        mkdir -p "$tc/lib/rustlib/src"
+        ln -s "$src" "$tc/lib/rustlib/src/rust"
+    fi
+    rustup toolchain link "$name" "$tc" >/dev/null
+    printf '%s\n' "$name"
+}
+
+for t in "${targets[@]}"; do
+    tu="${t//-/_}"
+    if [ -d "$(rustc --print target-libdir --target "$t" 2>/dev/null)" ] &&
+        ls "$(rustc --print target-libdir --target "$t")"/libstd-* >/dev/null 2>&1; then
+        toolchain=()
+        build_std=()
+    else
+        name="$(toolchain_with_source)"
+        [ -n "$name" ] && toolchain=("+$name") || toolchain=()
+        build_std=(-Zbuild-std=std,panic_abort)
+        export RUSTC_BOOTSTRAP=1
+    fi
+    log "cargo clippy --target $t ${build_std[*]}"
+    env PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_PATH="$stub/pc" PKG_CONFIG_LIBDIR="$stub/pc" \
+        "CC_$tu=clang" "AR_$tu=$ar" "CFLAGS_$tu=-ffreestanding -nostdlibinc -I$stub" \
+        CARGO_TARGET_DIR="${LAFS_MACOS_TARGET_DIR:-$HOME/.cache/lafs/macos/target}" \
+        cargo "${toolchain[@]}" clippy "${build_std[@]}" --target "$t" --all-targets --all-features \
+        -- -D warnings
+done
+log "ok: ${targets[*]}"

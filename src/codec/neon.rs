@@ -59,7 +59,7 @@ unsafe fn neon_group<const G: usize>(
     start: usize,
     end: usize,
 ) {
-    debug_assert!(g.size == G && outs.len() == G && (end - start) % 16 == 0);
+    debug_assert!(g.size == G && outs.len() == G && (end - start).is_multiple_of(16));
     let k = inputs.len();
     let mask = vdupq_n_u8(0x0f);
     let tabs = g.tables.as_ptr() as *const u8;

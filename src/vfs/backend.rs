@@ -146,6 +146,9 @@ struct Faults {
     /// `stall_reads_ms`: a slow reply that another client's write overtakes.
     stall_reads: AtomicUsize,
     stall_reads_ms: AtomicU64,
+    /// The next this-many directory publishes are applied, then fail: a reply lost after the
+    /// grid took the write.
+    lose_publish_replies: AtomicUsize,
 }
 
 /// An in-memory grid. Clones share the same grid. Caps are real Tahoe cap strings (LIT for files of
@@ -227,6 +230,11 @@ impl MemBackend {
     /// Every directory creation fails while `on`.
     pub fn fail_all_creates(&self, on: bool) {
         self.faults.fail_all_creates.store(on, Ordering::SeqCst);
+    }
+
+    /// The next `n` directory publishes are applied but report a failure (the reply is lost).
+    pub fn lose_next_publish_replies(&self, n: usize) {
+        self.faults.lose_publish_replies.store(n, Ordering::SeqCst);
     }
 
     /// Every directory publish fails while `on`.
@@ -439,6 +447,9 @@ impl Backend for MemBackend {
             e.0 = body;
             e.1 += 1;
             self.publishes.fetch_add(1, Ordering::SeqCst);
+            if take_one(&self.faults.lose_publish_replies) {
+                return Err(BackendError::Other("injected lost publish reply".into()));
+            }
             Ok(DirVersion(e.1.to_be_bytes().to_vec()))
         })
     }

@@ -4,7 +4,8 @@
 //! - `journal/log`: an append-only log of frames. A frame is a 4-byte little-endian length, the
 //!   first 8 bytes of `tagged_hash("lafs-journal-frame-v1", payload)`, then the payload: a record
 //!   (JSON: one pending directory change `(dir, name) -> set(target, metadata) | remove`
-//!   with its `seq`), a retirement `{"retire": seq}`, or a creation `{"created": id, "cap": cap}`.
+//!   with its `seq` and the fingerprints of the grid entries it may replace, `accept`), a
+//!   retirement `{"retire": seq}`, or a creation `{"created": id, "cap": cap}`.
 //! - Directories made by `mkdir` are created on the grid later (write-back), so until then they
 //!   have no cap: such a directory is named by a local id. Its entry in its parent is a record
 //!   whose target is `{"newdir": id}` ([`Target::NewDir`]), and its own entries are records whose
@@ -44,11 +45,16 @@
 //!   a power cut never leaves a record naming a data file that is gone while the rewrite naming
 //!   its uploaded cap is lost.
 //! - The log holds no half frame that replay would accept (length + checksum on every frame).
+//! - Before a publish of ours can reach the grid, the fingerprint of the entry it writes is in
+//!   the `accept` set of the live record of that name, durably (callers' duty: rewrite, then
+//!   [`CommitTicket::wait`], then publish). So after a crash at any point a replayed change finds
+//!   on the grid either an entry it accepts (the one it was based on, or one of our own
+//!   publishes) or another writer's change, never our own change mistaken for another's.
 
 use crate::crypto::hash::tagged_hash;
-use crate::dirnode::Metadata;
+use crate::dirnode::{Child, Metadata};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,6 +100,62 @@ pub struct Record {
     pub dir: String,
     pub name: String,
     pub op: Op,
+    /// The grid entries of `name` this change may be published over without overwriting
+    /// another writer ([`child_fingerprint`]s; [`ABSENT`] for no entry): the entry the change
+    /// was based on, and the entry of every publish of ours of this name that may have reached
+    /// the grid while the change was pending. `None` when unknown (no listing was read, or a
+    /// journal written before this field): the change is then checked only against a listing
+    /// read in this session. Kept across restarts, so a change replayed after a crash is still
+    /// checked against what it was based on.
+    pub accept: Option<BTreeSet<String>>,
+}
+
+/// The fingerprint standing for "no entry of that name" in [`Record::accept`].
+pub const ABSENT: &str = "";
+
+/// A short fingerprint of a directory entry (both caps and the metadata, keys sorted, so the
+/// same entry read twice, or written by us and read back, gives the same fingerprint).
+pub fn child_fingerprint(child: Option<&Child>) -> String {
+    fn object(m: &serde_json::Map<String, Value>, out: &mut String) {
+        let mut keys: Vec<&String> = m.keys().collect();
+        keys.sort();
+        out.push('{');
+        for k in keys {
+            out.push_str(&Value::String(k.clone()).to_string());
+            out.push(':');
+            canonical(&m[k], out);
+            out.push(',');
+        }
+        out.push('}');
+    }
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => object(m, out),
+            Value::Array(a) => {
+                out.push('[');
+                for x in a {
+                    canonical(x, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let Some(c) = child else {
+        return ABSENT.to_string();
+    };
+    let mut buf = Vec::new();
+    for cap in [c.rw_uri(), c.ro_uri()] {
+        let cap = cap.unwrap_or_default();
+        buf.extend_from_slice(&(cap.len() as u64).to_le_bytes());
+        buf.extend_from_slice(cap);
+    }
+    let mut md = String::new();
+    object(c.metadata.as_map(), &mut md);
+    buf.extend_from_slice(md.as_bytes());
+    let h = tagged_hash(b"lafs-journal-entry-fingerprint-v1", &buf);
+    h[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl std::fmt::Debug for Record {
@@ -260,7 +322,7 @@ fn committer(shared: Arc<Shared>) {
 
 impl Record {
     fn to_json(&self) -> Value {
-        match &self.op {
+        let mut v = match &self.op {
             Op::Remove => {
                 json!({"seq": self.seq, "dir": self.dir, "name": self.name, "op": "remove"})
             }
@@ -274,7 +336,11 @@ impl Record {
                 }
                 v
             }
+        };
+        if let Some(a) = &self.accept {
+            v["accept"] = Value::from(a.iter().map(String::as_str).collect::<Vec<_>>());
         }
+        v
     }
 
     fn from_json(v: &Value) -> Option<Record> {
@@ -295,7 +361,22 @@ impl Record {
             }
             _ => return None,
         };
-        Some(Record { seq, dir, name, op })
+        let accept = match v.get("accept") {
+            None => None,
+            Some(a) => Some(
+                a.as_array()?
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect::<Option<BTreeSet<String>>>()?,
+            ),
+        };
+        Some(Record {
+            seq,
+            dir,
+            name,
+            op,
+            accept,
+        })
     }
 }
 
@@ -633,10 +714,33 @@ impl Journal {
 
     /// Waits until every record written before the call is durable (fdatasync'd).
     pub fn commit(&self) -> Result<(), String> {
-        let mut st = self.log_state();
-        let target = st.written;
-        let gen = st.gen;
-        while st.synced < target && st.gen == gen {
+        self.ticket().wait()
+    }
+
+    /// A wait for the frames written so far to become durable that does not borrow the journal
+    /// (so a caller can wait without holding the lock the journal lives under).
+    pub fn ticket(&self) -> CommitTicket {
+        let st = self.log_state();
+        CommitTicket {
+            shared: Arc::clone(&self.shared),
+            target: st.written,
+            gen: st.gen,
+        }
+    }
+}
+
+/// See [`Journal::ticket`].
+pub struct CommitTicket {
+    shared: Arc<Shared>,
+    target: u64,
+    gen: u64,
+}
+
+impl CommitTicket {
+    /// Blocks until the frames are durable (a compaction made them so too), or a commit failed.
+    pub fn wait(self) -> Result<(), String> {
+        let mut st = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
+        while st.synced < self.target && st.gen == self.gen {
             if let Some(e) = st.error.take() {
                 return Err(e);
             }
@@ -707,6 +811,7 @@ mod tests {
             dir: "URI:DIR2:dir".into(),
             name: name.into(),
             op,
+            accept: None,
         }
     }
 
@@ -715,6 +820,80 @@ mod tests {
             target: Target::Cap(cap.into()),
             metadata: Metadata::new(),
         }
+    }
+
+    #[test]
+    fn accept_sets_survive_rewrites_compaction_and_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let seq = j.next_seq();
+        let mut r = rec(seq, "a", set_cap("URI:LIT:aa"));
+        r.accept = Some(BTreeSet::from([ABSENT.to_string()]));
+        j.write(&r).unwrap();
+        // The rewrite before a publish (same seq) wins over the first frame.
+        r.accept.as_mut().unwrap().insert("00ff".into());
+        j.write(&r).unwrap();
+        let s2 = j.next_seq();
+        j.write(&rec(s2, "b", Op::Remove)).unwrap();
+        j.commit().unwrap();
+        drop(j);
+        // The first reopen replays the log and compacts it; the second reads the compacted log.
+        for _ in 0..2 {
+            let (_, recs) = Journal::open(tmp.path()).unwrap();
+            let got: Vec<_> = recs.iter().map(|r| (r.seq, r.accept.clone())).collect();
+            assert_eq!(
+                got,
+                vec![
+                    (
+                        seq,
+                        Some(BTreeSet::from(["".to_string(), "00ff".to_string()]))
+                    ),
+                    (s2, None)
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn entry_fingerprint_survives_pack_and_unpack_and_sees_any_change() {
+        use crate::dirnode::{DirKind, Directory};
+        let kind = DirKind::Mutable {
+            writekey: Some([7u8; 16]),
+        };
+        let md = |pairs: &[(&str, Value)]| {
+            let mut m = Metadata::new();
+            for (k, v) in pairs {
+                m.insert(k, v.clone());
+            }
+            m
+        };
+        let child = |m: Metadata| Child::new(None, Some(b"URI:LIT:mfzgk".to_vec()), m);
+        let a = child(md(&[("mtime", json!(1.5)), ("st_mode", json!(33188))]));
+        let mut d = Directory::new(kind);
+        d.insert("f", a.clone());
+        let back = Directory::unpack(kind, &d.pack().unwrap()).unwrap();
+        assert_eq!(
+            child_fingerprint(back.get("f")),
+            child_fingerprint(Some(&a))
+        );
+        // Key order does not matter; values and caps do.
+        let reordered = child(md(&[("st_mode", json!(33188)), ("mtime", json!(1.5))]));
+        assert_eq!(
+            child_fingerprint(Some(&reordered)),
+            child_fingerprint(Some(&a))
+        );
+        let other_md = child(md(&[("mtime", json!(2.5)), ("st_mode", json!(33188))]));
+        assert_ne!(
+            child_fingerprint(Some(&other_md)),
+            child_fingerprint(Some(&a))
+        );
+        let other_cap = Child::new(None, Some(b"URI:LIT:nfzgk".to_vec()), a.metadata.clone());
+        assert_ne!(
+            child_fingerprint(Some(&other_cap)),
+            child_fingerprint(Some(&a))
+        );
+        assert_eq!(child_fingerprint(None), ABSENT);
+        assert_ne!(child_fingerprint(Some(&a)), ABSENT);
     }
 
     fn summary(recs: &[Record]) -> Vec<(u64, String, String)> {
@@ -963,6 +1142,7 @@ mod tests {
                 dir: dir.into(),
                 name: name.into(),
                 op,
+                accept: None,
             }
         };
         let link = mk(
@@ -1018,6 +1198,7 @@ mod tests {
             dir: pending_key(id),
             name: "f".into(),
             op: set_cap("URI:LIT:ff"),
+            accept: None,
         };
         j.write(&rec).unwrap();
         let mut renamed = rec.clone();
@@ -1044,6 +1225,7 @@ mod tests {
             dir: dir.into(),
             name: name.into(),
             op: Op::Remove,
+            accept: None,
         }
     }
 }

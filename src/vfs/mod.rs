@@ -51,9 +51,9 @@ pub use error::VfsError;
 use crate::cap::{Cap, LitCap, NodeCap};
 use crate::dirnode::{normalize, update_metadata, Child, DirKind, Directory, Metadata};
 use hashing::HashJob;
-use journal::{pending_id, pending_key, Journal, Op, Record, Target};
+use journal::{child_fingerprint, pending_id, pending_key, Journal, Op, Record, Target};
 use segcache::SegCache;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -485,11 +485,29 @@ impl State {
     /// Writes a record durably and makes it the pending change for `(dir, name)`.
     fn put_record(&mut self, dir: &str, name: &str, op: Op) -> Result<()> {
         let seq = self.journal.next_seq();
+        // What the change may replace on the grid: a pending change of the name already knows
+        // (its base, and our publishes of it that may have landed); otherwise the entry of the
+        // listing read, when one was.
+        let inherited = self
+            .pending
+            .get(dir)
+            .and_then(|m| m.get(name))
+            .and_then(|(r, _)| r.accept.clone());
+        let accept = inherited.or_else(|| {
+            let base = self
+                .dir_ino
+                .get(dir)
+                .and_then(|i| self.nodes.get(i))
+                .and_then(|n| n.dir.as_ref())
+                .and_then(|d| d.base.as_ref())?;
+            Some(BTreeSet::from([child_fingerprint(base.get(name))]))
+        });
         let rec = Record {
             seq,
             dir: dir.to_string(),
             name: name.to_string(),
             op,
+            accept,
         };
         self.journal.write(&rec).map_err(VfsError::Cache)?;
         let slot = self.pending.entry(dir.to_string()).or_default();
@@ -2221,15 +2239,16 @@ impl Inner {
             notified.as_mut().enable();
             {
                 let mut st = self.lock();
-                if st.pending.values().all(BTreeMap::is_empty) {
-                    return Ok(());
-                }
+                // Errors first: a conflict may have dropped the last pending change.
                 let errs = st.caches.values().map(|c| c.errors).sum::<u64>();
                 let dirs = st.dir_errors.values().sum::<u64>();
                 if errs > errs0 || dirs > dir0 {
                     return Err(VfsError::Upload(
                         st.errors.back().cloned().unwrap_or_default(),
                     ));
+                }
+                if st.pending.values().all(BTreeMap::is_empty) {
+                    return Ok(());
                 }
                 let ds: Vec<String> = st.pending.keys().cloned().collect();
                 st.urgent_dirs.extend(ds);
@@ -2728,12 +2747,56 @@ impl Inner {
         r
     }
 
+    /// Before a publish of `applied` (entries as in `dir`) can reach the grid: adds the entry
+    /// each writes to the `accept` set of the name's live record (the publish may land and a crash
+    /// or a lost reply keep the record pending), and waits until that is durable.
+    async fn note_intent(&self, dircap: &str, applied: &[Record], dir: &Directory) -> Result<()> {
+        let ticket = {
+            let mut st = self.lock();
+            let mut rewrites = Vec::new();
+            for r in applied {
+                let fp = child_fingerprint(dir.get(&r.name));
+                let Some((live, _)) = st.pending.get(dircap).and_then(|m| m.get(&r.name)) else {
+                    continue;
+                };
+                if let Some(a) = &live.accept {
+                    if !a.contains(&fp) {
+                        let mut live = live.clone();
+                        if let Some(a) = live.accept.as_mut() {
+                            a.insert(fp);
+                        }
+                        rewrites.push(live);
+                    }
+                }
+            }
+            if rewrites.is_empty() {
+                return Ok(());
+            }
+            for r in rewrites {
+                st.journal.write(&r).map_err(VfsError::Cache)?;
+                if let Some(slot) = st.pending.get_mut(dircap).and_then(|m| m.get_mut(&r.name)) {
+                    slot.0 = r;
+                }
+            }
+            st.journal.ticket()
+        };
+        tokio::task::spawn_blocking(move || ticket.wait())
+            .await
+            .map_err(|e| VfsError::Cache(e.to_string()))?
+            .map_err(VfsError::Cache)
+    }
+
     async fn publish_inner(&self, dircap: &str) -> Result<()> {
         let writekey = dir_writekey(dircap).ok_or(VfsError::ReadOnly)?;
         let kind = DirKind::Mutable {
             writekey: Some(writekey),
         };
+        // What each change is checked against: its record's `accept` set when it has one
+        // (kept across restarts: the entry it was based on and our own publishes of the name),
+        // else the listing it was based on; after a lost test-and-write race, the version read
+        // before it (already checked).
         let mut reference: Option<Directory> = None;
+        let mut retried = false;
         let mut dropped: HashSet<u64> = HashSet::new();
         let mut conflicts: Vec<String> = Vec::new();
         for _ in 0..10 {
@@ -2762,12 +2825,15 @@ impl Inner {
                 if dropped.contains(&r.seq) {
                     continue;
                 }
-                if let Some(b) = &reference {
-                    if b.get(&r.name) != cur.get(&r.name) {
-                        dropped.insert(r.seq);
-                        conflicts.push(r.name.clone());
-                        continue;
-                    }
+                let theirs = match (&r.accept, &reference) {
+                    (Some(a), _) if !retried => !a.contains(&child_fingerprint(cur.get(&r.name))),
+                    (_, Some(b)) => b.get(&r.name) != cur.get(&r.name),
+                    (_, None) => false,
+                };
+                if theirs {
+                    dropped.insert(r.seq);
+                    conflicts.push(r.name.clone());
+                    continue;
                 }
                 match &r.op {
                     Op::Remove => {
@@ -2795,6 +2861,7 @@ impl Inner {
             let published = if new_body == body {
                 true
             } else {
+                self.note_intent(dircap, &applied, &dir).await?;
                 match self.backend.publish_dir(dircap, &ver, new_body).await {
                     Ok(_) => true,
                     Err(BackendError::Conflict) => false,
@@ -2803,6 +2870,7 @@ impl Inner {
             };
             if !published {
                 reference = Some(cur);
+                retried = true;
                 continue;
             }
             let mut st = self.lock();
