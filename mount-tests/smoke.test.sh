@@ -28,6 +28,10 @@ timeout $T cp "$work/small.src" "$mnt/sub/inner.txt" || fail "write sub/inner.tx
 listing="$(timeout $T ls -A "$mnt" | tr '\n' ' ')"
 [[ "$listing" == "big.bin small.txt sub " ]] || fail "listing: '$listing'"
 timeout $T cmp "$work/big.src" "$mnt/big.bin" || fail "read back big.bin"
+# statfs(2) through the kernel: NAME_MAX 255, 4 KiB blocks, some free space and inodes.
+read -r namelen bsize bfree ffree < <(timeout $T stat -f -c '%l %S %f %d' "$mnt") || fail "statfs"
+[[ "$namelen" == 255 && "$bsize" == 4096 && "$bfree" -gt 0 && "$ffree" -gt 0 ]] \
+    || fail "statfs: namelen=$namelen bsize=$bsize bfree=$bfree ffree=$ffree"
 timeout $T sync "$mnt/big.bin" "$mnt/small.txt" "$mnt/sub/inner.txt" || fail "sync"
 timeout $T sync "$mnt/sub" "$mnt" || fail "sync dirs"
 

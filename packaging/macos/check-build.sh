@@ -16,6 +16,9 @@
 # unpacked under ~/.cache/lafs/macos and joined to a copy of the toolchain (hard links) that rustup knows
 # as `lafs-macos-VERSION`.
 #
+# Build products go to ${LAFS_MACOS_TARGET_DIR:-~/.cache/lafs/macos/target}, kept between runs (the
+# dependencies for two targets take minutes to check from scratch).
+#
 # Needs: clang and llvm-ar (`apt-get install clang`; installed here when missing and apt-get is usable).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"

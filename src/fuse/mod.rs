@@ -16,12 +16,16 @@
 //!
 //! Invariants: every request is answered exactly once (the reply object moves into its task, which
 //! replies with the result or the errno; a reply dropped unsent answers EIO); caps never reach a
-//! log line. Ordering between
-//! requests on one inode is the kernel's: it serialises writes and namespace changes on an
-//! inode itself; the layer below takes its own locks.
+//! log line. Requests that change an inode (write, setattr, fallocate, open, flush,
+//! fsync, release, setxattr, removexattr) run in the order received per inode ([`order`]): each
+//! takes its turn on the FUSE thread and its task waits for the earlier turns; the FUSE-thread
+//! write is done only when no turn of its inode is outstanding. Namespace changes are serialised
+//! per directory by the kernel (it holds the directory's lock for them); the layer below takes
+//! its own locks.
 
 pub mod backend;
 pub mod ops;
+pub mod order;
 pub mod status;
 
 pub use backend::GridBackend;
@@ -130,6 +134,8 @@ pub struct LafsFs {
     vfs: Arc<Vfs>,
     rt: Handle,
     slots: Arc<Semaphore>,
+    /// Per-inode order of the requests that change an inode ([`order`]).
+    order: Arc<order::InodeOrder>,
     /// The virtual `.lafs-status` / `.lafs-control` files ([`status`]), when served.
     control: Option<Arc<status::Control>>,
 }
@@ -141,12 +147,32 @@ impl LafsFs {
             vfs,
             rt,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            order: Arc::new(order::InodeOrder::default()),
             control: None,
         }
     }
 
     /// Runs `f(vfs)` on a tokio task holding one in-flight slot.
     fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Vfs>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_turn(None, f)
+    }
+
+    /// [`LafsFs::spawn`] for a request that changes inode `ino`: it runs after every such request
+    /// received before it on that inode ([`order`]).
+    fn spawn_ordered<F, Fut>(&self, ino: u64, f: F)
+    where
+        F: FnOnce(Arc<Vfs>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let turn = self.order.enter(ino);
+        self.spawn_turn(Some(turn), f)
+    }
+
+    fn spawn_turn<F, Fut>(&self, mut turn: Option<order::Turn>, f: F)
     where
         F: FnOnce(Arc<Vfs>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -163,7 +189,11 @@ impl LafsFs {
         };
         let vfs = Arc::clone(&self.vfs);
         self.rt.spawn(async move {
+            if let Some(t) = turn.as_mut() {
+                t.wait().await;
+            }
             f(vfs).await;
+            drop(turn);
             drop(permit);
         });
     }
@@ -333,7 +363,9 @@ impl Filesystem for LafsFs {
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
         };
-        self.spawn(move |v| async move { reply_attr(v.setattr(ino.0, set).await, reply) });
+        self.spawn_ordered(ino.0, move |v| async move {
+            reply_attr(v.setattr(ino.0, set).await, reply)
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -445,7 +477,7 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_open(ino.0, flags.0, reply) else {
             return;
         };
-        self.spawn(move |v| async move {
+        self.spawn_ordered(ino.0, move |v| async move {
             match v.open(ino.0, flags.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
@@ -493,14 +525,17 @@ impl Filesystem for LafsFs {
         // Most writes need no wait: done here, straight from fuser's buffer (a `pwrite` into
         // the cache file; no copy of the data, no task hand-off: a sequential writer's round
         // trip is the kernel's, the pwrite and the reply).
-        if let Some(r) = self.vfs.write_now(ino.0, fh.0, offset, data) {
-            return match r {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(&e)),
-            };
+        // Not while an earlier change of the inode is still queued or running: it goes first.
+        if !self.order.busy(ino.0) {
+            if let Some(r) = self.vfs.write_now(ino.0, fh.0, offset, data) {
+                return match r {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(errno(&e)),
+                };
+            }
         }
         let data = data.to_vec();
-        self.spawn(move |v| async move {
+        self.spawn_ordered(ino.0, move |v| async move {
             match v.write(ino.0, fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&e)),
@@ -519,7 +554,9 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_empty(ino.0, reply) else {
             return;
         };
-        self.spawn(move |v| async move { reply_empty(v.flush(ino.0, fh.0).await, reply) });
+        self.spawn_ordered(ino.0, move |v| async move {
+            reply_empty(v.flush(ino.0, fh.0).await, reply)
+        });
     }
 
     fn release(
@@ -535,7 +572,9 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_release(ino.0, fh.0, reply) else {
             return;
         };
-        self.spawn(move |v| async move { reply_empty(v.release(ino.0, fh.0).await, reply) });
+        self.spawn_ordered(ino.0, move |v| async move {
+            reply_empty(v.release(ino.0, fh.0).await, reply)
+        });
     }
 
     fn fsync(
@@ -549,7 +588,9 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_empty(ino.0, reply) else {
             return;
         };
-        self.spawn(move |v| async move { reply_empty(v.fsync(ino.0, fh.0).await, reply) });
+        self.spawn_ordered(ino.0, move |v| async move {
+            reply_empty(v.fsync(ino.0, fh.0).await, reply)
+        });
     }
 
     fn readdir(
@@ -638,7 +679,7 @@ impl Filesystem for LafsFs {
             Err(e) => return reply.error(e),
         };
         let value = value.to_vec();
-        self.spawn(move |v| async move {
+        self.spawn_ordered(ino.0, move |v| async move {
             match v.setxattr(ino.0, &n, &value, flags).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(xattr_errno(&e)),
@@ -679,7 +720,7 @@ impl Filesystem for LafsFs {
             Ok((n, _)) => n,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |v| async move {
+        self.spawn_ordered(ino.0, move |v| async move {
             match v.removexattr(ino.0, &n).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(xattr_errno(&e)),
@@ -738,7 +779,7 @@ impl Filesystem for LafsFs {
         if self.control.is_some() && status::is_virtual(ino.0) {
             return reply.error(Errno::EOPNOTSUPP);
         }
-        self.spawn(move |v| async move {
+        self.spawn_ordered(ino.0, move |v| async move {
             let size = match v.getattr(ino.0).await {
                 Ok(a) => a.size,
                 Err(e) => return reply.error(errno(&e)),

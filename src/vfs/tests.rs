@@ -1780,3 +1780,22 @@ async fn change_made_while_an_earlier_one_was_publishing_accepts_that_publish_af
     assert!(!conflict_reported(&v));
     assert_eq!(grid_file(&b, &root, "a"), Some(b"third".to_vec()));
 }
+
+#[tokio::test]
+async fn statfs_reports_name_max_and_counts_cache_use_and_nodes() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
+        .await
+        .unwrap();
+    let s0 = v.statfs();
+    assert_eq!((s0.namelen, s0.bsize), (255, 4096));
+    assert!(s0.bfree <= s0.blocks && s0.bavail == s0.bfree && s0.ffree < s0.files);
+    // 40 KiB not yet uploaded (write-back delay of an hour) take 10 blocks; one more node.
+    put(&v, ROOT_INO, "f", &[1u8; 40960]).await;
+    let s1 = v.statfs();
+    assert_eq!(s0.bfree - s1.bfree, 10);
+    assert_eq!(s0.ffree - s1.ffree, 1);
+    assert_eq!(s1.blocks, s0.blocks);
+}
