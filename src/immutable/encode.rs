@@ -36,7 +36,9 @@ use crate::crypto::aes::AesCtr;
 use crate::crypto::hash::{self, tags, Hash};
 use crate::crypto::hashtree;
 use crate::crypto::multihash::{self, Sha256Stream};
+use bytes::Bytes;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Where the plaintext comes from. `read_at` must fill `buf` completely.
 pub trait PlaintextSource {
@@ -48,6 +50,11 @@ pub trait PlaintextSource {
 /// (mirroring the HTTP protocol's PATCHes of byte ranges); `finish` follows the last write.
 pub trait ShareSink {
     fn write(&mut self, shnum: usize, offset: u64, data: &[u8]) -> Result<(), BoxError>;
+    /// [`Self::write`] of bytes the sink may keep as they are, without copying them (the
+    /// encoder hands blocks over this way). By default they are written like any others.
+    fn write_shared(&mut self, shnum: usize, offset: u64, data: Bytes) -> Result<(), BoxError> {
+        self.write(shnum, offset, &data)
+    }
     fn finish(&mut self) -> Result<(), BoxError>;
 }
 
@@ -101,8 +108,9 @@ impl std::fmt::Debug for KeySource {
 #[derive(Clone, Default)]
 pub struct EncodedSegment {
     pub index: u64,
-    /// `n × block_len` bytes: block i at `i*block_len`.
-    buf: Vec<u8>,
+    /// `n × block_len` bytes: block i at `i*block_len`. Shared with the sink once encoded
+    /// ([`Self::block_shared`]); the encoder reuses it only when the sink has let go of it.
+    buf: Arc<Vec<u8>>,
     block_len: usize,
     seg_len: usize,
     /// The hash of each block, by share number (one is a placeholder while `deferred`).
@@ -121,6 +129,12 @@ impl EncodedSegment {
         &self.buf[shnum * self.block_len..(shnum + 1) * self.block_len]
     }
 
+    /// Block of share `shnum`, sharing the segment's buffer.
+    pub fn block_shared(&self, shnum: usize) -> Bytes {
+        Bytes::from_owner(SharedBuf(self.buf.clone()))
+            .slice(shnum * self.block_len..(shnum + 1) * self.block_len)
+    }
+
     /// The segment's unpadded ciphertext (the first k blocks, concatenated, truncated).
     pub fn crypttext(&self) -> &[u8] {
         &self.buf[..self.seg_len]
@@ -133,11 +147,21 @@ impl EncodedSegment {
         self.seg_len = geom.segment_len(seg) as usize;
         let k = geom.needed;
         let total = geom.total * self.block_len;
-        let buf = &mut self.buf;
+        // Unique here (see `read_segments`), so this does not copy.
+        let buf = Arc::make_mut(&mut self.buf);
         buf.resize(total, 0);
         // Zero padding of the last piece(s); parity is overwritten by the codec.
         buf[self.seg_len..k * self.block_len].fill(0);
         &mut buf[..self.seg_len]
+    }
+}
+
+/// A segment buffer as the owner of [`Bytes`] handed to a sink.
+struct SharedBuf(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
     }
 }
 
@@ -213,7 +237,8 @@ impl SegmentEncoder {
     /// Encrypts a prepared segment in place and computes its parity blocks; no hashing.
     fn encrypt_and_code(&self, s: &mut EncodedSegment) -> Result<(), ImmutableError> {
         let (k, n, bl) = (self.geom.needed, self.geom.total, s.block_len);
-        let buf = &mut s.buf;
+        // Unique between `prepare` and the hand-over to the sink, so this does not copy.
+        let buf = Arc::make_mut(&mut s.buf);
         AesCtr::at(&self.key, self.geom.segment_offset(s.index)).apply(&mut buf[..s.seg_len]);
         if n > k {
             let (data, parity) = buf.split_at_mut(k * bl);
@@ -424,10 +449,11 @@ impl Collected {
         let mut cur: Vec<EncodedSegment> = new_slots(batch);
         let mut prev: Vec<EncodedSegment> = new_slots(batch);
         let mut prev_count = 0usize;
+        let mut spares = Vec::new();
         let mut next = 0u64;
         while next < nseg {
             let count = ((nseg - next) as usize).min(batch);
-            read_segments(geom, next, &mut cur[..count], source)?;
+            read_segments(geom, next, &mut cur[..count], &mut spares, source)?;
             let (encoded, written) = rayon::join(
                 || {
                     cur[..count]
@@ -461,10 +487,11 @@ impl Collected {
         let geom = seg_enc.geometry();
         let (n, nseg) = (geom.total, geom.num_segments);
         let mut slots: Vec<EncodedSegment> = new_slots(group.max(1));
+        let mut spares = Vec::new();
         let mut next = 0u64;
         while next < nseg {
             let count = ((nseg - next) as usize).min(slots.len());
-            read_segments(geom, next, &mut slots[..count], source)?;
+            read_segments(geom, next, &mut slots[..count], &mut spares, source)?;
             slots[..count]
                 .par_iter_mut()
                 .try_for_each(|s| seg_enc.encrypt_and_code(s))?;
@@ -487,7 +514,7 @@ impl Collected {
                 let offset = data_offset + geom.block_offset(s.index);
                 for (sh, acc) in self.block_hashes.iter_mut().enumerate() {
                     acc.push(hashes[sh]);
-                    sink.write(sh, offset, s.block(sh))
+                    sink.write_shared(sh, offset, s.block_shared(sh))
                         .map_err(|source| ImmutableError::Sink { shnum: sh, source })?;
                 }
             }
@@ -533,7 +560,7 @@ impl Collected {
                         None => s.block_hashes[sh],
                     };
                     hashes.push(h);
-                    sink.write(sh, offset, s.block(sh))
+                    sink.write_shared(sh, offset, s.block_shared(sh))
                         .map_err(|source| ImmutableError::Sink { shnum: sh, source })?;
                 }
             }
@@ -548,13 +575,23 @@ fn new_slots(count: usize) -> Vec<EncodedSegment> {
 }
 
 /// Prepares `slots` for the segments from `first` on and reads their plaintext.
+///
+/// A slot whose buffer the sink still holds (blocks queued for the network) gets another one:
+/// one from `spares` that the sink has let go of, else a new one. The slot's old buffer joins
+/// `spares`, so their number is bounded by what the sink holds at once.
 fn read_segments<P: PlaintextSource + ?Sized>(
     geom: &Geometry,
     first: u64,
     slots: &mut [EncodedSegment],
+    spares: &mut Vec<Arc<Vec<u8>>>,
     source: &mut P,
 ) -> Result<(), ImmutableError> {
     for (j, slot) in slots.iter_mut().enumerate() {
+        if Arc::get_mut(&mut slot.buf).is_none() {
+            let free = spares.iter_mut().position(|b| Arc::get_mut(b).is_some());
+            let fresh = free.map(|i| spares.swap_remove(i)).unwrap_or_default();
+            spares.push(std::mem::replace(&mut slot.buf, fresh));
+        }
         let seg = first + j as u64;
         let region = slot.prepare(geom, seg);
         source
