@@ -419,50 +419,47 @@ impl Selector {
     }
 }
 
-/// One chunk of one share on its way to a server.
+/// One chunk of one share on its way to a server: contiguous bytes from `offset`, in parts
+/// (blocks stay in the encoder's buffers; they are not copied into one).
+#[derive(Clone)]
 struct Chunk {
     offset: u64,
-    data: Bytes,
+    parts: Vec<Bytes>,
 }
 
-/// The encoder's sink: cuts shares into chunks for the writer tasks. Shares without a live
-/// writer are discarded. Runs on the encoder's (blocking or rayon) thread.
+/// The bytes of one share gathered for its next chunk.
+#[derive(Clone, Default)]
+struct Pending {
+    start: u64,
+    len: usize,
+    parts: Vec<Bytes>,
+}
+
+/// The encoder's sink: cuts shares into chunks of `chunk_size` bytes (the last of a run may be
+/// shorter) for the writer tasks. Shares without a live writer are discarded. Runs on the
+/// encoder's (blocking or rayon) thread.
 struct NetSink {
     senders: Vec<Vec<mpsc::Sender<Chunk>>>,
-    bufs: Vec<(u64, Vec<u8>)>,
+    bufs: Vec<Pending>,
     chunk_size: usize,
 }
 
 impl NetSink {
-    fn send(&mut self, shnum: usize, offset: u64, data: Bytes) {
-        if let Some(txs) = self.senders.get_mut(shnum) {
-            // A closed channel means the writer failed: stop feeding it.
-            txs.retain(|tx| {
-                tx.blocking_send(Chunk {
-                    offset,
-                    data: data.clone(),
-                })
-                .is_ok()
-            });
-        }
-    }
-
     fn flush(&mut self, shnum: usize) {
-        let Some((start, buf)) = self.bufs.get_mut(shnum) else {
+        let Some(p) = self.bufs.get_mut(shnum) else {
             return;
         };
-        if buf.is_empty() {
+        if p.len == 0 {
             return;
         }
-        let data = Bytes::from(std::mem::take(buf));
-        let offset = *start;
-        // Large writes (a whole block, the trailer) go out in PATCHes of at most chunk_size.
-        let step = self.chunk_size.max(1);
-        let mut at = 0;
-        while at < data.len() {
-            let end = data.len().min(at + step);
-            self.send(shnum, offset + at as u64, data.slice(at..end));
-            at = end;
+        let chunk = Chunk {
+            offset: p.start,
+            parts: std::mem::take(&mut p.parts),
+        };
+        p.len = 0;
+        if let Some(txs) = self.senders.get_mut(shnum) {
+            // A closed channel means the writer failed: stop feeding it.
+            txs.retain(|tx| tx.blocking_send(chunk.clone()).is_ok());
         }
     }
 }
@@ -477,28 +474,37 @@ impl ShareSink for NetSink {
         if self.senders.get(shnum).is_none_or(Vec::is_empty) {
             return Ok(());
         }
-        let (start, len) = match self.bufs.get(shnum) {
-            Some((s, b)) => (*s, b.len()),
-            None => return Ok(()),
-        };
-        if len > 0 && (start + len as u64 != offset || len + data.len() > self.chunk_size) {
-            self.flush(shnum);
+        self.write_shared(shnum, offset, Bytes::copy_from_slice(data))
+    }
+
+    fn write_shared(
+        &mut self,
+        shnum: usize,
+        mut offset: u64,
+        mut data: Bytes,
+    ) -> Result<(), crate::immutable::BoxError> {
+        if self.senders.get(shnum).is_none_or(Vec::is_empty) {
+            return Ok(());
         }
-        let chunk_size = self.chunk_size;
-        let (start, buf) = &mut self.bufs[shnum];
-        if buf.is_empty() {
-            *start = offset;
-            // A chunk buffer is handed over whole (flush takes it). One opened by a block
-            // write (large) will most likely fill a whole chunk: size it once instead of
-            // growing it by reallocation. Small writes (tree nodes, headers) grow as needed,
-            // so their chunks do not pin a chunk-sized allocation in the queues.
-            if data.len() >= chunk_size / 64 {
-                buf.reserve_exact(chunk_size.max(data.len()));
+        let step = self.chunk_size.max(1);
+        while !data.is_empty() {
+            let Some(p) = self.bufs.get_mut(shnum) else {
+                return Ok(());
+            };
+            if p.len > 0 && p.start + p.len as u64 != offset {
+                self.flush(shnum);
+                continue;
             }
-        }
-        buf.extend_from_slice(data);
-        if buf.len() >= chunk_size {
-            self.flush(shnum);
+            if p.len == 0 {
+                p.start = offset;
+            }
+            let take = (step - p.len).min(data.len());
+            p.parts.push(data.split_to(take));
+            p.len += take;
+            offset += take as u64;
+            if p.len >= step {
+                self.flush(shnum);
+            }
         }
         Ok(())
     }
@@ -529,12 +535,12 @@ async fn bucket_writer(
             return Err("another write to this server failed".into());
         }
         match client
-            .write_share_chunk(
+            .write_share_parts(
                 &ctx.si,
                 shnum,
                 &ctx.upload_secret[..],
                 chunk.offset,
-                chunk.data,
+                chunk.parts,
             )
             .await
         {
@@ -578,7 +584,7 @@ async fn write_pass<P: PlaintextSource + Send + 'static>(
     }
     let mut sink = NetSink {
         senders,
-        bufs: vec![(0, Vec::new()); n],
+        bufs: vec![Pending::default(); n],
         chunk_size: chunk_size.max(1),
     };
     let encoded = tokio::task::spawn_blocking(move || {
@@ -1800,7 +1806,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1000);
         let mut sink = NetSink {
             senders: vec![Vec::new(), vec![tx]],
-            bufs: vec![(0, Vec::new()); 2],
+            bufs: vec![Pending::default(); 2],
             chunk_size: 10,
         };
         let mut expect = Vec::new();
@@ -1814,11 +1820,19 @@ mod tests {
         }
         sink.finish().unwrap();
         let mut got = Vec::new();
+        let mut sizes = Vec::new();
         while let Ok(c) = rx.try_recv() {
-            assert!(c.data.len() <= 10 && !c.data.is_empty());
+            let data = c.parts.concat();
+            assert!(data.len() <= 10 && !data.is_empty());
             assert_eq!(c.offset, got.len() as u64);
-            got.extend_from_slice(&c.data);
+            sizes.push(data.len());
+            got.extend_from_slice(&data);
         }
         assert_eq!(got, expect);
+        // Full chunks but for the last: contiguous writes fill them across write boundaries.
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&l| l == 10),
+            "{sizes:?}"
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::client::conn::http1::SendRequest;
 use rustls::pki_types::ServerName;
 
@@ -39,9 +39,7 @@ use crate::config::tor::{TcpHandler, TorOptions};
 /// A type-erased connection attempt (the Tor route boxes arti's deeply nested futures).
 #[cfg(feature = "tor")]
 type BoxedConnect<'a> = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<SendRequest<Full<Bytes>>, ClientError>> + Send + 'a,
-    >,
+    Box<dyn std::future::Future<Output = Result<SendRequest<PartsBody>, ClientError>> + Send + 'a>,
 >;
 
 /// Client errors. None of them carries a secret.
@@ -261,7 +259,7 @@ struct Inner {
     auth: HeaderValue,
     connector: tokio_rustls::TlsConnector,
     options: ClientOptions,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<SendRequest<PartsBody>>>,
 }
 
 /// A client for one storage server. Cheap to clone; clones share the connection pool.
@@ -285,6 +283,57 @@ struct Reply {
     body: Bytes,
 }
 
+/// A request body of several buffers, one frame each: a share chunk made of blocks that sit in
+/// different encoder buffers goes out without being copied into one buffer first (hyper queues
+/// the frames and writes them vectored). Cheap to clone (for retries).
+#[derive(Clone, Debug, Default)]
+pub struct PartsBody {
+    /// The buffers not yet sent, none empty.
+    parts: std::collections::VecDeque<Bytes>,
+    /// Their total length.
+    len: u64,
+}
+
+impl PartsBody {
+    fn new(parts: Vec<Bytes>) -> PartsBody {
+        let parts: std::collections::VecDeque<Bytes> =
+            parts.into_iter().filter(|p| !p.is_empty()).collect();
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        PartsBody { parts, len }
+    }
+}
+
+impl From<Vec<u8>> for PartsBody {
+    fn from(v: Vec<u8>) -> PartsBody {
+        PartsBody::new(vec![Bytes::from(v)])
+    }
+}
+
+impl hyper::body::Body for PartsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = this.parts.pop_front().map(|b| {
+            this.len -= b.len() as u64;
+            Ok(hyper::body::Frame::data(b))
+        });
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len)
+    }
+}
+
 /// One request, reusable across retries.
 struct Call {
     endpoint: &'static str,
@@ -292,7 +341,7 @@ struct Call {
     path: String,
     secrets: Vec<(SecretKind, Vec<u8>)>,
     extra: Vec<(http::HeaderName, String)>,
-    body: Bytes,
+    body: PartsBody,
     cbor_body: bool,
     idempotent: bool,
     limit: usize,
@@ -373,7 +422,7 @@ impl StorageClient {
         })
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    async fn connect(&self) -> Result<SendRequest<PartsBody>, ClientError> {
         let inner = &self.inner;
         let err = |reason: String| ClientError::Connect {
             addr: inner.addr.clone(),
@@ -419,7 +468,7 @@ impl StorageClient {
 
     /// The pinned TLS handshake and the HTTP/1.1 handshake over any byte stream (TCP or Tor):
     /// the same pinning whatever carries the bytes.
-    async fn tls_http<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+    async fn tls_http<S>(&self, stream: S) -> Result<SendRequest<PartsBody>, ClientError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -443,7 +492,7 @@ impl StorageClient {
         Ok(sender)
     }
 
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn take_idle(&self) -> Option<SendRequest<PartsBody>> {
         let mut idle = self.inner.idle.lock().ok()?;
         while let Some(s) = idle.pop() {
             if s.is_ready() && !s.is_closed() {
@@ -453,7 +502,7 @@ impl StorageClient {
         None
     }
 
-    fn put_idle(&self, s: SendRequest<Full<Bytes>>) {
+    fn put_idle(&self, s: SendRequest<PartsBody>) {
         if let Ok(mut idle) = self.inner.idle.lock() {
             if idle.len() < self.inner.options.max_idle && !s.is_closed() {
                 idle.push(s);
@@ -461,7 +510,7 @@ impl StorageClient {
         }
     }
 
-    fn build(&self, call: &Call) -> Result<Request<Full<Bytes>>, ClientError> {
+    fn build(&self, call: &Call) -> Result<Request<PartsBody>, ClientError> {
         let bad = |_| ClientError::Argument("unencodable header");
         let mut req = Request::builder()
             .method(call.method.clone())
@@ -480,7 +529,7 @@ impl StorageClient {
         if call.cbor_body {
             req = req.header(http::header::CONTENT_TYPE, CBOR_MIME);
         }
-        req.body(Full::new(call.body.clone()))
+        req.body(call.body.clone())
             .map_err(|_| ClientError::Argument("unbuildable request"))
     }
 
@@ -572,7 +621,7 @@ impl StorageClient {
             path,
             secrets: Vec::new(),
             extra: Vec::new(),
-            body: Bytes::new(),
+            body: PartsBody::default(),
             cbor_body: false,
             idempotent,
             limit: MAX_CBOR_RESPONSE,
@@ -658,12 +707,27 @@ impl StorageClient {
         offset: u64,
         data: Bytes,
     ) -> Result<UploadProgress, ClientError> {
+        self.write_share_parts(si, shnum, upload_secret, offset, vec![data])
+            .await
+    }
+
+    /// [`Self::write_share_chunk`] of the concatenation of `parts`, sent as they are (no copy
+    /// into one buffer).
+    pub async fn write_share_parts(
+        &self,
+        si: &StorageIndex,
+        shnum: ShareNum,
+        upload_secret: &[u8],
+        offset: u64,
+        parts: Vec<Bytes>,
+    ) -> Result<UploadProgress, ClientError> {
         const EP: &str = "immutable write";
-        if data.is_empty() {
+        let body = PartsBody::new(parts);
+        if body.len == 0 {
             return Err(ClientError::Argument("empty write"));
         }
         let last = offset
-            .checked_add(data.len() as u64 - 1)
+            .checked_add(body.len - 1)
             .ok_or(ClientError::Argument("write past 2^64"))?;
         let mut c = Self::call(
             EP,
@@ -675,7 +739,7 @@ impl StorageClient {
             http::header::CONTENT_RANGE,
             format!("bytes {offset}-{last}/*"),
         )];
-        c.body = data;
+        c.body = body;
         let reply = self.send(c).await?;
         let finished = reply.status == StatusCode::CREATED;
         let body = Self::cbor_body(reply, EP, &[StatusCode::OK, StatusCode::CREATED])?;
