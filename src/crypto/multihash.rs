@@ -94,6 +94,7 @@ pub fn engine_name() -> &'static str {
 /// Fewer busy lanes than this and a wide step is slower than the two-lane engine: a 16-lane
 /// AVX-512 step costs the same at any occupancy, and measured on an Intel Xeon (Ice Lake class)
 /// 5 busy lanes ran at 1.15 GB/s against 1.33 GB/s for one SHA-NI lane, 8 at 1.83 GB/s.
+#[cfg(target_arch = "x86_64")]
 const MIN_WIDE_LANES: usize = 6;
 
 /// The block compressor.
@@ -367,6 +368,7 @@ impl<'a> Lane<'a> {
     }
 
     /// The unprocessed rest of the current run.
+    #[cfg(target_arch = "x86_64")]
     fn rest(&self) -> &[u8] {
         self.job.run(self.run).get(self.off..).unwrap_or(&[])
     }
@@ -413,6 +415,8 @@ fn outer_block(inner: &Hash) -> [u8; 64] {
 /// Runs every lane to its end, longest first (so that the narrow run at the end is as short as
 /// it can be), and reports each lane's final state with its index: as many at once as the wide
 /// engine takes while at least [`MIN_WIDE_LANES`] have work, the rest two at a time.
+// Only the x86_64 wide path reorders the lanes and counts.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
 fn run_lanes(engine: Engine, mut lanes: Vec<Lane<'_>>, mut done: impl FnMut(usize, &[u32; 8])) {
     lanes.sort_by_key(|l| core::cmp::Reverse(l.remaining()));
     #[cfg(target_arch = "x86_64")]
@@ -516,6 +520,7 @@ fn sha256d_many_with(engine: Engine, prefix: &[u8], messages: &[&[u8]]) -> Vec<H
 
 /// `SHA256(inner)` for every 32-byte digest, sixteen at a time with the wide engine, then two
 /// at a time.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
 fn outer_many(engine: Engine, inner: &[Hash]) -> Vec<Hash> {
     let mut out = vec![[0u8; 32]; inner.len()];
     let mut done = 0;
@@ -678,6 +683,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Every engine this machine can run.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     fn engines() -> Vec<Engine> {
         let mut v = vec![Engine::Portable];
         #[cfg(target_arch = "x86_64")]
