@@ -130,6 +130,33 @@ pub fn parse_opts(list: &[String]) -> anyhow::Result<Opts> {
     Ok(o)
 }
 
+/// The cache size when `cache-size` is not given: a tenth of the free space of the cache's
+/// filesystem, at least 256 MiB (a small disk still caches a few files) and at most 64 GiB;
+/// 1 GiB when the free space is unknown.
+fn default_cache_size(free: Option<u64>) -> u64 {
+    const MIN: u64 = 256 << 20;
+    const MAX: u64 = 64 << 30;
+    free.map_or(1 << 30, |f| (f / 10).clamp(MIN, MAX))
+}
+
+/// Bytes free for an unprivileged user on the filesystem holding `dir` (statvfs).
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` is a writable statvfs buffer.
+    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    // The field types differ by platform (u64 on Linux, u32 and u64 on macOS).
+    #[allow(clippy::unnecessary_cast)]
+    let (avail, frsize) = (st.f_bavail as u64, st.f_frsize as u64);
+    Some(avail.saturating_mul(frsize))
+}
+
 pub fn run(node_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
     let opts = parse_opts(&args.options)?;
     if !args.mountpoint.is_dir() {
@@ -424,9 +451,10 @@ pub fn serve(
         let mut cfg = Config::new(cache_dir.clone());
         cfg.uid = meta.uid();
         cfg.gid = meta.gid();
-        if let Some(s) = opts.cache_size {
-            cfg.cache_size = s;
-        }
+        cfg.cache_size = match opts.cache_size {
+            Some(s) => s,
+            None => default_cache_size(free_space(&cache_dir)),
+        };
         if let Some(d) = opts.write_back_delay {
             cfg.write_back_delay = d;
         }
@@ -663,6 +691,16 @@ pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_cache_size_is_a_tenth_of_free_space_within_bounds() {
+        assert_eq!(default_cache_size(Some(100 << 30)), 10 << 30);
+        assert_eq!(default_cache_size(Some(1 << 30)), 256 << 20);
+        assert_eq!(default_cache_size(Some(10 << 40)), 64 << 30);
+        assert_eq!(default_cache_size(None), 1 << 30);
+        let here = free_space(Path::new("/")).expect("statvfs of /");
+        assert!(here > 0);
+    }
 
     #[test]
     fn options_are_read_and_standard_ones_ignored() {
