@@ -16,6 +16,14 @@ fn cfg(dir: &std::path::Path, delay_ms: u64) -> Config {
     c
 }
 
+/// The layer over `b` at `root`, its cache in `dir`, write-back delayed by an hour (so nothing
+/// goes up unless a test asks).
+async fn mount(b: &MemBackend, root: &str, dir: &std::path::Path) -> Vfs {
+    Vfs::new(Arc::new(b.clone()), root, cfg(dir, 3_600_000))
+        .await
+        .unwrap()
+}
+
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
@@ -63,9 +71,7 @@ async fn write_close_uploads_after_delay_and_fsync_publishes() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let ino = put(&v, ROOT_INO, "hello.txt", &[7u8; 1000]).await;
     // Local speed: nothing on the grid yet (the delay is an hour).
     assert_eq!(b.publish_count(), 0);
@@ -169,9 +175,7 @@ async fn crash_then_restart_resumes_pending_uploads() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let d = v
         .mkdir(ROOT_INO, os("sub"), 0o700, 1000, 1000)
         .await
@@ -186,9 +190,7 @@ async fn crash_then_restart_resumes_pending_uploads() {
         grid_listing(&b, &root).is_empty(),
         "nothing was published before the crash"
     );
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     // The view after restart already shows the pending state.
     let top = v.lookup(ROOT_INO, os("top2")).await.unwrap();
     assert_eq!(cat(&v, top.ino).await, b"top");
@@ -207,9 +209,7 @@ async fn rename_over_existing_is_one_publish() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let t = put(&v, ROOT_INO, "target", b"old").await;
     v.fsync(t, 0).await.unwrap();
     let n0 = b.publish_count();
@@ -253,9 +253,7 @@ async fn names_errors_and_link() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let bad = OsStr::from_bytes(b"\xff\xfe");
     assert_eq!(
         v.lookup(ROOT_INO, bad).await.unwrap_err().to_errno(),
@@ -315,9 +313,7 @@ async fn attributes_symlinks_specials_xattrs_round_trip_through_the_grid() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let f = put(&v, ROOT_INO, "f", b"data").await;
     let a0 = v.getattr(f).await.unwrap();
     // utimens with UTIME_OMIT for atime.
@@ -420,9 +416,7 @@ async fn truncate_and_random_offset_writes_of_a_grid_file() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let f = put(&v, ROOT_INO, "big", &data).await;
     v.fsync(f, 0).await.unwrap();
@@ -453,9 +447,7 @@ async fn other_writer_merged_when_disjoint_reported_when_overlapping() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let a = put(&v, ROOT_INO, "a", b"mine").await;
     v.fsync(a, 0).await.unwrap();
     // Another client adds "theirs" and changes "a".
@@ -551,16 +543,10 @@ async fn first_listing_overtaken_by_a_publish_shows_the_published_entries() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     put(&v, ROOT_INO, "f", b"data").await;
     v.crash().await;
-    let v = Arc::new(
-        Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-            .await
-            .unwrap(),
-    );
+    let v = Arc::new(mount(&b, &root, tmp.path()).await);
     // The listing's read takes the grid's body before the publish and returns after it.
     b.stall_next_dir_reads(1, Duration::from_millis(300));
     let v2 = Arc::clone(&v);
@@ -1177,9 +1163,7 @@ async fn unlinked_open_file_has_link_count_zero_and_stays_usable() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let (a, fh) = v
         .create(ROOT_INO, os("f"), 0o644, libc::O_RDWR, 1000, 1000)
         .await
@@ -1204,9 +1188,7 @@ async fn setgid_directory_passes_its_group_on() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let plain = v.mkdir(ROOT_INO, os("plain"), 0o755, 0, 0).await.unwrap();
     let sg = v.mkdir(ROOT_INO, os("sg"), 0o755, 0, 0).await.unwrap();
     let set = SetAttr {
@@ -1265,9 +1247,7 @@ async fn mkdir_is_write_back_and_touches_no_grid() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     v.readdir(ROOT_INO).await.unwrap();
     let calls = b.call_count();
     let a = v.mkdir(ROOT_INO, os("a"), 0o750, 1000, 1000).await.unwrap();
@@ -1291,9 +1271,7 @@ async fn pending_dir_is_created_holding_its_files_in_one_publish() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let a = v.mkdir(ROOT_INO, os("a"), 0o755, 1000, 1000).await.unwrap();
     let c = v.mkdir(a.ino, os("c"), 0o700, 1000, 1000).await.unwrap();
     put(&v, a.ino, "big", &[5u8; 3000]).await;
@@ -1322,9 +1300,7 @@ async fn rmdir_of_a_never_created_dir_makes_no_grid_call() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     v.readdir(ROOT_INO).await.unwrap();
     let calls = b.call_count();
     let d = v.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).await.unwrap();
@@ -1344,9 +1320,7 @@ async fn rename_of_a_pending_dir_moves_it_before_it_exists() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let a = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap();
     let bb = v.mkdir(ROOT_INO, os("b"), 0o755, 0, 0).await.unwrap();
     let x = v.mkdir(a.ino, os("x"), 0o755, 0, 0).await.unwrap();
@@ -1375,9 +1349,7 @@ async fn crash_with_nested_pending_dirs_replays_and_creates_them() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let a = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap();
     let bd = v.mkdir(a.ino, os("b"), 0o711, 0, 0).await.unwrap();
     let c = v.mkdir(bd.ino, os("c"), 0o755, 0, 0).await.unwrap();
@@ -1386,9 +1358,7 @@ async fn crash_with_nested_pending_dirs_replays_and_creates_them() {
     put(&v, a.ino, "g", b"g").await;
     v.crash().await;
     assert_eq!(b.create_count(), 0);
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     // The pending tree is back, before anything reached the grid.
     let a = v.lookup(ROOT_INO, os("a")).await.unwrap();
     let bd = v.lookup(a.ino, os("b")).await.unwrap();
@@ -1400,9 +1370,7 @@ async fn crash_with_nested_pending_dirs_replays_and_creates_them() {
     assert_eq!(b.create_count(), 0);
     // A second crash before any lookup: the flusher alone (no node loaded) creates it all.
     v.crash().await;
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     v.flush_all().await.unwrap();
     assert_eq!(b.create_count(), 4);
     let c_cap = grid_dir(&b, &root, &["a", "b", "c"]).unwrap();
@@ -1417,9 +1385,7 @@ async fn crash_after_creation_before_the_link_is_published_keeps_the_created_dir
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let a = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap();
     put(&v, a.ino, "f", b"f").await;
     b.fail_all_publishes(true);
@@ -1428,9 +1394,7 @@ async fn crash_after_creation_before_the_link_is_published_keeps_the_created_dir
     assert_eq!(b.create_count(), 1);
     v.crash().await;
     b.fail_all_publishes(false);
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let a = v.lookup(ROOT_INO, os("a")).await.unwrap();
     assert!(v.lookup(a.ino, os("f")).await.is_ok());
     v.flush_all().await.unwrap();
@@ -1445,9 +1409,7 @@ async fn fsync_inside_a_pending_dir_returns_once_the_chain_to_the_root_is_on_the
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let a = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap();
     let bd = v.mkdir(a.ino, os("b"), 0o755, 0, 0).await.unwrap();
     let f = put(&v, bd.ino, "f", b"deep").await;
@@ -1466,9 +1428,7 @@ async fn failed_creation_is_reported_by_fsync_and_status_then_retried() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     b.fail_all_creates(true);
     let d = v.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).await.unwrap();
     let f = put(&v, d.ino, "f", b"x").await;
@@ -1493,9 +1453,7 @@ async fn sequential_writes_feed_the_content_key_others_fall_back() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let create = |name: &'static str| {
         let v = &v;
@@ -1633,9 +1591,7 @@ async fn large_sequential_writes_are_hashed_beside_and_keyed_at_fsync() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let data: Vec<u8> = (0..(24u32 << 20) + 12345)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -1698,9 +1654,7 @@ async fn change_replayed_after_a_crash_does_not_overwrite_another_writers_change
         let b = MemBackend::new();
         let root = b.new_dir();
         let tmp = tempfile::tempdir().unwrap();
-        let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-            .await
-            .unwrap();
+        let v = mount(&b, &root, tmp.path()).await;
         let a = put(&v, ROOT_INO, "a", b"mine").await;
         v.fsync(a, 0).await.unwrap();
         overwrite(&v, ROOT_INO, "a", b"mine, changed").await;
@@ -1711,9 +1665,7 @@ async fn change_replayed_after_a_crash_does_not_overwrite_another_writers_change
         let theirs = b.put_bytes(b"their a");
         l.insert("a", child_for(&theirs, Metadata::new()));
         b.set_dir_body(&root, l.pack().unwrap());
-        let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-            .await
-            .unwrap();
+        let v = mount(&b, &root, tmp.path()).await;
         if list_first {
             v.lookup(ROOT_INO, os("b")).await.unwrap();
         }
@@ -1733,9 +1685,7 @@ async fn publish_whose_reply_was_lost_is_not_taken_for_another_writers_change() 
         let b = MemBackend::new();
         let root = b.new_dir();
         let tmp = tempfile::tempdir().unwrap();
-        let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-            .await
-            .unwrap();
+        let v = mount(&b, &root, tmp.path()).await;
         let a = put(&v, ROOT_INO, "a", b"first").await;
         v.fsync(a, 0).await.unwrap();
         overwrite(&v, ROOT_INO, "a", b"second").await;
@@ -1745,9 +1695,7 @@ async fn publish_whose_reply_was_lost_is_not_taken_for_another_writers_change() 
         assert_eq!(grid_file(&b, &root, "a"), Some(b"second".to_vec()));
         let v = if crash {
             v.crash().await;
-            Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-                .await
-                .unwrap()
+            mount(&b, &root, tmp.path()).await
         } else {
             v
         };
@@ -1762,9 +1710,7 @@ async fn change_made_while_an_earlier_one_was_publishing_accepts_that_publish_af
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let a = put(&v, ROOT_INO, "a", b"first").await;
     v.fsync(a, 0).await.unwrap();
     overwrite(&v, ROOT_INO, "a", b"second").await;
@@ -1773,9 +1719,7 @@ async fn change_made_while_an_earlier_one_was_publishing_accepts_that_publish_af
     // A newer change of the same name, made before the daemon learnt that "second" landed.
     overwrite(&v, ROOT_INO, "a", b"third").await;
     v.crash().await;
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     v.flush_all().await.unwrap();
     assert!(!conflict_reported(&v));
     assert_eq!(grid_file(&b, &root, "a"), Some(b"third".to_vec()));
@@ -1786,9 +1730,7 @@ async fn statfs_reports_name_max_and_counts_cache_use_and_nodes() {
     let b = MemBackend::new();
     let root = b.new_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, cfg(tmp.path(), 3_600_000))
-        .await
-        .unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
     let s0 = v.statfs();
     assert_eq!((s0.namelen, s0.bsize), (255, 4096));
     assert!(s0.bfree <= s0.blocks && s0.bavail == s0.bfree && s0.ffree < s0.files);
