@@ -518,6 +518,19 @@ impl State {
         Ok(())
     }
 
+    /// Writes a new version of a pending record (same seq) and makes it the live one in memory.
+    fn rewrite_record(&mut self, r: Record) -> std::result::Result<(), String> {
+        self.journal.write(&r)?;
+        if let Some(slot) = self
+            .pending
+            .get_mut(&r.dir)
+            .and_then(|m| m.get_mut(&r.name))
+        {
+            slot.0 = r;
+        }
+        Ok(())
+    }
+
     /// Records the current entry of `ino` in its parent.
     fn record_node(&mut self, ino: Ino) -> Result<()> {
         let n = self.node(ino)?;
@@ -2705,12 +2718,9 @@ impl Inner {
             }
         }
         for r in rewrites {
-            if let Err(e) = st.journal.write(&r) {
+            if let Err(e) = st.rewrite_record(r) {
                 st.push_error(format!("journal write failed: {e}"));
                 return;
-            }
-            if let Some(slot) = st.pending.get_mut(&r.dir).and_then(|m| m.get_mut(&r.name)) {
-                slot.0 = r;
             }
         }
         if still_open {
@@ -2759,24 +2769,18 @@ impl Inner {
                 let Some((live, _)) = st.pending.get(dircap).and_then(|m| m.get(&r.name)) else {
                     continue;
                 };
-                if let Some(a) = &live.accept {
-                    if !a.contains(&fp) {
-                        let mut live = live.clone();
-                        if let Some(a) = live.accept.as_mut() {
-                            a.insert(fp);
-                        }
-                        rewrites.push(live);
-                    }
+                // A record without a set is checked against listings only: nothing to add.
+                if live.accept.as_ref().is_some_and(|a| !a.contains(&fp)) {
+                    let mut live = live.clone();
+                    live.accept.get_or_insert_with(BTreeSet::new).insert(fp);
+                    rewrites.push(live);
                 }
             }
             if rewrites.is_empty() {
                 return Ok(());
             }
             for r in rewrites {
-                st.journal.write(&r).map_err(VfsError::Cache)?;
-                if let Some(slot) = st.pending.get_mut(dircap).and_then(|m| m.get_mut(&r.name)) {
-                    slot.0 = r;
-                }
+                st.rewrite_record(r).map_err(VfsError::Cache)?;
             }
             st.journal.ticket()
         };
