@@ -222,7 +222,8 @@ const READ_RETRIES: u32 = 3;
 async fn retry_read<T>(r: &Result<T, MutableError>, attempt: &mut u32) -> bool {
     let changing = matches!(
         r,
-        Err(MutableError::NotEnoughShares { .. }) | Err(MutableError::NoVersions { problems: 1.. })
+        Err(MutableError::NotEnoughShares { .. })
+            | Err(MutableError::NoVersions { problems: 1.., .. })
     );
     if !changing || *attempt >= READ_RETRIES {
         return false;

@@ -320,7 +320,10 @@ fn same_version(expected: &DirVersion, seen: &DirVersion) -> bool {
 fn mutable_error(e: MutableError) -> BackendError {
     match e {
         MutableError::UncoordinatedWrite { .. } => BackendError::Conflict,
-        MutableError::NoVersions { problems: 0 } => BackendError::NotFound,
+        MutableError::NoVersions {
+            problems: 0,
+            unreachable: 0,
+        } => BackendError::NotFound,
         other => BackendError::Other(other.to_string()),
     }
 }

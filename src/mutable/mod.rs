@@ -58,8 +58,15 @@ pub enum MutableError {
     Layout(#[from] layout::LayoutError),
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
-    #[error("mutable: no valid version found ({problems} shares rejected)")]
-    NoVersions { problems: usize },
+    /// No share of a recoverable version was found. `problems` counts shares that were read
+    /// and rejected (bad signature, bad hashes...); `unreachable` counts servers that failed to
+    /// answer (refused connection, timeout, server error), so "every server is down" and "the
+    /// file does not exist" (both 0) read differently.
+    #[error(
+        "mutable: no valid version found ({problems} shares rejected, {unreachable} servers did \
+         not answer)"
+    )]
+    NoVersions { problems: usize, unreachable: usize },
     #[error("mutable: not enough good shares: need {needed}, have {found}")]
     NotEnoughShares { needed: usize, found: usize },
     #[error(

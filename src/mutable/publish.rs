@@ -353,9 +353,7 @@ pub async fn update_with_map(
         .versions()
         .into_iter()
         .next()
-        .ok_or(MutableError::NoVersions {
-            problems: map.problems.len(),
-        })?;
+        .ok_or_else(|| map.no_versions())?;
     if offset > newest.datalen {
         return Err(MutableError::BadRange);
     }

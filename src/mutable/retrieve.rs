@@ -68,6 +68,25 @@ pub struct ServerMap {
 }
 
 impl ServerMap {
+    /// The error for a map that holds no recoverable version: rejected shares and servers that
+    /// did not answer are counted apart.
+    pub fn no_versions(&self) -> MutableError {
+        let mut unreachable = BTreeSet::new();
+        let mut problems = 0;
+        for p in &self.problems {
+            match p.error {
+                ShareError::Storage(_) => {
+                    unreachable.insert(p.server);
+                }
+                _ => problems += 1,
+            }
+        }
+        MutableError::NoVersions {
+            problems,
+            unreachable: unreachable.len(),
+        }
+    }
+
     /// The distinct verified versions, newest first: highest seqnum, ties broken by root hash
     /// (then by the rest of the signed prefix, so the order is total).
     pub fn versions(&self) -> Vec<SignedPrefix> {
@@ -395,9 +414,7 @@ pub async fn retrieve_with_map(
 ) -> Result<Retrieved, MutableError> {
     let versions = map.versions();
     if versions.is_empty() {
-        return Err(MutableError::NoVersions {
-            problems: map.problems.len(),
-        });
+        return Err(map.no_versions());
     }
     let (offset, len) = range.unwrap_or((0, u64::MAX));
     let mut last_err = None;
@@ -413,9 +430,7 @@ pub async fn retrieve_with_map(
             Err(e) => last_err = Some(e),
         }
     }
-    Err(last_err.unwrap_or(MutableError::NoVersions {
-        problems: map.problems.len(),
-    }))
+    Err(last_err.unwrap_or_else(|| map.no_versions()))
 }
 
 /// Reads the newest recoverable version of the file (or a byte range of it).

@@ -545,10 +545,88 @@ fn unrecoverable_is_a_typed_error() {
         "{e:?}"
     );
     let empty = grid(2);
-    assert!(matches!(
+    assert_eq!(
         retrieve(&refs(&empty), &reader(&cap), None).unwrap_err(),
-        MutableError::NoVersions { .. }
-    ));
+        MutableError::NoVersions {
+            problems: 0,
+            unreachable: 0
+        }
+    );
+}
+
+/// A server that answers nothing (connection refused, say).
+struct DownServer;
+
+impl MutableServer for DownServer {
+    fn node_id(&self) -> [u8; 20] {
+        [7; 20]
+    }
+    fn list_shares<'a>(
+        &'a self,
+        _si: &'a super::storage::StorageIndex,
+    ) -> super::storage::BoxFut<
+        'a,
+        Result<std::collections::BTreeSet<super::storage::ShareNum>, super::storage::StorageError>,
+    > {
+        Box::pin(async { Err(super::storage::StorageError::Unavailable("down".into())) })
+    }
+    fn read<'a>(
+        &'a self,
+        _si: &'a super::storage::StorageIndex,
+        _shnum: super::storage::ShareNum,
+        _offset: u64,
+        _len: u64,
+    ) -> super::storage::BoxFut<'a, Result<Vec<u8>, super::storage::StorageError>> {
+        Box::pin(async { Err(super::storage::StorageError::Unavailable("down".into())) })
+    }
+    fn read_test_write<'a>(
+        &'a self,
+        _si: &'a super::storage::StorageIndex,
+        _secrets: &'a super::storage::WriteSecrets,
+        _tw: &'a std::collections::BTreeMap<
+            super::storage::ShareNum,
+            super::storage::TestWriteVectors,
+        >,
+        _rv: &'a [super::storage::ReadVector],
+    ) -> super::storage::BoxFut<
+        'a,
+        Result<super::storage::ReadTestWriteResult, super::storage::StorageError>,
+    > {
+        Box::pin(async { Err(super::storage::StorageError::Unavailable("down".into())) })
+    }
+}
+
+/// With every server down, the error said "3 shares rejected", as if the shares were corrupt.
+#[test]
+fn servers_that_do_not_answer_are_not_counted_as_rejected_shares() {
+    let g = grid(3);
+    let (cap, _) = create(
+        &refs(&g),
+        key(),
+        MutableFormat::Sdmf,
+        &data(100, 2),
+        &params(2, 3),
+    )
+    .unwrap();
+    let down = [DownServer, DownServer, DownServer];
+    let servers: Vec<&dyn MutableServer> = down.iter().map(|s| s as &dyn MutableServer).collect();
+    let e = retrieve(&servers, &reader(&cap), None).unwrap_err();
+    assert_eq!(
+        e,
+        MutableError::NoVersions {
+            problems: 0,
+            unreachable: 3
+        }
+    );
+    assert!(e.to_string().contains("3 servers did not answer"), "{e}");
+    let e = update(&servers, &cap, 0, b"x", &params(2, 3)).unwrap_err();
+    assert_eq!(
+        e,
+        MutableError::NoVersions {
+            problems: 0,
+            unreachable: 3
+        }
+    );
 }
 
 #[test]
