@@ -50,6 +50,9 @@ use tokio::sync::Semaphore;
 const TTL: Duration = Duration::from_secs(1);
 /// How long an unmount waits for pending uploads.
 pub const FLUSH_AT_UNMOUNT: Duration = Duration::from_secs(120);
+/// How many failed flush rounds in a row end the flush at unmount early (the grid is
+/// unreachable); with the flusher's retry delay between rounds this is about 10 seconds.
+pub const UNMOUNT_FLUSH_ATTEMPTS: u32 = 3;
 /// Requests running at once.
 pub const MAX_IN_FLIGHT: usize = 256;
 
@@ -287,20 +290,32 @@ impl Filesystem for LafsFs {
     }
 
     fn destroy(&mut self) {
-        // Unmount: give pending uploads their chance (what cannot be uploaded stays journaled).
+        // Unmount: give pending uploads their chance (what cannot be uploaded stays journaled
+        // and goes up at the next mount). Bounded twice: by time, so a slow grid cannot hang
+        // the unmount, and by failures: the flusher retries a failed upload or publish after
+        // its retry delay, so one error (a transient one) does not end the flush, but
+        // UNMOUNT_FLUSH_ATTEMPTS failed rounds in a row mean the grid is not there (offline):
+        // waiting out the whole bound would gain nothing.
         let vfs = Arc::clone(&self.vfs);
         let rt = self.rt.clone();
-        // Bounded: an unreachable grid must not hang the unmount; what is not uploaded stays
-        // in the journal and goes up at the next mount.
-        // A failed upload or publish is retried by the flusher after its retry delay, so an
-        // error (e.g. a transient one) does not end the flush: wait again, up to the bound.
         let _ = std::thread::spawn(move || {
             rt.block_on(async {
                 let deadline = tokio::time::Instant::now() + FLUSH_AT_UNMOUNT;
+                let mut failures = 0;
                 loop {
                     match tokio::time::timeout_at(deadline, vfs.flush_all()).await {
                         Ok(Ok(())) => return,
-                        Ok(Err(e)) => tracing::warn!("unmount: {e}; flushing on"),
+                        Ok(Err(e)) => {
+                            failures += 1;
+                            if failures >= UNMOUNT_FLUSH_ATTEMPTS {
+                                tracing::warn!(
+                                    "unmount: {e}; {failures} attempts failed: pending uploads \
+                                     left in the cache for the next mount"
+                                );
+                                return;
+                            }
+                            tracing::warn!("unmount: {e}; flushing on");
+                        }
                         Err(_) => {
                             tracing::warn!(
                                 "unmount: pending uploads left in the cache for the next mount"

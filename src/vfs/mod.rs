@@ -1045,16 +1045,21 @@ impl Vfs {
         self.inner.write_now(ino, fh, offset, data)
     }
 
-    /// `close` of one descriptor: records pending attributes, reports a pending upload error.
+    /// `close` of one descriptor: records pending attributes; a descriptor open for writing
+    /// reports a pending upload error (once). A read-only descriptor does not: its reads were
+    /// served (from the cache), and an error at its close would fail readers such as `cmp` or
+    /// `cp` out of the mount while taking the report away from the next writer.
     pub async fn flush(&self, ino: Ino, fh: u64) -> Result<()> {
         let mut st = self.lock();
-        if !st.handles.contains_key(&fh) {
-            return Err(VfsError::BadHandle);
-        }
+        let write = st.handles.get(&fh).ok_or(VfsError::BadHandle)?.write;
         if st.node(ino)?.dirty_md {
             st.record_node(ino)?;
         }
-        take_error(&mut st, ino)
+        if write {
+            take_error(&mut st, ino)
+        } else {
+            Ok(())
+        }
     }
 
     pub async fn release(&self, ino: Ino, fh: u64) -> Result<()> {

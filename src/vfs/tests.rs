@@ -158,9 +158,14 @@ async fn upload_error_reported_by_fsync_and_flush_and_status_then_retried() {
     assert_eq!(e.to_errno(), libc::EIO);
     assert!(!v.status().last_errors.is_empty());
     v.release(a.ino, fh).await.unwrap();
-    // Closed: the retry fails again; the next open+flush reports it.
+    // Closed: the retry fails again; the close of the next writer reports it. A reader reads
+    // the data from the cache and closes without an error, and leaves the report in place.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let fh = v.open(a.ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(v.read(a.ino, fh, 0, 200).await.unwrap(), vec![1u8; 100]);
+    v.flush(a.ino, fh).await.unwrap();
+    v.release(a.ino, fh).await.unwrap();
+    let fh = v.open(a.ino, libc::O_WRONLY).await.unwrap();
     assert_eq!(v.flush(a.ino, fh).await.unwrap_err().to_errno(), libc::EIO);
     v.release(a.ino, fh).await.unwrap();
     // The grid comes back: the data was never lost.
