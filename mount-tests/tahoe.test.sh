@@ -9,7 +9,10 @@
 #   subdirectory, a symlink whose content is its target, an overwritten file, a rename);
 # - what `tahoe put`/`tahoe mkdir`/`tahoe mv`/`tahoe unlink` did in the mounted directory shows
 #   through the mount within dir-refresh (2 s) plus the kernel's 1 s attribute time-out, plus a
-#   margin (we poll up to 15 s and print how long it took).
+#   margin (we poll up to 15 s and print how long it took);
+# - a fifo made in the mount is listed by `tahoe ls` and read by `tahoe get` as an empty file;
+# - a tree stored by real `tahoe backup` (Archives/Latest: immutable directories) mounts
+#   read-only with its modes, owners, mtimes and contents.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 source "$here/mount-tests/lib.sh"
@@ -143,5 +146,71 @@ st="$(stat -c %F "$mnt/tdir/inner")"
 names="$(ls "$mnt" | tr '\n' ' ')"
 [[ "$names" == "chk-renamed.bin lit-moved.txt lnk sub tdir " ]] || fail "the mount lists '$names'"
 [[ "$(readlink "$mnt/lnk")" == some/target/path ]] || fail "the symlink changed"
+
+# 3. Special files as Tahoe sees them: a fifo made in the mount is a small (empty) file.
+mkfifo -m 0640 "$mnt/pipe"
+closed_at="$(now)"
+wait_grid "fifo" has_name "" pipe
+[[ "$(T_ get tahoe:pipe | wc -c)" == 0 ]] || fail "tahoe get of a fifo entry is not empty"
+[[ "$(stat -c %F "$mnt/pipe")" == fifo ]] || fail "the fifo is no longer a fifo in the mount"
 lib_umount "$mnt"
+
+# 4. A tree stored by real `tahoe backup` mounts (read-only: Latest is an immutable directory)
+# with its modes and times: files of LIT and CHK sizes, modes 0644/0755/0600/0444/0640,
+# directories 0750/0700, mtimes in the past with fractions of seconds.
+bsrc="$work/backup-src"
+python3 - "$bsrc" <<'PY'
+import os, sys
+root = sys.argv[1]
+os.makedirs(os.path.join(root, "docs", "deep"))
+files = {"a.txt": 0o644, "run.sh": 0o755, "secret": 0o600, "docs/readonly.txt": 0o444,
+         "docs/deep/x.bin": 0o640}
+for i, (p, mode) in enumerate(sorted(files.items())):
+    path = os.path.join(root, p)
+    with open(path, "wb") as f:
+        f.write(os.urandom(20 + 40000 * i))
+    os.chmod(path, mode)
+    t = 1_600_000_000_123_456_789 + i * 86_400_000_000_007
+    os.utime(path, ns=(t, t))
+for i, (d, mode) in enumerate((("docs/deep", 0o700), ("docs", 0o750))):
+    path = os.path.join(root, d)
+    os.chmod(path, mode)
+    t = 1_500_000_000_987_654_321 + i * 1_000_000_000_003
+    os.utime(path, ns=(t, t))
+PY
+T_ backup "$bsrc" tahoe:backups >"$work/backup.out" 2>&1 || fail "tahoe backup: $(cat "$work/backup.out")"
+bmnt="$work/bmnt"
+mkdir -p "$bmnt"
+lib_mounts+=("$bmnt")
+timeout $T "$LAFS" -d "$client" mount tahoe:backups/Latest "$bmnt" -o "cache-dir=$work/bcache" \
+    || fail "mount of tahoe:backups/Latest"
+python3 - "$bsrc" "$bmnt" <<'PY' || fail "the tahoe backup tree through the mount"
+import os, stat, sys
+src, mnt = sys.argv[1], sys.argv[2]
+checked = 0
+for dirpath, dirs, files in os.walk(src):
+    for name in dirs + files:
+        s = os.lstat(os.path.join(dirpath, name))
+        rel = os.path.relpath(os.path.join(dirpath, name), src)
+        m = os.lstat(os.path.join(mnt, rel))
+        assert stat.S_IFMT(m.st_mode) == stat.S_IFMT(s.st_mode), (rel, oct(m.st_mode))
+        assert stat.S_IMODE(m.st_mode) == stat.S_IMODE(s.st_mode), (rel, oct(m.st_mode), oct(s.st_mode))
+        # Tahoe stores st_mtime as a float: equal to well under a microsecond.
+        assert abs(m.st_mtime_ns - s.st_mtime_ns) < 1000, (rel, m.st_mtime_ns, s.st_mtime_ns)
+        assert (m.st_uid, m.st_gid) == (s.st_uid, s.st_gid), rel
+        if stat.S_ISREG(s.st_mode):
+            with open(os.path.join(dirpath, name), "rb") as a, open(os.path.join(mnt, rel), "rb") as b:
+                assert a.read() == b.read(), rel
+        checked += 1
+assert checked == 7, checked
+try:
+    open(os.path.join(mnt, "new"), "w")
+except OSError as e:
+    assert e.errno == 30, e  # EROFS
+else:
+    raise AssertionError("created a file in an immutable directory")
+print("checked", checked, "entries")
+PY
+lib_umount "$bmnt"
+say "tahoe backup tree mounted with its modes, owners, times and contents"
 say OK

@@ -645,44 +645,122 @@ pub fn unmount(mountpoint: &Path, lazy_when_busy: bool) -> anyhow::Result<()> {
     }
 }
 
-/// `mount.lafs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]` (the mount(8) helper convention): the
-/// same as `lafs mount SOURCE MOUNTPOINT -o OPTIONS`. `-s` (sloppy), `-n` (no mtab) and `-v`
-/// are accepted; `-f` (fake) does everything but the mount.
-pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
+/// The arguments mount(8) gives a helper: `SOURCE MOUNTPOINT [-sfnv] [-N NAMESPACE] [-o OPTIONS]
+/// [-t TYPE]`.
+#[derive(Debug, PartialEq, Eq)]
+struct HelperArgs {
+    source: OsString,
+    mountpoint: PathBuf,
+    options: Vec<String>,
+    /// `-f`: everything but the mount itself.
+    fake: bool,
+    /// `-N`: the mount namespace to mount in (a PID or a namespace file).
+    namespace: Option<OsString>,
+}
+
+const HELPER_USAGE: &str =
+    "usage: mount.lafs SOURCE MOUNTPOINT [-sfnv] [-N NAMESPACE] [-o OPTIONS] [-t lafs]";
+
+/// Reads a helper's arguments (`args` without argv[0]). Flags may come before, between or after
+/// the two operands and may be grouped (`-nv`); `-o`, `-t` and `-N` take a value, attached or
+/// as the next argument. `-t` is accepted when it names this filesystem (`lafs`, or a
+/// `TYPE.lafs` subtype such as `fuse.lafs`); `-s` (sloppy), `-n` (no mtab) and `-v` change
+/// nothing for us.
+fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<HelperArgs> {
     let mut positional = Vec::new();
     let mut options = Vec::new();
     let mut fake = false;
-    let mut it = args.into_iter().skip(1);
+    let mut namespace = None;
+    let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let s = a.to_string_lossy().into_owned();
-        if s == "-o" {
-            let v = it.next().context("-o needs a value")?;
-            options.push(v.to_string_lossy().into_owned());
-        } else if let Some(v) = s.strip_prefix("-o") {
-            options.push(v.to_string());
-        } else if s.starts_with('-') && s.len() > 1 {
-            for c in s.chars().skip(1) {
-                match c {
-                    'f' => fake = true,
-                    's' | 'n' | 'v' => {}
-                    _ => bail!("mount.lafs: unknown flag -{c}"),
-                }
-            }
-        } else {
+        if !(s.starts_with('-') && s.len() > 1) {
             positional.push(a);
+            continue;
+        }
+        for (i, c) in s[1..].char_indices() {
+            match c {
+                'f' => fake = true,
+                's' | 'n' | 'v' => {}
+                'o' | 't' | 'N' => {
+                    let rest = &s[1 + i + c.len_utf8()..];
+                    let value = if rest.is_empty() {
+                        it.next()
+                            .with_context(|| format!("mount.lafs: -{c} needs a value"))?
+                    } else {
+                        OsString::from(rest)
+                    };
+                    match c {
+                        'o' => options.push(value.to_string_lossy().into_owned()),
+                        'N' => namespace = Some(value),
+                        _ => {
+                            let t = value.to_string_lossy();
+                            if t != "lafs" && !t.ends_with(".lafs") {
+                                bail!("mount.lafs: -t {t}: this helper mounts type lafs only");
+                            }
+                        }
+                    }
+                    break;
+                }
+                _ => bail!("mount.lafs: unknown flag -{c}\n{HELPER_USAGE}"),
+            }
         }
     }
-    let [source, mountpoint] = <[OsString; 2]>::try_from(positional)
-        .map_err(|_| anyhow::anyhow!("usage: mount.lafs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]"))?;
-    let parsed = parse_opts(&options)?;
-    if fake {
+    let [source, mountpoint] =
+        <[OsString; 2]>::try_from(positional).map_err(|_| anyhow::anyhow!("{HELPER_USAGE}"))?;
+    Ok(HelperArgs {
+        source,
+        mountpoint: PathBuf::from(mountpoint),
+        options,
+        fake,
+        namespace,
+    })
+}
+
+/// Enters the mount namespace `ns` (mount(8)'s `-N`: a PID, or the path of a namespace file
+/// such as `/proc/PID/ns/mnt`). Must run while the process has one thread (setns(2) refuses
+/// CLONE_NEWNS otherwise), i.e. before any runtime starts; the daemon started later inherits it.
+#[cfg(target_os = "linux")]
+fn enter_namespace(ns: &std::ffi::OsStr) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let text = ns.to_string_lossy();
+    let path = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        PathBuf::from(format!("/proc/{text}/ns/mnt"))
+    } else {
+        PathBuf::from(ns)
+    };
+    let f = std::fs::File::open(&path)
+        .with_context(|| format!("opening namespace {}", path.display()))?;
+    // SAFETY: setns takes a valid open descriptor (owned by `f` for the call) and a flag.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("entering mount namespace {}", path.display()));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enter_namespace(_ns: &std::ffi::OsStr) -> anyhow::Result<()> {
+    bail!("mount.lafs: -N (mount namespaces) exists on Linux only")
+}
+
+/// `mount.lafs SOURCE MOUNTPOINT [-sfnv] [-N NAMESPACE] [-o OPTIONS] [-t lafs]` (the mount(8)
+/// helper convention, so `mount -t lafs` and fstab lines work): the same as
+/// `lafs mount SOURCE MOUNTPOINT -o OPTIONS`; `-f` (fake) checks everything but mounts nothing.
+pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
+    let h = parse_helper_args(args.into_iter().skip(1).collect())?;
+    let parsed = parse_opts(&h.options)?;
+    if h.fake {
         return Ok(());
     }
+    if let Some(ns) = &h.namespace {
+        enter_namespace(ns)?;
+    }
     let args = MountArgs {
-        source: source.to_string_lossy().into_owned(),
-        mountpoint: PathBuf::from(mountpoint),
+        source: h.source.to_string_lossy().into_owned(),
+        mountpoint: h.mountpoint,
         foreground: false,
-        options,
+        options: h.options,
     };
     let basedir = parsed.node_dir.unwrap_or_else(default_node_dir);
     run(Some(basedir), args)
@@ -718,6 +796,52 @@ mod tests {
         assert!(parse_opts(&["read-ahead-kb=-1".into()]).is_err());
         assert!(parse_opts(&["frobnicate".into()]).is_err());
         assert!(parse_opts(&["write-back-delay=-1".into()]).is_err());
+    }
+
+    fn helper(args: &[&str]) -> anyhow::Result<HelperArgs> {
+        parse_helper_args(args.iter().map(OsString::from).collect())
+    }
+
+    /// The forms util-linux mount(8) uses: `mount.lafs SPEC DIR [-sfnv] [-N NS] [-o OPTS] [-t
+    /// TYPE]`, flags anywhere, grouped, values attached or apart.
+    #[test]
+    fn helper_arguments_in_every_form_mount_8_passes_them() {
+        let h = helper(&[
+            "tahoe:",
+            "/mnt",
+            "-n",
+            "-o",
+            "ro,cache-size=1",
+            "-t",
+            "lafs",
+        ])
+        .unwrap();
+        assert_eq!(h.source, OsString::from("tahoe:"));
+        assert_eq!(h.mountpoint, PathBuf::from("/mnt"));
+        assert_eq!(h.options, ["ro,cache-size=1"]);
+        assert!(!h.fake && h.namespace.is_none());
+        let h = helper(&[
+            "-svn",
+            "-oro",
+            "-tfuse.lafs",
+            "-N",
+            "1234",
+            "a:",
+            "/m",
+            "-o",
+            "rw",
+        ])
+        .unwrap();
+        assert_eq!(h.options, ["ro", "rw"]);
+        assert_eq!(h.namespace, Some(OsString::from("1234")));
+        let h = helper(&["a:", "/m", "-fvN/proc/1/ns/mnt"]).unwrap();
+        assert!(h.fake);
+        assert_eq!(h.namespace, Some(OsString::from("/proc/1/ns/mnt")));
+        assert!(helper(&["a:", "/m", "-t", "nfs"]).is_err());
+        assert!(helper(&["a:", "/m", "-x"]).is_err());
+        assert!(helper(&["a:", "/m", "-o"]).is_err());
+        assert!(helper(&["a:"]).is_err());
+        assert!(helper(&["a:", "/m", "/extra"]).is_err());
     }
 
     #[test]

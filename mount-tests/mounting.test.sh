@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# mount-tests/mounting.test.sh: the ways of mounting and unmounting that users have besides
+# `lafs mount tahoe: DIR`, each on a real mount.
+# - `mount -t lafs` through the helper `/sbin/mount.lafs` (a link to the binary, put there for
+#   the test and removed after), unmounted by `umount(8)`: the daemon uploads what is pending
+#   and exits;
+# - `mount -N PID` (mount(8)'s namespace flag, passed on to the helper): mounted in that mount
+#   namespace only;
+# - fstab lines (`mount -T FILE MOUNTPOINT`): a read cap, which mounts read-only (EROFS on every
+#   change), and `alias:path` of a subdirectory, whose writes land in that subdirectory;
+# - user extended attributes through the kernel (set, get, list, remove, XATTR_CREATE,
+#   size-0 queries and ERANGE, `trusted.*` refused), still there after a fresh-cache remount;
+# - with the grid down: `lafs umount --flush` fails and leaves the mount up, with the error in
+#   `lafs status`; a plain `lafs umount` gives up after a few failed rounds (not the whole
+#   2-minute bound) and keeps the data in the cache; the next mount with that cache uploads it.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+source "$here/mount-tests/lib.sh"
+source "$here/mount-tests/trees.sh"
+lib_init mounting
+[[ "$(id -u)" == 0 ]] || lib_skip "not root (mount(8) and mount namespaces need root)"
+for tool in mount umount unshare nsenter python3; do
+    command -v "$tool" >/dev/null || lib_skip "no $tool"
+done
+lib_grid 3
+
+# The helper where mount(8) looks for it. Whatever was there is put back on exit.
+helper=/sbin/mount.lafs
+saved=""
+if [[ -e "$helper" || -L "$helper" ]]; then
+    saved="$work/mount.lafs.saved"
+    mv "$helper" "$saved"
+fi
+ns_pid=""
+restore_helper() {
+    rm -f "$helper"
+    if [[ -n "$saved" ]]; then mv "$saved" "$helper"; fi
+    if [[ -n "$ns_pid" ]]; then kill "$ns_pid" 2>/dev/null || true; fi
+}
+trap 'restore_helper; lib_cleanup' EXIT
+ln -s "$(readlink -f "$LAFS")" "$helper"
+
+L() { timeout $T "$LAFS" -d "$client" "$@"; }
+# daemon_pid MNT: the pid of the daemon serving MNT (from its status file).
+daemon_pid() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$1/.lafs-status"
+}
+# wait_gone PID WHAT: waits (bounded) until process PID has exited.
+wait_gone() {
+    timeout 150 bash -c "while kill -0 $1 2>/dev/null; do sleep 0.1; done" || fail "$2: daemon $1 still running"
+}
+same() { cmp -s "$1" "$2" || fail "$3: content differs"; }
+
+# 1. mount -t lafs, umount(8).
+m1="$work/m1"
+mkdir -p "$m1"
+lib_mounts+=("$m1")
+timeout $T mount -t lafs -o "node-directory=$client,cache-dir=$work/c1,_netdev,x-systemd.automount" \
+    tahoe: "$m1" || fail "mount -t lafs"
+mountpoint -q "$m1" || fail "not mounted after mount -t lafs returned"
+head -c 300000 /dev/urandom >"$work/a.src"
+cp "$work/a.src" "$m1/a.bin"
+printf 'hello\n' >"$m1/hello.txt"
+pid="$(daemon_pid "$m1")"
+timeout $T umount "$m1" || fail "umount(8)"
+wait_gone "$pid" "after umount(8)"
+L get tahoe:a.bin "$work/a.got" || fail "a.bin not on the grid after umount(8)"
+same "$work/a.src" "$work/a.got" "a.bin after umount(8)"
+say "mount -t lafs and umount(8): ok (the daemon uploaded before exiting)"
+
+# 2. mount -N: another mount namespace only.
+unshare -m --propagation private sleep 600 &
+ns_pid=$!
+timeout 10 bash -c "until [[ \"\$(readlink /proc/$ns_pid/ns/mnt)\" != \"\$(readlink /proc/self/ns/mnt)\" ]]; do sleep 0.05; done" \
+    || fail "unshare did not make a mount namespace"
+m2="$work/m2"
+mkdir -p "$m2"
+timeout $T mount -N "$ns_pid" -t lafs -o "node-directory=$client,cache-dir=$work/c2" tahoe: "$m2" \
+    || fail "mount -N"
+! mountpoint -q "$m2" || fail "mount -N mounted in our namespace"
+timeout $T nsenter -t "$ns_pid" -m mountpoint -q "$m2" || fail "mount -N: not mounted in the target namespace"
+timeout $T nsenter -t "$ns_pid" -m cat "$m2/hello.txt" | grep -qx hello || fail "mount -N: cannot read through it"
+pid="$(timeout $T nsenter -t "$ns_pid" -m python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$m2/.lafs-status")"
+timeout $T nsenter -t "$ns_pid" -m umount "$m2" || fail "umount in the namespace"
+wait_gone "$pid" "mount -N"
+say "mount -N (namespace): ok"
+
+# 3. fstab: a read cap (read-only) and alias:path of a subdirectory.
+ro="$(L ls --json tahoe: | python3 -c 'import json,sys; print(json.load(sys.stdin)[1]["ro_uri"])')"
+[[ "$ro" == URI:DIR2-RO:* ]] || fail "no read cap from ls --json"
+L mkdir tahoe:sub >/dev/null
+L mkdir tahoe:sub/deeper >/dev/null
+printf 'put there by lafs put\n' | L put - tahoe:sub/deeper/in.txt >/dev/null
+m3="$work/m3" m4="$work/m4"
+mkdir -p "$m3" "$m4"
+cat >"$work/fstab" <<FSTAB
+# a read cap: read-only whatever the options say
+$ro $m3 lafs node-directory=$client,cache-dir=$work/c3,noauto,_netdev,nofail 0 0
+tahoe:sub/deeper $m4 lafs node-directory=$client,cache-dir=$work/c4,write-back-delay=1,noauto 0 0
+FSTAB
+lib_mounts+=("$m3" "$m4")
+timeout $T mount -T "$work/fstab" "$m3" || fail "mount -T fstab (read cap)"
+timeout $T mount -T "$work/fstab" "$m4" || fail "mount -T fstab (alias:path)"
+findmnt -n -o OPTIONS "$m3" | grep -qE '(^|,)ro(,|$)' || fail "the read-cap mount is not ro in the mount table"
+same "$work/a.src" "$m3/a.bin" "a.bin through the read cap"
+python3 - "$m3" <<'PY' || fail "read-cap mount accepted a change"
+import errno, os, sys
+m = sys.argv[1]
+attempts = {
+    "create": lambda: open(os.path.join(m, "new.txt"), "w"),
+    "write": lambda: open(os.path.join(m, "hello.txt"), "a"),
+    "mkdir": lambda: os.mkdir(os.path.join(m, "d")),
+    "unlink": lambda: os.unlink(os.path.join(m, "hello.txt")),
+    "rename": lambda: os.rename(os.path.join(m, "hello.txt"), os.path.join(m, "h2")),
+    "chmod": lambda: os.chmod(os.path.join(m, "hello.txt"), 0o600),
+    "utime": lambda: os.utime(os.path.join(m, "hello.txt")),
+    "symlink": lambda: os.symlink("x", os.path.join(m, "l")),
+    "setxattr": lambda: os.setxattr(os.path.join(m, "hello.txt"), "user.a", b"1"),
+}
+for what, f in attempts.items():
+    try:
+        f()
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            sys.exit(f"{what}: {e} (want EROFS)")
+    else:
+        sys.exit(f"{what}: succeeded on a read-only mount")
+PY
+[[ "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["read_only"])' "$m3/.lafs-status")" == True ]] \
+    || fail "status does not say read-only"
+grep -qx 'put there by lafs put' "$m4/in.txt" || fail "alias:path mount does not show the subdirectory"
+[[ ! -e "$m4/sub" && ! -e "$m4/a.bin" ]] || fail "alias:path mount shows the root"
+printf 'written in the subdirectory\n' >"$m4/w.txt"
+mkdir "$m4/made"
+timeout $T "$LAFS" umount --flush "$m4" || fail "lafs umount --flush of the alias:path mount"
+timeout $T "$LAFS" umount "$m3" || fail "lafs umount of the read-cap mount"
+[[ "$(L get tahoe:sub/deeper/w.txt)" == 'written in the subdirectory' ]] || fail "w.txt not in tahoe:sub/deeper"
+grep -qx made <<<"$(L ls tahoe:sub/deeper)" || fail "made/ not in tahoe:sub/deeper"
+! grep -qx w.txt <<<"$(L ls tahoe:)" || fail "w.txt landed in the root"
+say "fstab lines (read cap read-only, alias:path subdirectory): ok"
+
+# 4. Extended attributes through the kernel, then from the grid.
+m5="$work/m5"
+lib_mount "$m5" "cache-dir=$work/c5"
+printf 'x\n' >"$m5/x.txt"
+mkdir "$m5/xd"
+python3 - "$m5" <<'PY' || fail "xattrs"
+import ctypes, errno, os, sys
+m = sys.argv[1]
+f, d = os.path.join(m, "x.txt"), os.path.join(m, "xd")
+os.setxattr(f, "user.color", b"blue")
+os.setxattr(f, "user.empty", b"")
+os.setxattr(f, "user.bin", bytes(range(256)))
+os.setxattr(d, "user.on-dir", b"yes")
+assert os.getxattr(f, "user.color") == b"blue"
+assert os.getxattr(f, "user.empty") == b""
+assert os.getxattr(f, "user.bin") == bytes(range(256))
+assert sorted(os.listxattr(f)) == ["user.bin", "user.color", "user.empty"], os.listxattr(f)
+def err(fn, want):
+    try:
+        fn()
+    except OSError as e:
+        assert e.errno == want, f"{e} (want {errno.errorcode[want]})"
+    else:
+        raise AssertionError(f"no error (want {errno.errorcode[want]})")
+err(lambda: os.setxattr(f, "user.color", b"red", os.XATTR_CREATE), errno.EEXIST)
+err(lambda: os.setxattr(f, "user.none", b"red", os.XATTR_REPLACE), errno.ENODATA)
+err(lambda: os.getxattr(f, "user.none"), errno.ENODATA)
+err(lambda: os.removexattr(f, "user.none"), errno.ENODATA)
+err(lambda: os.setxattr(f, "trusted.t", b"1"), errno.EOPNOTSUPP)
+os.setxattr(f, "user.gone", b"1")
+os.removexattr(f, "user.gone")
+# The size-0 query and a too-small buffer go through the adapter's own paths.
+libc = ctypes.CDLL(None, use_errno=True)
+n = libc.getxattr(f.encode(), b"user.color", None, 0)
+assert n == 4, n
+small = ctypes.create_string_buffer(2)
+assert libc.getxattr(f.encode(), b"user.color", small, 2) == -1 and ctypes.get_errno() == errno.ERANGE
+n = libc.listxattr(f.encode(), None, 0)
+assert n == len(b"user.bin\0user.color\0user.empty\0"), n
+assert libc.listxattr(f.encode(), small, 2) == -1 and ctypes.get_errno() == errno.ERANGE
+PY
+timeout $T "$LAFS" umount --flush "$m5" || fail "lafs umount --flush (xattrs)"
+m6="$work/m6"
+lib_mount "$m6" "cache-dir=$work/c6"
+python3 - "$m6" <<'PY' || fail "xattrs after a fresh-cache remount"
+import os, sys
+m = sys.argv[1]
+f = os.path.join(m, "x.txt")
+assert sorted(os.listxattr(f)) == ["user.bin", "user.color", "user.empty"], os.listxattr(f)
+assert os.getxattr(f, "user.color") == b"blue"
+assert os.getxattr(f, "user.bin") == bytes(range(256))
+assert os.getxattr(os.path.join(m, "xd"), "user.on-dir") == b"yes"
+PY
+timeout $T "$LAFS" umount "$m6" || fail "lafs umount (xattrs remount)"
+say "extended attributes (kernel paths, and from the grid): ok"
+
+# 5. The grid goes away.
+m7="$work/m7"
+lib_mount "$m7" "cache-dir=$work/c7,write-back-delay=0.5"
+ls "$m7" >/dev/null # the root's listing is in memory before the grid goes
+for ((i = 0; i < 3; i++)); do kill "${lib_pids[$i]}"; done
+for ((i = 0; i < 3; i++)); do wait "${lib_pids[$i]}" 2>/dev/null || true; done
+head -c 200000 /dev/urandom >"$work/off.src"
+cp "$work/off.src" "$m7/offline.bin"
+if timeout 120 "$LAFS" umount --flush "$m7" 2>"$work/flush.err"; then
+    fail "lafs umount --flush succeeded with every server down"
+fi
+grep -q "still mounted" "$work/flush.err" || fail "umount --flush error: $(cat "$work/flush.err")"
+mountpoint -q "$m7" || fail "a failed umount --flush unmounted"
+timeout $T "$LAFS" status "$m7" >"$work/status.txt"
+grep -q "last flush failed" "$work/status.txt" || fail "status does not show the failed flush: $(cat "$work/status.txt")"
+same "$work/off.src" "$m7/offline.bin" "offline.bin read back while the grid is down"
+say "umount --flush with the grid down: fails, still mounted, error in the status"
+start=$SECONDS
+timeout 150 "$LAFS" umount "$m7" || fail "plain lafs umount with the grid down"
+took=$((SECONDS - start))
+say "plain umount with the grid down took $took s"
+((took < 60)) || fail "plain umount with the grid down waited $took s (the grid was plainly gone)"
+ls "$work/c7/data" | grep -q . || fail "the pending data is not kept in the cache"
+# The grid comes back: the next mount with that cache uploads it.
+for ((i = 0; i < 3; i++)); do
+    : >"$work/server$i.out"
+    "$LAFS" run "$work/server$i" >"$work/server$i.out" 2>>"$work/server$i.err" &
+    lib_pids[$i]=$!
+done
+for ((i = 0; i < 3; i++)); do
+    timeout $T bash -c "until grep -qx ready '$work/server$i.out'; do sleep 0.1; done" || fail "server$i restart"
+done
+lib_mount "$m7" "cache-dir=$work/c7"
+timeout $T "$LAFS" umount --flush "$m7" || fail "umount --flush once the grid is back"
+L get tahoe:offline.bin "$work/off.got" || fail "offline.bin not on the grid after the remount"
+same "$work/off.src" "$work/off.got" "offline.bin from the grid"
+say "the grid back: the remount with the same cache uploaded what was left: ok"
+say "ok"
