@@ -12,7 +12,9 @@
 #   size-0 queries and ERANGE, `trusted.*` refused), still there after a fresh-cache remount;
 # - with the grid down: `lafs umount --flush` fails and leaves the mount up, with the error in
 #   `lafs status`; a plain `lafs umount` gives up after a few failed rounds (not the whole
-#   2-minute bound) and keeps the data in the cache; the next mount with that cache uploads it.
+#   2-minute bound) and keeps the data in the cache; the next mount with that cache uploads it;
+# - two mounts of one directory: changes to different names merge, the second change of one
+#   name is refused (EIO from its fsync, error in its status) and the first stays on the grid.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 source "$here/mount-tests/lib.sh"
@@ -232,4 +234,45 @@ timeout $T "$LAFS" umount --flush "$m7" || fail "umount --flush once the grid is
 L get tahoe:offline.bin "$work/off.got" || fail "offline.bin not on the grid after the remount"
 same "$work/off.src" "$work/off.got" "offline.bin from the grid"
 say "the grid back: the remount with the same cache uploaded what was left: ok"
+
+# 6. Two mounts of one directory (two clients, two caches): changes to different names merge;
+# the second of two changes to one name is refused and reported, the first stays.
+ma="$work/ma" mb="$work/mb"
+lib_mount "$ma" "cache-dir=$work/ca,dir-refresh=1"
+lib_mount "$mb" "cache-dir=$work/cb,dir-refresh=1"
+printf 'v0\n' >"$ma/shared.txt"
+python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$ma/shared.txt"
+timeout 15 bash -c "until [[ \"\$(cat '$mb/shared.txt' 2>/dev/null)\" == v0 ]]; do sleep 0.2; done" \
+    || fail "mount B does not see shared.txt"
+python3 - "$ma" "$mb" <<'PY' || fail "two writers"
+import errno, os, sys
+a, b = sys.argv[1], sys.argv[2]
+def write_sync(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+# Different names: both land.
+write_sync(os.path.join(a, "from-a.txt"), b"a\n")
+write_sync(os.path.join(b, "from-b.txt"), b"b\n")
+# One name, both based on v0: A first, then B, whose change must not replace A's.
+write_sync(os.path.join(a, "shared.txt"), b"version of A\n")
+try:
+    write_sync(os.path.join(b, "shared.txt"), b"version of B\n")
+except OSError as e:
+    assert e.errno == errno.EIO, e
+else:
+    raise AssertionError("B's fsync succeeded over A's change")
+PY
+grep -q . <<<"$(timeout $T "$LAFS" status "$mb" | grep -i -A3 "last errors")" || fail "the conflict is not in B's status"
+[[ "$(L get tahoe:shared.txt)" == "version of A" ]] || fail "the grid does not keep A's version"
+[[ "$(L get tahoe:from-a.txt)" == a && "$(L get tahoe:from-b.txt)" == b ]] || fail "disjoint changes not merged"
+timeout 15 bash -c "until [[ \"\$(cat '$mb/shared.txt' 2>/dev/null)\" == 'version of A' && -e '$mb/from-a.txt' ]]; do sleep 0.2; done" \
+    || fail "mount B does not show A's version after the refresh"
+timeout 15 bash -c "until [[ -e '$ma/from-b.txt' ]]; do sleep 0.2; done" || fail "mount A does not show from-b.txt"
+timeout $T "$LAFS" umount "$ma" || fail "umount A"
+timeout $T "$LAFS" umount "$mb" || fail "umount B"
+say "two mounts of one directory: disjoint changes merged, the overlapping one refused and reported: ok"
 say "ok"

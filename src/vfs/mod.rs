@@ -2918,7 +2918,13 @@ impl Inner {
                     }
                 }
                 if !conflicts.is_empty() {
-                    // Show the other writer's version at the next access.
+                    // Show the other writer's version at the next access: the node of a
+                    // conflicting name still holds our dropped version, so the listing it is
+                    // based on must not claim the winner's entry (the refresh adopts an entry
+                    // only where the grid differs from the base).
+                    for name in &conflicts {
+                        base.remove(name);
+                    }
                     d.loaded_at = None;
                 }
             }

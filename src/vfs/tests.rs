@@ -484,6 +484,33 @@ async fn other_writer_merged_when_disjoint_reported_when_overlapping() {
     assert_eq!(grid_file(&b, &root, "a"), Some(b"their a".to_vec()));
 }
 
+/// After a conflict the losing mount kept showing its own dropped version (the listing it was
+/// based on was set to the winner's entry, so the refresh saw nothing new to adopt).
+#[tokio::test]
+async fn losing_side_of_a_conflict_shows_the_winners_version() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = mount(&b, &root, tmp.path()).await;
+    let a = put(&v, ROOT_INO, "a", b"v0").await;
+    v.fsync(a, 0).await.unwrap();
+    // Another client replaces "a"; we overwrite it too, based on v0.
+    let mut l = grid_listing(&b, &root);
+    let theirs = b.put_bytes(b"their version");
+    l.insert("a", child_for(&theirs, Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    let fh = v.open(a, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    v.write(a, fh, 0, b"our version").await.unwrap();
+    assert_eq!(v.fsync(a, fh).await.unwrap_err().to_errno(), libc::EIO);
+    v.release(a, fh).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "a"), Some(b"their version".to_vec()));
+    let now = v.lookup(ROOT_INO, os("a")).await.unwrap();
+    assert_eq!(cat(&v, now.ino).await, b"their version");
+    assert_eq!(now.size, 13);
+    v.flush_all().await.unwrap();
+    assert_eq!(grid_file(&b, &root, "a"), Some(b"their version".to_vec()));
+}
+
 #[tokio::test]
 async fn backpressure_keeps_the_cache_bounded() {
     let b = MemBackend::new();
