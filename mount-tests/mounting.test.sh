@@ -14,7 +14,8 @@
 #   `lafs status`; a plain `lafs umount` gives up after a few failed rounds (not the whole
 #   2-minute bound) and keeps the data in the cache; the next mount with that cache uploads it;
 # - two mounts of one directory: changes to different names merge, the second change of one
-#   name is refused (EIO from its fsync, error in its status) and the first stays on the grid.
+#   name is reported (EIO from its fsync, error in its status); the first keeps the name, the
+#   second is kept as NAME.conflict.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 source "$here/mount-tests/lib.sh"
@@ -236,7 +237,8 @@ same "$work/off.src" "$work/off.got" "offline.bin from the grid"
 say "the grid back: the remount with the same cache uploaded what was left: ok"
 
 # 6. Two mounts of one directory (two clients, two caches): changes to different names merge;
-# the second of two changes to one name is refused and reported, the first stays.
+# the second of two changes to one name is reported, the first keeps the name and the second is
+# kept beside it as NAME.conflict.
 ma="$work/ma" mb="$work/mb"
 lib_mount "$ma" "cache-dir=$work/ca,dir-refresh=1"
 lib_mount "$mb" "cache-dir=$work/cb,dir-refresh=1"
@@ -268,11 +270,13 @@ else:
 PY
 grep -q . <<<"$(timeout $T "$LAFS" status "$mb" | grep -i -A3 "last errors")" || fail "the conflict is not in B's status"
 [[ "$(L get tahoe:shared.txt)" == "version of A" ]] || fail "the grid does not keep A's version"
+[[ "$(L get tahoe:shared.txt.conflict)" == "version of B" ]] || fail "B's version is not kept as shared.txt.conflict"
 [[ "$(L get tahoe:from-a.txt)" == a && "$(L get tahoe:from-b.txt)" == b ]] || fail "disjoint changes not merged"
 timeout 15 bash -c "until [[ \"\$(cat '$mb/shared.txt' 2>/dev/null)\" == 'version of A' && -e '$mb/from-a.txt' ]]; do sleep 0.2; done" \
     || fail "mount B does not show A's version after the refresh"
+[[ "$(cat "$mb/shared.txt.conflict")" == "version of B" ]] || fail "mount B does not show its conflict copy"
 timeout 15 bash -c "until [[ -e '$ma/from-b.txt' ]]; do sleep 0.2; done" || fail "mount A does not show from-b.txt"
 timeout $T "$LAFS" umount "$ma" || fail "umount A"
 timeout $T "$LAFS" umount "$mb" || fail "umount B"
-say "two mounts of one directory: disjoint changes merged, the overlapping one refused and reported: ok"
+say "two mounts of one directory: disjoint changes merged, the overlapping one reported and kept as a conflict copy: ok"
 say "ok"

@@ -335,6 +335,35 @@ fn lit_cap(data: &[u8]) -> String {
 }
 
 /// The child link for `cap`: directories keep their write cap (and read cap), files their read cap.
+/// The name under which our side of a conflict on `name` is kept: `NAME.conflict`, else
+/// `NAME.conflict-2`, `-3`... (the first one free in `dir`), shortened to fit NAME_MAX; `None`
+/// when an entry of that family already holds `cap` (the copy was made by an earlier attempt,
+/// or before a crash).
+fn conflict_copy_name(dir: &Directory, name: &str, cap: &str) -> Option<String> {
+    let mut stem = name;
+    for n in 1u32.. {
+        let suffix = if n == 1 {
+            ".conflict".to_string()
+        } else {
+            format!(".conflict-{n}")
+        };
+        while stem.len() + suffix.len() > NAME_MAX {
+            let mut cut = stem.len() - 1;
+            while !stem.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            stem = &stem[..cut];
+        }
+        let candidate = format!("{stem}{suffix}");
+        match dir.get(&candidate) {
+            None => return Some(candidate),
+            Some(c) if child_cap(c).as_deref() == Some(cap) => return None,
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 fn child_for(cap: &str, md: Metadata) -> Child {
     let c = Cap::parse(cap);
     match &c {
@@ -2808,6 +2837,8 @@ impl Inner {
         let mut retried = false;
         let mut dropped: HashSet<u64> = HashSet::new();
         let mut conflicts: Vec<String> = Vec::new();
+        // Conflicting name -> the name our version is kept under (in the last attempt's body).
+        let mut copies: BTreeMap<String, String> = BTreeMap::new();
         for _ in 0..10 {
             let (body, ver) = self.backend.read_dir(dircap).await.map_err(grid)?;
             let cur = Directory::unpack(kind, &body).map_err(|e| VfsError::Grid(e.to_string()))?;
@@ -2831,17 +2862,32 @@ impl Inner {
             let secs = now_ns() as f64 / 1e9;
             let mut applied = Vec::new();
             for r in &recs {
-                if dropped.contains(&r.seq) {
-                    continue;
-                }
-                let theirs = match (&r.accept, &reference) {
-                    (Some(a), _) if !retried => !a.contains(&child_fingerprint(cur.get(&r.name))),
-                    (_, Some(b)) => b.get(&r.name) != cur.get(&r.name),
-                    (_, None) => false,
-                };
+                let theirs = !dropped.contains(&r.seq)
+                    && match (&r.accept, &reference) {
+                        (Some(a), _) if !retried => {
+                            !a.contains(&child_fingerprint(cur.get(&r.name)))
+                        }
+                        (_, Some(b)) => b.get(&r.name) != cur.get(&r.name),
+                        (_, None) => false,
+                    };
                 if theirs {
                     dropped.insert(r.seq);
                     conflicts.push(r.name.clone());
+                }
+                if dropped.contains(&r.seq) {
+                    // Their version keeps the name; ours is kept beside it, in the same publish,
+                    // so the losing side loses nothing (a removal has nothing to keep).
+                    if let Op::Set {
+                        target: Target::Cap(c),
+                        metadata,
+                    } = &r.op
+                    {
+                        if let Some(copy) = conflict_copy_name(&dir, &r.name, c) {
+                            let md = update_metadata(None, Some(metadata), secs);
+                            dir.insert(&copy, child_for(c, md));
+                            copies.insert(r.name.clone(), copy);
+                        }
+                    }
                     continue;
                 }
                 match &r.op {
@@ -2929,10 +2975,15 @@ impl Inner {
                 }
             }
             if !conflicts.is_empty() {
-                let msg = format!(
-                    "another writer changed {:?}; their version was kept",
-                    conflicts
-                );
+                let msg = if copies.is_empty() {
+                    format!("another writer changed {conflicts:?}; their version was kept")
+                } else {
+                    format!(
+                        "another writer changed {conflicts:?}; their version was kept, ours \
+                         is beside it as {:?}",
+                        copies.values().collect::<Vec<_>>()
+                    )
+                };
                 st.push_error(msg.clone());
                 *st.dir_errors.entry(dircap.to_string()).or_default() += 1;
                 return Err(VfsError::Conflict(msg));

@@ -507,8 +507,40 @@ async fn losing_side_of_a_conflict_shows_the_winners_version() {
     let now = v.lookup(ROOT_INO, os("a")).await.unwrap();
     assert_eq!(cat(&v, now.ino).await, b"their version");
     assert_eq!(now.size, 13);
+    // Ours is kept beside it, on the grid and in the mount.
+    assert_eq!(
+        grid_file(&b, &root, "a.conflict"),
+        Some(b"our version".to_vec())
+    );
+    let copy = v.lookup(ROOT_INO, os("a.conflict")).await.unwrap();
+    assert_eq!(cat(&v, copy.ino).await, b"our version");
+    assert!(v
+        .status()
+        .last_errors
+        .iter()
+        .any(|e| e.contains("a.conflict")));
     v.flush_all().await.unwrap();
     assert_eq!(grid_file(&b, &root, "a"), Some(b"their version".to_vec()));
+}
+
+#[test]
+fn conflict_copy_names_are_free_fit_name_max_and_made_once() {
+    let kind = DirKind::Mutable { writekey: None };
+    let mut d = Directory::new(kind);
+    assert_eq!(
+        super::conflict_copy_name(&d, "x", "URI:LIT:aa").as_deref(),
+        Some("x.conflict")
+    );
+    d.insert("x.conflict", child_for("URI:LIT:bb", Metadata::new()));
+    assert_eq!(
+        super::conflict_copy_name(&d, "x", "URI:LIT:aa").as_deref(),
+        Some("x.conflict-2")
+    );
+    d.insert("x.conflict-2", child_for("URI:LIT:aa", Metadata::new()));
+    assert_eq!(super::conflict_copy_name(&d, "x", "URI:LIT:aa"), None);
+    let long = "é".repeat(127) + "z";
+    let n = super::conflict_copy_name(&d, &long, "URI:LIT:aa").unwrap();
+    assert!(n.len() <= NAME_MAX && n.ends_with(".conflict"), "{n}");
 }
 
 #[tokio::test]
