@@ -1163,6 +1163,77 @@ async fn sequential_reads_of_a_grid_file_with_read_ahead() {
     v.release(f, fh).await.unwrap();
 }
 
+/// Read-ahead happens: once reads are sequential (the second read continues the first), the
+/// next `read_ahead` segments are fetched without being asked for, and reading them costs no
+/// grid call; a reader that jumps around gets no read-ahead.
+#[tokio::test]
+async fn sequential_reader_gets_the_next_segments_fetched_ahead_and_a_random_one_does_not() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    // 10 segments of 4 KiB.
+    let data: Vec<u8> = (0..40_960u32).map(|i| (i * 13 % 251) as u8).collect();
+    let mut l = grid_listing(&b, &root);
+    for name in ["f", "g"] {
+        let cap = b.put_bytes(&data);
+        l.insert(name, child_for(&cap, Metadata::new()));
+    }
+    b.set_dir_body(&root, l.pack().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 0);
+    c.segment_size = 4096;
+    c.read_ahead = 4;
+    let v = Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap();
+    let f = v.lookup(ROOT_INO, os("f")).await.unwrap().ino;
+    let g = v.lookup(ROOT_INO, os("g")).await.unwrap().ino;
+    // Waits until the backend has seen no new call for a while (background fetches landed).
+    async fn settle(b: &MemBackend) -> usize {
+        let mut last = b.call_count();
+        loop {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let now = b.call_count();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+    let seg = |s: usize| data[s * 4096..(s + 1) * 4096].to_vec();
+    let fh = v.open(f, libc::O_RDONLY).await.unwrap();
+    let base = settle(&b).await;
+    assert_eq!(v.read(f, fh, 0, 4096).await.unwrap(), seg(0));
+    assert_eq!(settle(&b).await - base, 1, "the first read: one fetch");
+    assert_eq!(v.read(f, fh, 4096, 4096).await.unwrap(), seg(1));
+    let after_second = settle(&b).await;
+    assert_eq!(
+        after_second - base,
+        1 + 1 + 4,
+        "segment 1 and 4 segments ahead"
+    );
+    for s in 2..6 {
+        assert_eq!(v.read(f, fh, s as u64 * 4096, 4096).await.unwrap(), seg(s));
+    }
+    // Segments 2-5 came from the read-ahead; each read fetched one more ahead (6-9).
+    assert_eq!(settle(&b).await - after_second, 4, "no demand fetch");
+    v.release(f, fh).await.unwrap();
+    // A reader that jumps: one fetch per read, nothing ahead.
+    let fh = v.open(g, libc::O_RDONLY).await.unwrap();
+    let base = settle(&b).await;
+    assert_eq!(
+        v.read(g, fh, 3 * 4096 + 7, 10).await.unwrap(),
+        data[3 * 4096 + 7..3 * 4096 + 17].to_vec()
+    );
+    assert_eq!(
+        v.read(g, fh, 7 * 4096, 10).await.unwrap(),
+        data[7 * 4096..7 * 4096 + 10].to_vec()
+    );
+    assert_eq!(
+        settle(&b).await - base,
+        2,
+        "two demand fetches, nothing ahead"
+    );
+    v.release(g, fh).await.unwrap();
+}
+
 /// fsx (mount-tests/fsx.py) found: fstat of an open file after its unlink said nlink 1.
 /// POSIX: the link count of an open, unlinked file is 0; its data stays readable and writable.
 #[tokio::test]
