@@ -95,12 +95,13 @@ impl OnionKey {
         }
     }
 
-    /// Parses Tahoe's key file text, `ED25519-V3:<base64>` (padding optional).
+    /// Parses Tahoe's key file text, `ED25519-V3:<base64>` (padding optional). The bare base64
+    /// of a 64-byte key is accepted too, in case a writer dropped the key-type prefix; any other
+    /// prefix (`RSA1024:`, v2 onion services) is refused.
     pub fn parse_tahoe(text: &str) -> Option<OnionKey> {
-        let b64 = text
-            .trim()
-            .strip_prefix(TAHOE_PREFIX)?
-            .trim_end_matches('=');
+        let text = text.trim();
+        let b64 = text.strip_prefix(TAHOE_PREFIX).unwrap_or(text);
+        let b64 = b64.trim_end_matches('=');
         let raw = base64::engine::general_purpose::STANDARD_NO_PAD
             .decode(b64)
             .ok()?;
@@ -367,6 +368,11 @@ mod tests {
             OnionKey::parse_tahoe(unpadded).unwrap().public(),
             key.public()
         );
+        assert_eq!(
+            OnionKey::parse_tahoe(&text[11..]).unwrap().public(),
+            key.public()
+        );
+        assert!(OnionKey::parse_tahoe(&format!("RSA1024:{}", &text[11..])).is_none());
         assert!(OnionKey::parse_tahoe("RSA1024:AAAA").is_none());
         assert!(OnionKey::parse_tahoe("ED25519-V3:AAAA").is_none());
         assert!(OnionKey::parse_tahoe("ED25519-V3:!!").is_none());
