@@ -16,7 +16,8 @@ use lafs::server::service::{self, SHUTDOWN_GRACE};
 pub enum NodeCommand {
     /// Create a Tahoe-compatible storage node directory.
     CreateNode(CreateNodeArgs),
-    /// Run the storage node of a node directory (lafs- or Tahoe-created) until SIGINT/SIGTERM.
+    /// Run the storage node of a node directory (lafs- or Tahoe-created) until SIGINT/SIGTERM;
+    /// with `[tor] onion = true` (feature `tor`) it also hosts its onion service in-process.
     Run(DirArgs),
     /// Print the node's servers.yaml entry (`storage: {server-id: {ann: ...}}`).
     Announcement(DirArgs),
@@ -36,10 +37,12 @@ pub struct CreateNodeArgs {
     /// The tub.location hints, e.g. tcp:example.net:3457 (needs --port).
     #[arg(long, requires = "port")]
     pub location: Option<String>,
-    /// Tahoe's `--listen` (comma-separated `tcp`, `tor`, `i2p`). Only `tcp` is automatic here:
-    /// for an onion service, run one (`HiddenServicePort VIRTPORT 127.0.0.1:PORT`) and pass
-    /// `--port=tcp:PORT:interface=127.0.0.1 --location=tor:ONION.onion:VIRTPORT`, which
-    /// announces a `pb+tor://` NURL.
+    /// Tahoe's `--listen` (comma-separated `tcp`, `tor`; `i2p` is not supported). `tor` (cargo
+    /// feature `tor`) makes an onion service that `lafs run` hosts in-process with arti: it
+    /// writes the key to private/tor_onion.privkey and `[tor] onion = true` with Tahoe's
+    /// `onion.*` options, and announces `tor:ONION.onion:3457` (a `pb+tor://` NURL). Tor
+    /// settings (e.g. a private network) go in private/arti.toml. `--listen=tor` alone needs no
+    /// --hostname/--port/--location; `--listen=tcp,tor` announces both.
     #[arg(long, default_value = "tcp")]
     pub listen: String,
     #[arg(long)]
@@ -63,14 +66,19 @@ pub struct DirArgs {
 pub fn run(cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
         NodeCommand::CreateNode(a) => {
+            let (mut tcp, mut onion) = (false, false);
             for l in a.listen.split(',').map(str::trim) {
                 match l {
-                    "tcp" => {}
+                    "tcp" => tcp = true,
+                    "tor" if cfg!(feature = "tor") => onion = true,
                     "tor" => anyhow::bail!(
-                        "--listen=tor (an onion service made by lafs) is not supported: run a Tor onion service with HiddenServicePort VIRTPORT 127.0.0.1:PORT and create the node with --port=tcp:PORT:interface=127.0.0.1 --location=tor:ONION.onion:VIRTPORT"
+                        "--listen=tor needs lafs built with the cargo feature `tor` (or run a Tor onion service with HiddenServicePort VIRTPORT 127.0.0.1:PORT and create the node with --port=tcp:PORT:interface=127.0.0.1 --location=tor:ONION.onion:VIRTPORT)"
                     ),
-                    other => anyhow::bail!("--listen={other} is not supported (only tcp)"),
+                    other => anyhow::bail!("--listen={other} is not supported (tcp, tor)"),
                 }
+            }
+            if !tcp && (a.hostname.is_some() || a.port.is_some()) {
+                anyhow::bail!("--hostname/--port/--location need --listen to include tcp");
             }
             let opts = CreateOptions {
                 nickname: a.nickname,
@@ -79,6 +87,7 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                 location: a.location,
                 webport: a.webport,
                 reserved_space: a.reserved_space,
+                onion,
             };
             let files = create_node(&a.dir, &opts)
                 .with_context(|| format!("creating a node in {}", a.dir.display()))?;

@@ -115,6 +115,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
                 location: Some(format!("tcp:127.0.0.1:{port}")),
                 webport: Some("none".into()),
                 reserved_space: Some("0".into()),
+                onion: false,
             };
             create_node(&d, &o).with_context(|| format!("creating {}", d.display()))?;
             servers.push(d);

@@ -13,8 +13,16 @@
 //! - `[tor] launch`, `tor.executable`, `socks.port`, `control.port` configure an external Tor
 //!   daemon; arti runs in-process, so they are accepted (Tahoe knows them) and reported in
 //!   [`TorOptions::ignored`] for a warning;
-//! - `[tor] onion*` are server-side options (an onion service made through a Tor daemon); the
-//!   client ignores them.
+//! - `[tor] onion = true` (server side, cargo feature `tor`): `lafs run` hosts the storage
+//!   node's onion service itself, in-process with arti, and serves the onion streams for virtual
+//!   port `onion.external_port` directly (no loopback hop). The identity key is Tahoe's
+//!   `onion.private_key_file` (default `private/tor_onion.privkey`, C-tor's `ED25519-V3:<base64
+//!   of the 64-byte expanded secret key>` as Tahoe writes it), created when missing, so a Tahoe
+//!   node directory keeps its `.onion` address. The node announces `tor:ONION.onion:EXTERNAL`
+//!   (added to `tub.location` hints when no hint names that address), i.e. a `pb+tor://` NURL.
+//!   `onion.local_port` is where Tahoe's Tor daemon forwards to; lafs does not need it (it still
+//!   binds `tub.port`, which Tahoe sets to that port on loopback). Tahoe requires
+//!   `onion.external_port` and so does lafs;
 //!
 //! The arti configuration (a private Tor network: directory authorities, fallback caches, relaxed
 //! path rules) is arti's own TOML format in the optional file [`ARTI_CONFIG_FILE`]
@@ -45,6 +53,15 @@ pub enum TorConfigError {
     /// `[connections] tcp` names a handler lafs does not have.
     #[error("[connections]tcp: unknown or unsupported handler (use tcp, tor or disabled)")]
     UnknownHandler,
+    /// A port option is not a port number.
+    #[error("[tor]{0}: not a port number")]
+    BadPort(&'static str),
+    /// `[tor] onion = true` without a required `onion.*` option.
+    #[error("[tor]onion = true, but {0} is missing")]
+    OnionMissing(&'static str),
+    /// `[tor] onion = true` with `[tor] enabled = false`.
+    #[error("[tor]onion = true, but [tor]enabled is false")]
+    OnionDisabled,
     /// `[connections] tcp = tor` with `[tor] enabled = false`.
     #[error("[connections]tcp = tor, but [tor]enabled is false")]
     TorDisabled,
@@ -67,6 +84,20 @@ pub enum TcpHandler {
     Disabled,
 }
 
+/// The onion service of a storage node: `[tor] onion = true` and its `onion.*` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnionOptions {
+    /// `onion.external_port`: the virtual port announced and served.
+    pub external_port: u16,
+    /// `onion.local_port` (Tahoe's Tor daemon forwards there; lafs serves in-process).
+    pub local_port: Option<u16>,
+    /// `onion.private_key_file`, relative to the node directory (default [`ONION_KEY_FILE`]).
+    pub private_key_file: String,
+}
+
+/// Where Tahoe's `create-node --listen=tor` puts the onion key, relative to the node directory.
+pub const ONION_KEY_FILE: &str = "private/tor_onion.privkey";
+
 /// The Tor-related options of `tahoe.cfg`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TorOptions {
@@ -78,6 +109,8 @@ pub struct TorOptions {
     pub reveal_ip: bool,
     /// `[tor]` options that configure a Tor daemon, which arti does not use.
     pub ignored: Vec<&'static str>,
+    /// `[tor] onion = true`: host the node's onion service.
+    pub onion: Option<OnionOptions>,
 }
 
 impl Default for TorOptions {
@@ -87,6 +120,7 @@ impl Default for TorOptions {
             tcp: TcpHandler::Direct,
             reveal_ip: true,
             ignored: Vec::new(),
+            onion: None,
         }
     }
 }
@@ -124,11 +158,47 @@ impl TorOptions {
             .copied()
             .filter(|o| ini.get_raw("tor", o).is_some())
             .collect();
+        let port = |option: &'static str| -> Result<Option<u16>, TorConfigError> {
+            match ini.get("tor", option) {
+                Ok(None) => Ok(None),
+                Ok(Some(v)) if v.trim().is_empty() => Ok(None),
+                Ok(Some(v)) => v
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .map(Some)
+                    .ok_or(TorConfigError::BadPort(option)),
+                Err(_) => Err(TorConfigError::BadPort(option)),
+            }
+        };
+        let onion = if boolean("tor", "onion", false)? {
+            if !enabled {
+                return Err(TorConfigError::OnionDisabled);
+            }
+            let external_port = port("onion.external_port")?
+                .ok_or(TorConfigError::OnionMissing("onion.external_port"))?;
+            let private_key_file = ini
+                .get("tor", "onion.private_key_file")
+                .ok()
+                .flatten()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| ONION_KEY_FILE.to_string());
+            Some(OnionOptions {
+                external_port,
+                local_port: port("onion.local_port")?,
+                private_key_file,
+            })
+        } else {
+            None
+        };
         Ok(TorOptions {
             enabled,
             tcp,
             reveal_ip,
             ignored,
+            onion,
         })
     }
 
@@ -216,10 +286,53 @@ mod tests {
     #[test]
     fn daemon_options_are_reported_ignored() {
         let o = opts(
-            "[tor]\nlaunch = true\nsocks.port = tcp:127.0.0.1:9050\nonion = true\nonion.local_port = 3457\n",
+            "[tor]\nlaunch = true\nsocks.port = tcp:127.0.0.1:9050\nonion = true\nonion.local_port = 3457\nonion.external_port = 3457\n",
         )
         .unwrap();
         assert_eq!(o.ignored, vec!["launch", "socks.port"]);
+    }
+
+    #[test]
+    fn onion_service_options() {
+        // Tahoe's `create-node --listen=tor` section.
+        let o = opts(
+            "[tor]\nlaunch = true\nonion = true\nonion.local_port = 3457\nonion.external_port = 3457\nonion.private_key_file = private/tor_onion.privkey\n",
+        )
+        .unwrap();
+        assert_eq!(
+            o.onion,
+            Some(OnionOptions {
+                external_port: 3457,
+                local_port: Some(3457),
+                private_key_file: "private/tor_onion.privkey".into(),
+            })
+        );
+        let o = opts("[tor]\nonion = True\nonion.external_port = 80\n").unwrap();
+        let onion = o.onion.unwrap();
+        assert_eq!(onion.private_key_file, ONION_KEY_FILE);
+        assert_eq!(onion.local_port, None);
+        assert_eq!(
+            opts("[tor]\nonion = false\nonion.external_port = 80\n")
+                .unwrap()
+                .onion,
+            None
+        );
+        assert_eq!(
+            opts("[tor]\nonion = true\n"),
+            Err(TorConfigError::OnionMissing("onion.external_port"))
+        );
+        assert_eq!(
+            opts("[tor]\nonion = true\nonion.external_port = 65536\n"),
+            Err(TorConfigError::BadPort("onion.external_port"))
+        );
+        assert_eq!(
+            opts("[tor]\nonion = true\nonion.external_port = 80\nonion.local_port = x\n"),
+            Err(TorConfigError::BadPort("onion.local_port"))
+        );
+        assert_eq!(
+            opts("[tor]\nenabled = false\nonion = true\nonion.external_port = 80\n"),
+            Err(TorConfigError::OnionDisabled)
+        );
     }
 
     #[test]

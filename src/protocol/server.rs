@@ -869,18 +869,95 @@ impl RunningServer {
     }
 }
 
+/// Serves TLS connections for one [`StorageServer`], over any byte stream: accepted TCP
+/// connections ([`serve`]) or onion-service streams. Clones share one connection cap
+/// ([`ServerLimits::max_connections`]).
+#[derive(Clone)]
+pub struct ConnectionServer {
+    acceptor: tokio_rustls::TlsAcceptor,
+    server: Arc<StorageServer>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for ConnectionServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionServer")
+            .field("available_permits", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionServer {
+    /// A connection server for `server` with the TLS configuration `tls`.
+    pub fn new(tls: Arc<rustls::ServerConfig>, server: Arc<StorageServer>) -> Self {
+        let permits = Arc::new(Semaphore::new(server.limits.max_connections.max(1)));
+        ConnectionServer {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            server,
+            permits,
+        }
+    }
+
+    /// Waits for a free connection slot: the caller accepts its next connection only then, so
+    /// that excess connections queue in the listener instead of in memory.
+    pub async fn reserve(&self) -> Option<ConnectionSlot> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .ok()
+            .map(ConnectionSlot)
+    }
+
+    /// Runs the TLS handshake and HTTP/1.1 on `io` in a task of its own, holding `slot` until
+    /// the connection ends. The handshake is bounded by the request timeout.
+    pub fn spawn<S>(&self, slot: ConnectionSlot, io: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let acceptor = self.acceptor.clone();
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let timeout = server.limits.request_timeout;
+            let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(io)).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(server.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+/// One of the [`ConnectionServer`]'s connection slots.
+#[derive(Debug)]
+pub struct ConnectionSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
 /// Serves `server` with TLS on `listener` until shut down.
 pub fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     server: Arc<StorageServer>,
 ) -> std::io::Result<RunningServer> {
+    serve_with(listener, ConnectionServer::new(tls, server))
+}
+
+/// Serves the connections of `listener` with `conns` until shut down.
+pub fn serve_with(
+    listener: TcpListener,
+    conns: ConnectionServer,
+) -> std::io::Result<RunningServer> {
     let local_addr = listener.local_addr()?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let permits = Arc::new(Semaphore::new(server.limits.max_connections.max(1)));
     let task = tokio::spawn(async move {
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
+            let Some(slot) = conns.reserve().await else {
                 return;
             };
             let Ok((tcp, _peer)) = listener.accept().await else {
@@ -891,24 +968,7 @@ pub fn serve(
             // Without TCP_NODELAY the last partial segment of a response waits for the peer's
             // delayed ACK (up to 40 ms per request): it made downloads latency-bound.
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let server = server.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let timeout = server.limits.request_timeout;
-                let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
+            conns.spawn(slot, tcp);
         }
     });
     Ok(RunningServer { local_addr, task })

@@ -26,6 +26,10 @@
 //! Unless the file sets `storage.state_dir` / `storage.cache_dir`, arti keeps its state and
 //! cache under `private/arti/` of the node directory, never in the user's global arti dirs.
 //!
+//! The same configuration starts the arti client of a storage node's onion service
+//! ([`crate::server::onion`]), with one addition: a read-only C-tor service keystore holding the
+//! service's identity key ([`arti_config_with`]).
+//!
 //! Invariants: the dialer never sees a swissnum or cap (it gets a host and a port), and its
 //! errors carry arti's message about the host, never request data.
 
@@ -90,6 +94,16 @@ impl std::fmt::Debug for TorDialer {
     }
 }
 
+/// A read-only C-tor `HiddenServiceDir` keystore holding one onion service's identity key
+/// (see [`crate::server::onion`]).
+#[derive(Debug, Clone)]
+pub struct CtorServiceStore {
+    /// arti's nickname of the service.
+    pub nickname: String,
+    /// The directory with `hs_ed25519_secret_key`.
+    pub dir: PathBuf,
+}
+
 /// Parses arti's TOML configuration text and puts the state and cache directories under
 /// `basedir` unless the text sets them.
 pub fn arti_config(
@@ -97,11 +111,39 @@ pub fn arti_config(
     basedir: &Path,
     source: &str,
 ) -> Result<TorClientConfig, TorError> {
+    arti_config_with(toml_text, basedir, source, None)
+}
+
+/// [`arti_config`], plus a C-tor service keystore (`storage.keystore.ctor.services`).
+pub fn arti_config_with(
+    toml_text: &str,
+    basedir: &Path,
+    source: &str,
+    ctor_service: Option<&CtorServiceStore>,
+) -> Result<TorClientConfig, TorError> {
     let bad = |reason: String| TorError::Config {
         path: source.to_string(),
         reason,
     };
-    let table: toml::Table = toml::from_str(toml_text).map_err(|e| bad(e.to_string()))?;
+    let mut table: toml::Table = toml::from_str(toml_text).map_err(|e| bad(e.to_string()))?;
+    if let Some(store) = ctor_service {
+        let mut entry = toml::Table::new();
+        entry.insert("id".into(), format!("{}-ctor", store.nickname).into());
+        let dir = store
+            .dir
+            .to_str()
+            .ok_or_else(|| bad("the node directory path is not UTF-8".into()))?;
+        entry.insert("path".into(), dir.into());
+        let mut node = &mut table;
+        for key in ["storage", "keystore", "ctor", "services"] {
+            node = node
+                .entry(key)
+                .or_insert_with(|| toml::Table::new().into())
+                .as_table_mut()
+                .ok_or_else(|| bad(format!("{key} is not a table")))?;
+        }
+        node.insert(store.nickname.clone(), entry.into());
+    }
     let storage = table.get("storage").and_then(toml::Value::as_table);
     let has = |key: &str| storage.is_some_and(|s| s.contains_key(key));
     let (has_state, has_cache) = (has("state_dir"), has("cache_dir"));
@@ -121,24 +163,34 @@ pub fn arti_config(
     builder.build().map_err(|e| bad(e.to_string()))
 }
 
+/// The arti configuration of the node directory `basedir` (`private/arti.toml` if present,
+/// else arti's defaults: the public Tor network), and where it came from.
+pub fn arti_config_for_node_dir(
+    basedir: &Path,
+    ctor_service: Option<&CtorServiceStore>,
+) -> Result<(TorClientConfig, String), TorError> {
+    let path: PathBuf = basedir.join(ARTI_CONFIG_FILE);
+    let (text, source) = match std::fs::read_to_string(&path) {
+        Ok(t) => (t, path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (String::new(), "<built-in>".to_string())
+        }
+        Err(e) => {
+            return Err(TorError::Config {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    let config = arti_config_with(&text, basedir, &source, ctor_service)?;
+    Ok((config, source))
+}
+
 impl TorDialer {
     /// A dialer with the arti configuration of the node directory `basedir`
     /// (`private/arti.toml` if present, else arti's defaults: the public Tor network).
     pub fn for_node_dir(basedir: &Path) -> Result<TorDialer, TorError> {
-        let path: PathBuf = basedir.join(ARTI_CONFIG_FILE);
-        let (text, source) = match std::fs::read_to_string(&path) {
-            Ok(t) => (t, path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (String::new(), "<built-in>".to_string())
-            }
-            Err(e) => {
-                return Err(TorError::Config {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })
-            }
-        };
-        let config = arti_config(&text, basedir, &source)?;
+        let (config, source) = arti_config_for_node_dir(basedir, None)?;
         Ok(TorDialer::new(config, source))
     }
 
@@ -257,6 +309,29 @@ state_dir = "/elsewhere/state"
             ),
             Err(TorError::Config { .. })
         ));
+    }
+
+    #[test]
+    fn ctor_service_keystore_is_added() {
+        let store = CtorServiceStore {
+            nickname: "lafs-storage-abc".into(),
+            dir: PathBuf::from("/nodes/n1/private/arti/onion-service"),
+        };
+        let text = "[storage.keystore]\nenabled = true\n";
+        let cfg = arti_config_with(text, Path::new("/nodes/n1"), "x", Some(&store)).unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(
+            dbg.contains("/nodes/n1/private/arti/onion-service"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("lafs-storage-abc"), "{dbg}");
+        assert!(arti_config_with(
+            "[storage]\nkeystore = 3\n",
+            Path::new("/n"),
+            "x",
+            Some(&store)
+        )
+        .is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`nodedir`]: the node directory in Tahoe's layout (`tahoe.cfg`, `private/node.pem`,
 //!   `private/storage.furl`, `private/node.privkey`, `my_nodeid`, `permutation-seed`), the
 //!   fURL/NURLs and the `servers.yaml` announcement;
+//! - `onion` (cargo feature `tor`): the node's onion service, hosted in-process by arti
+//!   (`[tor] onion = true`), with Tahoe's key file;
 //! - [`service`]: `lafs run`, the long-running node (listeners, periodic upload expiry and
 //!   lease garbage collection, clean shutdown on SIGINT/SIGTERM); [`service::start`] runs the
 //!   same node inside a caller's runtime (the embedded grid of `lafs up`).
@@ -16,6 +18,8 @@
 
 pub mod backend;
 pub mod nodedir;
+#[cfg(feature = "tor")]
+pub mod onion;
 pub mod service;
 
 #[cfg(test)]

@@ -15,6 +15,9 @@
 //! - `permutation-seed` — base32 seed of the server's place in the permuted ring: the TubID for
 //!   a server that already holds shares (pre-#466 servers), else the Ed25519 public key, like
 //!   Tahoe's `_init_permutation_seed`;
+//! - `private/tor_onion.privkey` (Tahoe's `[tor] onion.private_key_file`) — with `[tor] onion =
+//!   true`, the onion service key (`ED25519-V3:<base64>`); its address is announced as a
+//!   `tor:ONION.onion:PORT` hint (cargo feature `tor`, see `server::onion`);
 //! - `private/storage.nurl` and `private/announcement.yaml` — written by `lafs run`: the NURLs,
 //!   and the `servers.yaml` entry a client needs. They live in `private/` because fURLs and
 //!   NURLs carry the swissnum, a bearer secret.
@@ -63,6 +66,70 @@ pub enum NodeDirError {
     Tls(#[from] crate::protocol::tls::TlsError),
     #[error("Ed25519 node key is invalid")]
     BadNodeKey,
+    #[error("tahoe.cfg: {0}")]
+    TorConfig(#[from] crate::config::tor::TorConfigError),
+    #[error("[tor]onion = true needs lafs built with the cargo feature `tor`")]
+    OnionNeedsTor,
+    #[cfg(feature = "tor")]
+    #[error(transparent)]
+    Onion(#[from] super::onion::OnionError),
+}
+
+/// The onion service a node hosts (`[tor] onion = true`).
+#[cfg(feature = "tor")]
+#[derive(Debug, Clone)]
+pub struct OnionService {
+    /// The identity key (from `onion.private_key_file`).
+    pub key: super::onion::OnionKey,
+    /// `onion.external_port`.
+    pub external_port: u16,
+}
+
+#[cfg(feature = "tor")]
+type MaybeOnion = Option<OnionService>;
+#[cfg(not(feature = "tor"))]
+type MaybeOnion = ();
+
+/// The onion service of `[tor] onion = true`: its key is read (created when missing and
+/// `create` is set), and a `tor:ONION.onion:EXTERNAL_PORT` hint is appended to `hints` unless
+/// one names that address already (Tahoe's `create-node --listen=tor` writes it into
+/// `tub.location`; a hand-made configuration may lack it).
+fn onion_service(
+    basedir: &Path,
+    config: &NodeConfig,
+    create: bool,
+    hints: &mut Vec<String>,
+) -> Result<MaybeOnion, NodeDirError> {
+    let opts = crate::config::tor::TorOptions::from_ini(&config.ini)?;
+    let Some(onion) = opts.onion else {
+        #[cfg(feature = "tor")]
+        return Ok(None);
+        #[cfg(not(feature = "tor"))]
+        return Ok(());
+    };
+    #[cfg(not(feature = "tor"))]
+    {
+        let _ = (basedir, create, hints, onion);
+        Err(NodeDirError::OnionNeedsTor)
+    }
+    #[cfg(feature = "tor")]
+    {
+        let key =
+            super::onion::OnionKey::load_or_create(&basedir.join(&onion.private_key_file), create)?;
+        let address = key.onion_address();
+        let named = hints.iter().any(|h| {
+            h.strip_prefix("tor:")
+                .and_then(|r| r.rsplit_once(':'))
+                .is_some_and(|(host, _)| host.eq_ignore_ascii_case(&address))
+        });
+        if !named {
+            hints.push(format!("tor:{address}:{}", onion.external_port));
+        }
+        Ok(Some(OnionService {
+            key,
+            external_port: onion.external_port,
+        }))
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeDirError + '_ {
@@ -128,7 +195,15 @@ pub struct CreateOptions {
     pub webport: Option<String>,
     /// `[storage]reserved_space` (Tahoe's `create-node` writes `1G`).
     pub reserved_space: Option<String>,
+    /// `--listen=tor`: an onion service hosted by `lafs run` (cargo feature `tor`), set up as
+    /// Tahoe's `create-node --listen=tor` does (key file, `[tor] onion*`, a loopback `tub.port`,
+    /// `tor:ONION.onion:3457` in `tub.location`), but without a Tor daemon: the key is made
+    /// locally.
+    pub onion: bool,
 }
+
+/// The virtual port Tahoe's `create-node --listen=tor` announces.
+pub const ONION_EXTERNAL_PORT: u16 = 3457;
 
 /// A free TCP port, like Tahoe's `allocate_tcp_port` (bound on every interface, then released).
 fn allocate_tcp_port() -> Result<u16, NodeDirError> {
@@ -196,7 +271,73 @@ pub fn create_node(dir: &Path, opts: &CreateOptions) -> Result<NodeFiles, NodeDi
             return Err(NodeDirError::NotEmpty(dir.to_path_buf()));
         }
     }
-    let (tub_port, tub_location) = match (&opts.hostname, &opts.port, &opts.location) {
+    let tcp = opts.hostname.is_some() || opts.port.is_some() || opts.location.is_some();
+    let (mut tub_port, mut tub_location) = if !tcp && opts.onion {
+        (String::new(), String::new())
+    } else {
+        tcp_port_location(opts)?
+    };
+    let mut tor_section = String::new();
+    if opts.onion {
+        let (port, location, section) = onion_create(dir)?;
+        for (list, item) in [(&mut tub_port, port), (&mut tub_location, location)] {
+            if !list.is_empty() {
+                list.push(',');
+            }
+            list.push_str(&item);
+        }
+        tor_section = section;
+    }
+    let nickname = opts.nickname.clone().unwrap_or_default();
+    check_cfg_value("--nickname", &nickname)?;
+    let webport = match opts.webport.as_deref() {
+        None => "tcp:3456:interface=127.0.0.1".to_string(),
+        Some("none") => String::new(),
+        Some(w) => w.to_string(),
+    };
+    check_cfg_value("--webport", &webport)?;
+    let reserved = opts.reserved_space.clone().unwrap_or_else(|| "1G".into());
+    check_cfg_value("--reserved-space", &reserved)?;
+    let mut cfg = storage_node_cfg(&nickname, &webport, &tub_port, &tub_location, &reserved);
+    cfg.push_str(&tor_section);
+    // Validate what we wrote with the same parser `lafs run` uses.
+    let parsed = NodeConfig::parse(&cfg).map_err(crate::config::ConfigError::Cfg)?;
+    fs::create_dir_all(dir.join("private")).map_err(io_err(dir))?;
+    write_atomic(&dir.join("tahoe.cfg"), cfg.as_bytes(), false)?;
+    NodeFiles::ensure(dir, &parsed)
+}
+
+/// The onion part of `create-node --listen=tor`: writes the key file and returns the
+/// `tub.port` entry, the `tub.location` hint and the `[tor]` section.
+#[cfg(feature = "tor")]
+fn onion_create(dir: &Path) -> Result<(String, String, String), NodeDirError> {
+    use crate::config::tor::ONION_KEY_FILE;
+    let key = super::onion::OnionKey::load_or_create(&dir.join(ONION_KEY_FILE), true)?;
+    let local = allocate_tcp_port()?;
+    let section = format!(
+        "\n[tor]\n\
+         # lafs hosts the onion service in-process with arti (`launch` is for `tahoe run`).\n\
+         launch = true\n\
+         onion = true\n\
+         onion.local_port = {local}\n\
+         onion.external_port = {ONION_EXTERNAL_PORT}\n\
+         onion.private_key_file = {ONION_KEY_FILE}\n"
+    );
+    Ok((
+        format!("tcp:{local}:interface=127.0.0.1"),
+        format!("tor:{}:{ONION_EXTERNAL_PORT}", key.onion_address()),
+        section,
+    ))
+}
+
+#[cfg(not(feature = "tor"))]
+fn onion_create(_dir: &Path) -> Result<(String, String, String), NodeDirError> {
+    Err(NodeDirError::OnionNeedsTor)
+}
+
+/// `tub.port` and `tub.location` from `--hostname`, or `--port` with `--location`.
+fn tcp_port_location(opts: &CreateOptions) -> Result<(String, String), NodeDirError> {
+    Ok(match (&opts.hostname, &opts.port, &opts.location) {
         (Some(h), None, None) => {
             check_cfg_value("--hostname", h)?;
             let port = allocate_tcp_port()?;
@@ -217,23 +358,7 @@ pub fn create_node(dir: &Path, opts: &CreateOptions) -> Result<NodeFiles, NodeDi
                 "give --hostname, or both --port and --location".into(),
             ))
         }
-    };
-    let nickname = opts.nickname.clone().unwrap_or_default();
-    check_cfg_value("--nickname", &nickname)?;
-    let webport = match opts.webport.as_deref() {
-        None => "tcp:3456:interface=127.0.0.1".to_string(),
-        Some("none") => String::new(),
-        Some(w) => w.to_string(),
-    };
-    check_cfg_value("--webport", &webport)?;
-    let reserved = opts.reserved_space.clone().unwrap_or_else(|| "1G".into());
-    check_cfg_value("--reserved-space", &reserved)?;
-    let cfg = storage_node_cfg(&nickname, &webport, &tub_port, &tub_location, &reserved);
-    // Validate what we wrote with the same parser `lafs run` uses.
-    let parsed = NodeConfig::parse(&cfg).map_err(crate::config::ConfigError::Cfg)?;
-    fs::create_dir_all(dir.join("private")).map_err(io_err(dir))?;
-    write_atomic(&dir.join("tahoe.cfg"), cfg.as_bytes(), false)?;
-    NodeFiles::ensure(dir, &parsed)
+    })
 }
 
 /// The identity of a storage node, loaded from (and completed in) its directory.
@@ -245,9 +370,13 @@ pub struct NodeFiles {
     pub node_pubkey: [u8; 32],
     /// `permutation-seed` (base32 text).
     pub permutation_seed: String,
-    /// The `tub.location` hints, verbatim.
+    /// The `tub.location` hints, verbatim, plus the hosted onion service's (see
+    /// [`NodeFiles::onion`]).
     pub location_hints: Vec<String>,
     pub nickname: String,
+    /// The onion service to host (`[tor] onion = true`).
+    #[cfg(feature = "tor")]
+    pub onion: Option<OnionService>,
 }
 
 impl std::fmt::Debug for NodeFiles {
@@ -447,7 +576,9 @@ impl NodeFiles {
             }
         };
 
-        let location_hints = location_hints(config)?;
+        let mut location_hints = location_hints(config)?;
+        #[allow(clippy::let_unit_value)]
+        let onion = onion_service(basedir, config, create, &mut location_hints)?;
         let furl_path = private.join("storage.furl");
         let old = read_optional_text(&furl_path)?;
         let swissnum = match old.as_deref().map(Furl::parse) {
@@ -469,7 +600,11 @@ impl NodeFiles {
             permutation_seed,
             location_hints,
             nickname: config.node.nickname.clone(),
+            #[cfg(feature = "tor")]
+            onion,
         };
+        #[cfg(not(feature = "tor"))]
+        let () = onion;
         let furl = files.furl();
         if create && old.as_deref() != Some(furl.as_str()) {
             write_atomic(&furl_path, format!("{furl}\n").as_bytes(), true)?;

@@ -6,6 +6,9 @@
 //! write `private/storage.nurl` and `private/announcement.yaml` and hand the announcement to
 //! the caller (the CLI prints it).
 //!
+//! With `[tor] onion = true` (cargo feature `tor`) the node also hosts its onion service
+//! in-process ([`super::onion`]) and serves its streams with the same TLS/HTTP server.
+//!
 //! Deviation from Tahoe: Tahoe 1.20 serves Foolscap and HTTPS on the same port, telling them
 //! apart by the first bytes of a connection; lafs serves HTTPS only, so clients configured with
 //! `force_foolscap` (or older than 1.19) cannot use a lafs server.
@@ -26,7 +29,7 @@ use super::backend::DiskBackend;
 use super::nodedir::{listen_addrs, storage_dir, NodeDirError, NodeFiles};
 use crate::config::tahoe_cfg::ExpireMode;
 use crate::config::{NodeConfig, NodeDir};
-use crate::protocol::server::{serve, ServerLimits, StorageServer};
+use crate::protocol::server::{serve_with, ConnectionServer, ServerLimits, StorageServer};
 use crate::storage::disk::{
     DiskStore, ExpirationMode, ExpirationPolicy, GcCursor, StoreConfig, StoreError,
 };
@@ -46,6 +49,9 @@ pub enum RunError {
     },
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
+    #[cfg(feature = "tor")]
+    #[error("onion service: {0}")]
+    Onion(#[from] super::onion::OnionError),
 }
 
 /// How often stale uploads are looked for.
@@ -108,6 +114,8 @@ pub struct RunningNode {
     pub started: Started,
     running: Vec<crate::protocol::server::RunningServer>,
     maintenance: tokio::task::JoinHandle<()>,
+    #[cfg(feature = "tor")]
+    onion: Option<super::onion::OnionHost>,
 }
 
 impl RunningNode {
@@ -115,6 +123,8 @@ impl RunningNode {
     /// period from the protocol server).
     pub fn shutdown(self) {
         self.maintenance.abort();
+        #[cfg(feature = "tor")]
+        drop(self.onion);
         for r in self.running {
             r.shutdown();
         }
@@ -162,6 +172,8 @@ pub async fn start(basedir: PathBuf) -> Result<RunningNode, RunError> {
         ServerLimits::default(),
     ));
     let tls = files.identity.server_config().map_err(NodeDirError::from)?;
+    // One connection server, so the TCP listeners and the onion service share one cap.
+    let conns = ConnectionServer::new(tls, server);
     let mut running = Vec::new();
     for addr in &addrs {
         let std_listener =
@@ -180,13 +192,21 @@ pub async fn start(basedir: PathBuf) -> Result<RunningNode, RunError> {
                 addr: *addr,
                 source,
             })?;
-        let r =
-            serve(listener, tls.clone(), server.clone()).map_err(|source| RunError::Listen {
-                addr: *addr,
-                source,
-            })?;
+        let r = serve_with(listener, conns.clone()).map_err(|source| RunError::Listen {
+            addr: *addr,
+            source,
+        })?;
         running.push(r);
     }
+    #[cfg(feature = "tor")]
+    let onion = match &files.onion {
+        Some(o) => {
+            Some(super::onion::host(&basedir, &o.key, o.external_port, conns.clone()).await?)
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "tor"))]
+    drop(conns);
     files.write_announcement()?;
     let started = Started {
         listening: running.iter().map(|r| r.local_addr).collect(),
@@ -201,11 +221,20 @@ pub async fn start(basedir: PathBuf) -> Result<RunningNode, RunError> {
         expiration = ?store.config().expiration,
         "storage node running (HTTPS storage protocol only; no Foolscap)"
     );
+    #[cfg(feature = "tor")]
+    if let Some(o) = &onion {
+        tracing::info!(
+            onion_address = %o.address,
+            "serving the onion service in-process (its descriptor is published in the background)"
+        );
+    }
     let maintenance = tokio::spawn(maintenance(store.clone()));
     Ok(RunningNode {
         started,
         running,
         maintenance,
+        #[cfg(feature = "tor")]
+        onion,
     })
 }
 

@@ -138,6 +138,96 @@ fn tor_location_hints_announce_pb_tor_nurls() {
     assert!(nurls[1].contains("@b.example:9/"));
 }
 
+/// `[tor] onion = true`: the key file's address is announced as a `pb+tor://` NURL, added to
+/// `tub.location` when no hint names it, and is the same on every load.
+#[cfg(feature = "tor")]
+#[test]
+fn onion_hosting_announces_the_key_files_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = NodeConfig::parse(
+        "[node]\ntub.port = tcp:9:interface=127.0.0.1\ntub.location = tcp:127.0.0.1:9\n\
+         [storage]\nenabled = true\n[tor]\nonion = true\nonion.external_port = 3457\n",
+    )
+    .unwrap();
+    // Never run: the key is missing and `load` does not create it.
+    assert!(NodeFiles::load(dir.path(), &c).is_err());
+    let f = NodeFiles::ensure(dir.path(), &c).unwrap();
+    let key = super::onion::OnionKey::load_or_create(
+        &dir.path().join("private/tor_onion.privkey"),
+        false,
+    )
+    .unwrap();
+    let onion = key.onion_address();
+    assert_eq!(
+        f.location_hints,
+        ["tcp:127.0.0.1:9".to_string(), format!("tor:{onion}:3457")]
+    );
+    let nurls = f.nurls().unwrap();
+    let tor = crate::grid::furl::Nurl::parse(&nurls[1]).unwrap();
+    assert_eq!(tor.scheme(), crate::grid::furl::NurlScheme::PbTor);
+    assert_eq!(tor.host(), onion);
+    assert_eq!(tor.port(), 3457);
+    assert!(f.furl().contains(&format!(",tor:{onion}:3457/")));
+    assert_eq!(f.onion.as_ref().unwrap().external_port, 3457);
+    // Reloaded: the same address, the hint not duplicated.
+    let g = NodeFiles::load(dir.path(), &c).unwrap();
+    assert_eq!(g.location_hints, f.location_hints);
+    // A tub.location that names the address already (Tahoe's create-node) is kept as is.
+    let c2 = NodeConfig::parse(&format!(
+        "[node]\ntub.port = tcp:9:interface=127.0.0.1\ntub.location = tor:{}:3457\n\
+         [storage]\nenabled = true\n[tor]\nonion = true\nonion.external_port = 3457\n",
+        onion.to_ascii_uppercase()
+    ))
+    .unwrap();
+    let h = NodeFiles::load(dir.path(), &c2).unwrap();
+    assert_eq!(h.location_hints.len(), 1);
+}
+
+#[cfg(feature = "tor")]
+#[test]
+fn create_node_listen_tor_writes_tahoes_onion_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n");
+    let opts = CreateOptions {
+        webport: Some("none".into()),
+        onion: true,
+        ..Default::default()
+    };
+    let f = nodedir::create_node(&d, &opts).unwrap();
+    let node = crate::config::NodeDir::load(&d).unwrap();
+    let tor = crate::config::tor::TorOptions::from_ini(&node.config.ini).unwrap();
+    let onion = tor.onion.unwrap();
+    assert_eq!(onion.external_port, 3457);
+    assert_eq!(onion.private_key_file, "private/tor_onion.privkey");
+    let local = onion.local_port.unwrap();
+    assert_eq!(
+        node.config.node.tub_port.as_deref(),
+        Some(format!("tcp:{local}:interface=127.0.0.1").as_str())
+    );
+    let text = std::fs::read_to_string(d.join("private/tor_onion.privkey")).unwrap();
+    let key = super::onion::OnionKey::parse_tahoe(&text).unwrap();
+    assert_eq!(
+        f.location_hints,
+        [format!("tor:{}:3457", key.onion_address())]
+    );
+    assert!(f.nurls().unwrap()[0].starts_with("pb+tor://"));
+}
+
+#[cfg(not(feature = "tor"))]
+#[test]
+fn onion_hosting_needs_the_tor_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = NodeConfig::parse(
+        "[node]\ntub.port = tcp:9\ntub.location = tcp:a:9\n[storage]\nenabled = true\n\
+         [tor]\nonion = true\nonion.external_port = 3457\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        NodeFiles::ensure(dir.path(), &c),
+        Err(nodedir::NodeDirError::OnionNeedsTor)
+    ));
+}
+
 #[test]
 fn load_refuses_a_node_never_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -23,14 +23,31 @@ pub struct LafsNode {
 impl LafsNode {
     /// Starts `lafs run dir` and waits until it prints `ready`.
     pub fn start(dir: &Path) -> LafsNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lafs"))
-            .arg("run")
+        Self::start_with(dir, Stdio::inherit(), None)
+    }
+
+    /// [`LafsNode::start`] with the node's log (stderr) appended to `log`, filtered by
+    /// `rust_log`.
+    pub fn start_logging(dir: &Path, log: &Path, rust_log: &str) -> LafsNode {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("node log file");
+        Self::start_with(dir, Stdio::from(file), Some(rust_log))
+    }
+
+    fn start_with(dir: &Path, stderr: Stdio, rust_log: Option<&str>) -> LafsNode {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lafs"));
+        cmd.arg("run")
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lafs run");
+            .stderr(stderr);
+        if let Some(f) = rust_log {
+            cmd.env("RUST_LOG", f);
+        }
+        let mut child = cmd.spawn().expect("spawn lafs run");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
