@@ -296,6 +296,10 @@ impl Filesystem for LafsFs {
         // error (e.g. a transient one) does not end the flush: wait again, up to the bound.
         let _ = std::thread::spawn(move || {
             rt.block_on(async {
+                // First make what is still only in the cache survive a power cut too.
+                if let Err(e) = vfs.seal_all().await {
+                    tracing::warn!("unmount: sealing the cache failed: {e}");
+                }
                 let deadline = tokio::time::Instant::now() + FLUSH_AT_UNMOUNT;
                 loop {
                     match tokio::time::timeout_at(deadline, vfs.flush_all()).await {
