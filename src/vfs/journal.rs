@@ -5,7 +5,10 @@
 //!   first 8 bytes of `tagged_hash("lafs-journal-frame-v1", payload)`, then the payload: a record
 //!   (JSON: one pending directory change `(dir, name) -> set(target, metadata) | remove`
 //!   with its `seq` and the fingerprints of the grid entries it may replace, `accept`), a
-//!   retirement `{"retire": seq}`, or a creation `{"created": id, "cap": cap}`.
+//!   retirement `{"retire": seq}`, a creation `{"created": id, "cap": cap}`, the boot the
+//!   writer runs in `{"boot": id}` (first in every compacted log), a seal
+//!   `{"sealed": fid, "len": L}` (data file `fid` is durable with `L` bytes), or its withdrawal
+//!   `{"unsealed": fid}`.
 //! - Directories made by `mkdir` are created on the grid later (write-back), so until then they
 //!   have no cap: such a directory is named by a local id. Its entry in its parent is a record
 //!   whose target is `{"newdir": id}` ([`Target::NewDir`]), and its own entries are records whose
@@ -16,6 +19,8 @@
 //!   `{"file": fid}` target. A data file no record names is garbage and is removed on load.
 //! - `journal/r-<seq>.json`: records of the older one-file-per-record layout; read on open,
 //!   folded into the log, then removed.
+//! - `recovered/<fid>-<name>`: data files the replay after a power cut did not publish (below);
+//!   never read or removed by us.
 //!
 //! Replay (on open): frames are read in order up to the first incomplete or corrupt one (a torn
 //! tail after a power cut); the live record of a `(dir, name)` is the one with the highest `seq`
@@ -23,7 +28,16 @@
 //! resolved to the uploaded cap, and wins); a retired `seq` is dead. The live records are then
 //! compacted into a fresh log (tmp + fsync + rename + directory fsync), which also drops the
 //! torn tail. The log is compacted again the same way when it grows past 4 times its live bytes.
+//! A compaction writes the boot frame, one seal frame per sealed data file a live record names,
+//! then the live records.
 //!
+//! Power cuts: a record naming a data file is durable with the log, the file's content only once
+//! it is sealed. When the last boot frame of the log differs from the running boot, the page
+//! cache of the previous boot is gone, so every data file a live record names that is not
+//! sealed at its present length is moved to `recovered/` and its records are retired (the grid
+//! keeps its version of the entry). Same boot (a daemon crash: the page cache survived), no boot
+//! frame (a log older than boot frames) or an unknown running boot: the replay trusts every
+//! data file, as a daemon crash allows.//!
 //! Durability (SEMANTICS.md, point 1): [`Journal::write`] returns once the frame is written to the
 //! log with `write(2)`. From then on a crash of the daemon (kill -9) loses nothing: the bytes
 //! are in the kernel's page cache of the log file and the next open replays them. Against a power
@@ -45,6 +59,14 @@
 //!   a power cut never leaves a record naming a data file that is gone while the rewrite naming
 //!   its uploaded cap is lost.
 //! - The log holds no half frame that replay would accept (length + checksum on every frame).
+//! - A seal frame is written only after its data file was fdatasync'd at that length and the
+//!   data directory fsync'd, with no change of the file since (callers' duty: the sealer checks
+//!   the file's generation). A sealed data file is changed only after its unseal frame is
+//!   durable ([`Journal::unseal`] + [`CommitTicket::wait`], callers' duty). So after a power cut
+//!   a seal in the durable log vouches for the file's present content.
+//! - The files set aside after a power cut are moved, and the moves made durable, before the
+//!   log that retires their records is written: no crash in between can leave them taken for
+//!   garbage.
 //! - Before a publish of ours can reach the grid, the fingerprint of the entry it writes is in
 //!   the `accept` set of the live record of that name, durably (callers' duty: rewrite, then
 //!   [`CommitTicket::wait`], then publish). So after a crash at any point a replayed change finds

@@ -18,6 +18,10 @@
 //!   holding its resolved entries: one publish, not empty-then-filled), renames every record
 //!   naming the id to name the new cap (one journal frame), and only then can the parent's
 //!   entry be published. A directory removed before it was created costs no grid work.
+//! - A background sealer fdatasyncs each closed cache file and journals its seal; the first change
+//!   of a sealed file waits for a durable unseal frame. After a power cut (another boot) the
+//!   journal sets aside the unsealed files instead of publishing them ([`journal`], SEMANTICS.md
+//!   point 1). The sealer runs on a blocking thread, never under the state lock.
 //! - `fsync` marks the file and its path urgent and waits until every record on the path from the
 //!   file to the root that existed at the call is published, or an error arrives (a directory
 //!   on the path that is not yet created is created first: its entry cannot be published before).
@@ -28,6 +32,8 @@
 //!   created before any record naming it can be, and no record names a pending directory's id
 //!   once it is created.
 //! - The state lock (`Inner::st`) is never held across an `.await`.
+//! - A cache file's content changes only under the state lock and with its `gen` bumped, and
+//!   never while the journal holds it sealed.
 //! - Caps never reach error messages or `Debug` output.
 //! - Every queue and cache is bounded: writers wait when the cache is over `cache_size` and some
 //!   other file's bytes can still be freed by an upload.
