@@ -300,6 +300,10 @@ impl Filesystem for LafsFs {
         let rt = self.rt.clone();
         let _ = std::thread::spawn(move || {
             rt.block_on(async {
+                // First make what is still only in the cache survive a power cut too.
+                if let Err(e) = vfs.seal_all().await {
+                    tracing::warn!("unmount: sealing the cache failed: {e}");
+                }
                 let deadline = tokio::time::Instant::now() + FLUSH_AT_UNMOUNT;
                 let mut failures = 0;
                 loop {

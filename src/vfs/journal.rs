@@ -5,7 +5,10 @@
 //!   first 8 bytes of `tagged_hash("lafs-journal-frame-v1", payload)`, then the payload: a record
 //!   (JSON: one pending directory change `(dir, name) -> set(target, metadata) | remove`
 //!   with its `seq` and the fingerprints of the grid entries it may replace, `accept`), a
-//!   retirement `{"retire": seq}`, or a creation `{"created": id, "cap": cap}`.
+//!   retirement `{"retire": seq}`, a creation `{"created": id, "cap": cap}`, the boot the
+//!   writer runs in `{"boot": id}` (first in every compacted log), a seal
+//!   `{"sealed": fid, "len": L}` (data file `fid` is durable with `L` bytes), or its withdrawal
+//!   `{"unsealed": fid}`.
 //! - Directories made by `mkdir` are created on the grid later (write-back), so until then they
 //!   have no cap: such a directory is named by a local id. Its entry in its parent is a record
 //!   whose target is `{"newdir": id}` ([`Target::NewDir`]), and its own entries are records whose
@@ -16,6 +19,8 @@
 //!   `{"file": fid}` target. A data file no record names is garbage and is removed on load.
 //! - `journal/r-<seq>.json`: records of the older one-file-per-record layout; read on open,
 //!   folded into the log, then removed.
+//! - `recovered/<fid>-<name>`: data files the replay after a power cut did not publish (below);
+//!   never read or removed by us.
 //!
 //! Replay (on open): frames are read in order up to the first incomplete or corrupt one (a torn
 //! tail after a power cut); the live record of a `(dir, name)` is the one with the highest `seq`
@@ -23,7 +28,16 @@
 //! resolved to the uploaded cap, and wins); a retired `seq` is dead. The live records are then
 //! compacted into a fresh log (tmp + fsync + rename + directory fsync), which also drops the
 //! torn tail. The log is compacted again the same way when it grows past 4 times its live bytes.
+//! A compaction writes the boot frame, one seal frame per sealed data file a live record names,
+//! then the live records.
 //!
+//! Power cuts: a record naming a data file is durable with the log, the file's content only once
+//! it is sealed. When the last boot frame of the log differs from the running boot, the page
+//! cache of the previous boot is gone, so every data file a live record names that is not
+//! sealed at its present length is moved to `recovered/` and its records are retired (the grid
+//! keeps its version of the entry). Same boot (a daemon crash: the page cache survived), no boot
+//! frame (a log older than boot frames) or an unknown running boot: the replay trusts every
+//! data file, as a daemon crash allows.//!
 //! Durability (SEMANTICS.md, point 1): [`Journal::write`] returns once the frame is written to the
 //! log with `write(2)`. From then on a crash of the daemon (kill -9) loses nothing: the bytes
 //! are in the kernel's page cache of the log file and the next open replays them. Against a power
@@ -45,6 +59,14 @@
 //!   a power cut never leaves a record naming a data file that is gone while the rewrite naming
 //!   its uploaded cap is lost.
 //! - The log holds no half frame that replay would accept (length + checksum on every frame).
+//! - A seal frame is written only after its data file was fdatasync'd at that length and the
+//!   data directory fsync'd, with no change of the file since (callers' duty: the sealer checks
+//!   the file's generation). A sealed data file is changed only after its unseal frame is
+//!   durable ([`Journal::unseal`] + [`CommitTicket::wait`], callers' duty). So after a power cut
+//!   a seal in the durable log vouches for the file's present content.
+//! - The files set aside after a power cut are moved, and the moves made durable, before the
+//!   log that retires their records is written: no crash in between can leave them taken for
+//!   garbage.
 //! - Before a publish of ours can reach the grid, the fingerprint of the entry it writes is in
 //!   the `accept` set of the live record of that name, durably (callers' duty: rewrite, then
 //!   [`CommitTicket::wait`], then publish). So after a crash at any point a replayed change finds
@@ -196,6 +218,54 @@ pub struct Journal {
     next_dir: u64,
     shared: Arc<Shared>,
     committer: Option<std::thread::JoinHandle<()>>,
+    /// Files set aside by the replay after a power cut (taken by [`Journal::take_recovered`]).
+    recovered: Vec<Recovered>,
+}
+
+/// A data file the replay after a power cut did not publish: not sealed (or not at the sealed
+/// length), so its content may be torn. Moved to `recovered/`; its record was retired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The entry's name in its directory (never a cap).
+    pub name: String,
+    pub fid: u64,
+    /// Where its bytes are now.
+    pub path: PathBuf,
+}
+
+/// The identity of the running boot of this machine, or `None` when it cannot be read (then
+/// no power cut can be told from a daemon restart, and replay behaves as after a restart).
+pub fn current_boot_id() -> Option<String> {
+    #[cfg(target_os = "linux")]
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
+    #[cfg(target_os = "macos")]
+    let id = std::process::Command::new("/usr/sbin/sysctl")
+        .args(["-n", "kern.bootsessionuuid"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok());
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    let id: Option<String> = None;
+    id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// A file name for the recovered data of entry `name` (fid `fid`): the fid first (unique),
+/// then the name with every byte that could be troublesome in a file name replaced by `_`,
+/// cut to fit in 255 bytes.
+fn recovered_name(fid: u64, name: &str) -> String {
+    let mut out = format!("{fid}-");
+    for ch in name.chars() {
+        if out.len() + ch.len_utf8() > 240 {
+            break;
+        }
+        out.push(if ch.is_control() || ch == '/' || ch == '\\' {
+            '_'
+        } else {
+            ch
+        });
+    }
+    out
 }
 
 /// State shared with the committer thread.
@@ -227,6 +297,10 @@ struct LogState {
     log_bytes: u64,
     /// Log size past which a mostly dead log is compacted.
     compact_min: u64,
+    /// The boot this journal runs in (the boot frame a compaction writes first).
+    boot: Option<String>,
+    /// Sealed data files: fid -> the length that was fdatasync'd (what a compaction rewrites).
+    sealed: BTreeMap<u64, u64>,
 }
 
 fn io(e: std::io::Error) -> String {
@@ -414,7 +488,13 @@ impl Record {
 impl Journal {
     /// Opens (creating) the journal in `cache_dir`; returns it with the live records (one per
     /// `(dir, name)`, in `seq` order). Data files no live record names are removed.
-    pub fn open(cache_dir: &Path) -> Result<(Journal, Vec<Record>), String> {
+    ///
+    /// `boot` is the running boot ([`current_boot_id`]; `None`: unknown). When the log says it
+    /// was written in another boot, the machine went down with it (a power cut or a crash of
+    /// the machine, not just of the daemon): the page cache is gone, so a data file that was not
+    /// sealed may be torn. Its records are retired and the file moved to `recovered/`
+    /// ([`Journal::take_recovered`]); the grid keeps its version of the entry.
+    pub fn open(cache_dir: &Path, boot: Option<&str>) -> Result<(Journal, Vec<Record>), String> {
         let root = cache_dir.to_path_buf();
         for sub in ["journal", "data"] {
             fs::create_dir_all(root.join(sub)).map_err(io)?;
@@ -478,10 +558,22 @@ impl Journal {
                 max_dir = max_dir.max(id);
             }
         }
+        // The boot of the last session that wrote the log, and the sealed data files.
+        let mut log_boot: Option<&str> = None;
+        let mut sealed: BTreeMap<u64, u64> = BTreeMap::new();
         for v in &parsed {
             if let Some(seq) = v.get("retire").and_then(Value::as_u64) {
                 retired.insert(seq);
                 max_seq = max_seq.max(seq);
+            } else if let Some(b) = v.get("boot").and_then(Value::as_str) {
+                log_boot = Some(b);
+            } else if let (Some(fid), Some(len)) = (
+                v.get("sealed").and_then(Value::as_u64),
+                v.get("len").and_then(Value::as_u64),
+            ) {
+                sealed.insert(fid, len);
+            } else if let Some(fid) = v.get("unsealed").and_then(Value::as_u64) {
+                sealed.remove(&fid);
             } else if let Some(mut rec) = Record::from_json(v) {
                 max_seq = max_seq.max(rec.seq);
                 let ids: Vec<u64> = rec.dir_ids().collect();
@@ -538,13 +630,77 @@ impl Journal {
             } => data.join(f.to_string()).exists(),
             _ => true,
         });
+        // After a power cut: a data file not sealed at its present length may be torn (its
+        // record can be durable while its content is not). Set it aside, never publish it.
+        let mut recovered = Vec::new();
+        let power_cut = matches!((log_boot, boot), (Some(a), Some(b)) if a != b);
+        if power_cut {
+            let rdir = root.join("recovered");
+            let mut doubtful: BTreeMap<u64, String> = BTreeMap::new();
+            // Newest record first: its name is the entry the file was last linked as.
+            for r in recs.iter().rev() {
+                if let Op::Set {
+                    target: Target::File(f),
+                    ..
+                } = &r.op
+                {
+                    let len = fs::metadata(data.join(f.to_string())).map(|m| m.len()).ok();
+                    if len.is_none() || sealed.get(f).copied() != len {
+                        doubtful.entry(*f).or_insert_with(|| r.name.clone());
+                    }
+                }
+            }
+            if !doubtful.is_empty() {
+                fs::create_dir_all(&rdir).map_err(io)?;
+            }
+            for (fid, name) in doubtful {
+                let base = recovered_name(fid, &name);
+                let mut dest = rdir.join(&base);
+                let mut n = 1;
+                while dest.exists() {
+                    dest = rdir.join(format!("{base}~{n}"));
+                    n += 1;
+                }
+                // Moved, not copied: the bytes stay for the user, nothing is deleted.
+                fs::rename(data.join(fid.to_string()), &dest).map_err(io)?;
+                recs.retain(
+                    |r| !matches!(&r.op, Op::Set { target: Target::File(f), .. } if *f == fid),
+                );
+                recovered.push(Recovered {
+                    name,
+                    fid,
+                    path: dest,
+                });
+            }
+            if !recovered.is_empty() {
+                // The moves are durable before the log that retires their records: a power
+                // cut in between leaves the records naming missing files (dropped above), never
+                // a data file taken for garbage and removed.
+                sync_dir(&rdir)?;
+                sync_dir(&data)?;
+            }
+        }
+        // Seal states of files no live record names are dead (their fid may be reused).
+        let named: HashSet<u64> = recs
+            .iter()
+            .filter_map(|r| match &r.op {
+                Op::Set {
+                    target: Target::File(f),
+                    ..
+                } => Some(*f),
+                _ => None,
+            })
+            .collect();
+        sealed.retain(|f, _| named.contains(f));
+        let boot = boot.map(str::to_string);
         let live: BTreeMap<u64, Vec<u8>> = recs
             .iter()
             .map(|r| Ok((r.seq, serde_json::to_vec(&r.to_json()).map_err(io_json)?)))
             .collect::<Result<_, String>>()?;
         let live_bytes = live.values().map(|p| p.len() as u64 + 12).sum();
-        // Compact now: drops retired records, superseded versions and any torn tail.
-        let file = write_log(&jdir, &live)?;
+        // Compact now: drops retired records, superseded versions and any torn tail, and
+        // names the running boot.
+        let (file, log_bytes) = write_log(&jdir, boot.as_deref(), &sealed, &live)?;
         for p in obsolete {
             let _ = fs::remove_file(p);
         }
@@ -559,8 +715,10 @@ impl Journal {
                 error: None,
                 live,
                 live_bytes,
-                log_bytes: live_bytes,
+                log_bytes,
                 compact_min: COMPACT_MIN,
+                boot,
+                sealed,
             }),
             cv: Condvar::new(),
         });
@@ -577,6 +735,7 @@ impl Journal {
                 next_dir: max_dir + 1,
                 shared,
                 committer: Some(committer),
+                recovered,
             },
             recs,
         ))
@@ -612,6 +771,11 @@ impl Journal {
         Ok(fid)
     }
 
+    /// The directory of the data files.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
     pub fn data_path(&self, fid: u64) -> PathBuf {
         self.root.join("data").join(fid.to_string())
     }
@@ -620,6 +784,8 @@ impl Journal {
     pub fn remove_file(&self, fid: u64) {
         let path = self.data_path(fid);
         let mut st = self.log_state();
+        // No frame: replay drops the seal state of a fid no live record names.
+        st.sealed.remove(&fid);
         if st.synced == st.written {
             drop(st);
             let _ = fs::remove_file(path);
@@ -642,15 +808,31 @@ impl Journal {
         frame_payload: &[u8],
         updates: Vec<(u64, Option<Vec<u8>>)>,
     ) -> Result<(), String> {
-        let bytes = frame(frame_payload);
+        self.append_with(&[frame_payload], updates, |_| {})
+    }
+
+    /// Appends frames (in one `write`), applies the live-set updates and `also` to the state
+    /// under the same lock (so a compaction sees either none or all of them), and compacts when
+    /// the log is mostly dead.
+    fn append_with(
+        &self,
+        payloads: &[&[u8]],
+        updates: Vec<(u64, Option<Vec<u8>>)>,
+        also: impl FnOnce(&mut LogState),
+    ) -> Result<(), String> {
+        let mut bytes = Vec::new();
+        for p in payloads {
+            bytes.extend_from_slice(&frame(p));
+        }
         let mut st = self.log_state();
         if let Some(e) = st.error.take() {
             // A failed fsync is logged once; the committer retries it.
             tracing::warn!("lafs journal: {e}");
         }
         (&*st.file).write_all(&bytes).map_err(io)?;
-        st.written += 1;
+        st.written += payloads.len() as u64;
         st.log_bytes += bytes.len() as u64;
+        also(&mut st);
         for (seq, live) in updates {
             if let Some(old) = st.live.remove(&seq) {
                 st.live_bytes -= old.len() as u64 + 12;
@@ -662,12 +844,17 @@ impl Journal {
         }
         if st.log_bytes > st.compact_min && st.log_bytes > 4 * st.live_bytes {
             // Rewrite the log with the live records only.
-            let file = write_log(&self.root.join("journal"), &st.live)?;
+            let (file, log_bytes) = write_log(
+                &self.root.join("journal"),
+                st.boot.as_deref(),
+                &st.sealed,
+                &st.live,
+            )?;
             st.file = Arc::new(file);
             st.gen += 1;
             // Everything written so far is in the new file, which is durable.
             st.synced = st.written;
-            st.log_bytes = st.live_bytes;
+            st.log_bytes = log_bytes;
         }
         drop(st);
         self.shared.cv.notify_all();
@@ -717,6 +904,53 @@ impl Journal {
         self.ticket().wait()
     }
 
+    /// Records that data files `(fid, len)` are sealed: their content, `len` bytes, is durable
+    /// (callers' duty: fdatasync'd, and the data directory fsync'd, before this call; and no
+    /// change of a file since its sync). One frame per file, written together.
+    pub fn seal(&self, files: &[(u64, u64)]) -> Result<(), String> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let payloads: Vec<Vec<u8>> = files.iter().map(|(f, l)| seal_payload(*f, *l)).collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        self.append_with(&refs, Vec::new(), |st| {
+            for (f, l) in files {
+                st.sealed.insert(*f, *l);
+            }
+        })
+    }
+
+    /// Whether data file `fid` is sealed (a change of it must [`Journal::unseal`] it first).
+    pub fn is_sealed(&self, fid: u64) -> bool {
+        self.log_state().sealed.contains_key(&fid)
+    }
+
+    /// Before the first change of a sealed data file: writes the frame that withdraws the seal
+    /// and returns the wait for it to be durable, which the caller must finish before changing
+    /// the file. `None`: the file is not sealed.
+    pub fn unseal(&self, fid: u64) -> Result<Option<CommitTicket>, String> {
+        if !self.is_sealed(fid) {
+            return Ok(None);
+        }
+        let payload = json!({ "unsealed": fid }).to_string().into_bytes();
+        self.append_with(&[&payload], Vec::new(), |st| {
+            st.sealed.remove(&fid);
+        })?;
+        Ok(Some(self.ticket()))
+    }
+
+    /// Whether every frame written so far is durable.
+    #[cfg(test)]
+    pub fn all_durable(&self) -> bool {
+        let st = self.log_state();
+        st.synced == st.written
+    }
+
+    /// The data files the replay set aside after a power cut (once).
+    pub fn take_recovered(&mut self) -> Vec<Recovered> {
+        std::mem::take(&mut self.recovered)
+    }
+
     /// A wait for the frames written so far to become durable that does not borrow the journal
     /// (so a caller can wait without holding the lock the journal lives under).
     pub fn ticket(&self) -> CommitTicket {
@@ -754,11 +988,22 @@ fn io_json(e: serde_json::Error) -> String {
     e.to_string()
 }
 
-/// Writes a fresh log holding `live` (tmp + fsync + rename + directory fsync); returns it open
-/// for appending.
-fn write_log(jdir: &Path, live: &BTreeMap<u64, Vec<u8>>) -> Result<fs::File, String> {
+/// Writes a fresh log holding the boot frame, the seal frames of `sealed` and the records
+/// `live` (tmp + fsync + rename + directory fsync); returns it open for appending, and its size.
+fn write_log(
+    jdir: &Path,
+    boot: Option<&str>,
+    sealed: &BTreeMap<u64, u64>,
+    live: &BTreeMap<u64, Vec<u8>>,
+) -> Result<(fs::File, u64), String> {
     let tmp = jdir.join("log.tmp");
     let mut buf = Vec::new();
+    if let Some(b) = boot {
+        buf.extend_from_slice(&frame(json!({ "boot": b }).to_string().as_bytes()));
+    }
+    for (fid, len) in sealed {
+        buf.extend_from_slice(&frame(seal_payload(*fid, *len).as_slice()));
+    }
     for p in live.values() {
         buf.extend_from_slice(&frame(p));
     }
@@ -768,10 +1013,17 @@ fn write_log(jdir: &Path, live: &BTreeMap<u64, Vec<u8>>) -> Result<fs::File, Str
     drop(f);
     fs::rename(&tmp, jdir.join(LOG)).map_err(io)?;
     sync_dir(jdir)?;
-    fs::OpenOptions::new()
+    let f = fs::OpenOptions::new()
         .append(true)
         .open(jdir.join(LOG))
-        .map_err(io)
+        .map_err(io)?;
+    Ok((f, buf.len() as u64))
+}
+
+fn seal_payload(fid: u64, len: u64) -> Vec<u8> {
+    json!({ "sealed": fid, "len": len })
+        .to_string()
+        .into_bytes()
 }
 
 /// Tells whether a journal is gone: dropped, its committer thread exited, and so every unlink
@@ -805,6 +1057,8 @@ impl Drop for Journal {
 mod tests {
     use super::*;
 
+    const BOOT: Option<&str> = Some("boot-1");
+
     fn rec(seq: u64, name: &str, op: Op) -> Record {
         Record {
             seq,
@@ -825,7 +1079,7 @@ mod tests {
     #[test]
     fn accept_sets_survive_rewrites_compaction_and_reopen() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
         let seq = j.next_seq();
         let mut r = rec(seq, "a", set_cap("URI:LIT:aa"));
         r.accept = Some(BTreeSet::from([ABSENT.to_string()]));
@@ -839,7 +1093,7 @@ mod tests {
         drop(j);
         // The first reopen replays the log and compacts it; the second reads the compacted log.
         for _ in 0..2 {
-            let (_, recs) = Journal::open(tmp.path()).unwrap();
+            let (_, recs) = Journal::open(tmp.path(), BOOT).unwrap();
             let got: Vec<_> = recs.iter().map(|r| (r.seq, r.accept.clone())).collect();
             assert_eq!(
                 got,
@@ -926,7 +1180,7 @@ mod tests {
     fn fid_of_an_unnamed_data_file_is_not_reused_after_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let old = {
-            let (mut j, _) = Journal::open(tmp.path()).unwrap();
+            let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
             let a = j.new_file().unwrap();
             let b = j.new_file().unwrap();
             assert!(b > a);
@@ -935,7 +1189,7 @@ mod tests {
         // The data file `old` is named by no record: garbage, removed by the next open, whose
         // fids must still start past it.
         assert!(tmp.path().join("data").join(old.to_string()).exists());
-        let (mut j, recs) = Journal::open(tmp.path()).unwrap();
+        let (mut j, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert!(recs.is_empty());
         assert!(!tmp.path().join("data").join(old.to_string()).exists());
         assert!(j.new_file().unwrap() > old);
@@ -944,7 +1198,7 @@ mod tests {
     #[test]
     fn stop_probe_says_stopped_only_once_the_committer_has_exited() {
         let tmp = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(tmp.path()).unwrap();
+        let (j, _) = Journal::open(tmp.path(), BOOT).unwrap();
         j.write(&rec(1, "a", set_cap("URI:LIT:aa"))).unwrap();
         let probe = j.stop_probe();
         assert!(!probe.stopped());
@@ -956,7 +1210,7 @@ mod tests {
     fn replay_keeps_newest_per_name_and_drops_retired() {
         let tmp = tempfile::tempdir().unwrap();
         {
-            let (mut j, recs) = Journal::open(tmp.path()).unwrap();
+            let (mut j, recs) = Journal::open(tmp.path(), BOOT).unwrap();
             assert!(recs.is_empty());
             let fid = j.new_file().unwrap();
             for (name, op) in [
@@ -983,7 +1237,7 @@ mod tests {
             // No drop, no commit: what a daemon crash leaves (the bytes are in the page cache).
             std::mem::forget(j);
         }
-        let (mut j, recs) = Journal::open(tmp.path()).unwrap();
+        let (mut j, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(
             summary(&recs),
             vec![
@@ -998,7 +1252,7 @@ mod tests {
     fn torn_tail_is_dropped_and_the_prefix_kept() {
         let tmp = tempfile::tempdir().unwrap();
         {
-            let (mut j, _) = Journal::open(tmp.path()).unwrap();
+            let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
             for name in ["x", "y"] {
                 let s = j.next_seq();
                 j.write(&rec(s, name, Op::Remove)).unwrap();
@@ -1011,14 +1265,14 @@ mod tests {
         let f = fs::OpenOptions::new().write(true).open(&log).unwrap();
         f.set_len(len - 5).unwrap();
         drop(f);
-        let (_, recs) = Journal::open(tmp.path()).unwrap();
+        let (_, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(
             summary(&recs),
             vec![(1, "URI:DIR2:dir/x".to_string(), "remove".to_string())]
         );
         // The reopen compacted the log: appending after it works and replays.
         {
-            let (mut j, _) = Journal::open(tmp.path()).unwrap();
+            let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
             let s = j.next_seq();
             j.write(&rec(s, "z", Op::Remove)).unwrap();
         }
@@ -1026,7 +1280,7 @@ mod tests {
         let n = bytes.len();
         bytes[n - 1] ^= 1; // a flipped bit in the last frame's payload
         fs::write(&log, &bytes).unwrap();
-        let (_, recs) = Journal::open(tmp.path()).unwrap();
+        let (_, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(
             summary(&recs),
             vec![(1, "URI:DIR2:dir/x".to_string(), "remove".to_string())]
@@ -1046,7 +1300,7 @@ mod tests {
         )
         .unwrap();
         fs::write(jdir.join("tmp-8"), b"{half").unwrap();
-        let (mut j, recs) = Journal::open(tmp.path()).unwrap();
+        let (mut j, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(
             summary(&recs),
             vec![(
@@ -1062,14 +1316,14 @@ mod tests {
             .collect();
         assert_eq!(names, vec![LOG.to_string()]);
         drop(j);
-        let (_, recs) = Journal::open(tmp.path()).unwrap();
+        let (_, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(recs.len(), 1);
     }
 
     #[test]
     fn compaction_keeps_exactly_the_live_records() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
         j.log_state().compact_min = 2_000;
         let log = tmp.path().join("journal").join(LOG);
         let mut max_len = 0;
@@ -1091,7 +1345,7 @@ mod tests {
             "the log was compacted ({max_len} bytes at most)"
         );
         drop(j);
-        let (_, recs) = Journal::open(tmp.path()).unwrap();
+        let (_, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         let got: Vec<u64> = recs.iter().map(|r| r.seq).collect();
         assert_eq!(got, (294..=300).collect::<Vec<_>>());
     }
@@ -1099,7 +1353,7 @@ mod tests {
     #[test]
     fn data_files_unlinked_once_durable_and_garbage_removed_on_open() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
         let f1 = j.new_file().unwrap();
         let f2 = j.new_file().unwrap();
         let s = j.next_seq();
@@ -1124,7 +1378,7 @@ mod tests {
         assert!(!j.data_path(f1).exists());
         let orphan = j.new_file().unwrap();
         drop(j);
-        let (j, recs) = Journal::open(tmp.path()).unwrap();
+        let (j, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(recs.len(), 1);
         assert!(j.data_path(f2).exists() && !j.data_path(orphan).exists());
     }
@@ -1132,7 +1386,7 @@ mod tests {
     #[test]
     fn creation_frame_renames_the_records_of_a_pending_dir_at_replay() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
         let id = j.new_dir_id();
         let key = pending_key(id);
         let mut mk = |dir: &str, name: &str, op: Op| {
@@ -1177,19 +1431,19 @@ mod tests {
                 "URI:LIT:hh".to_string(),
             ),
         ];
-        let (mut j, recs) = Journal::open(tmp.path()).unwrap();
+        let (mut j, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(summary(&recs), want);
         assert!(j.new_dir_id() > id + 7, "ids are not reused");
         drop(j);
         // The reopen compacted the log without the creation frame: still renamed.
-        let (_, recs) = Journal::open(tmp.path()).unwrap();
+        let (_, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(summary(&recs), want);
     }
 
     #[test]
     fn compaction_after_a_creation_keeps_the_renamed_records() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
         j.log_state().compact_min = 2_000;
         let id = j.new_dir_id();
         let seq = j.next_seq();
@@ -1212,7 +1466,7 @@ mod tests {
             j.delete(s);
         }
         std::mem::forget(j);
-        let (_, recs) = Journal::open(tmp.path()).unwrap();
+        let (_, recs) = Journal::open(tmp.path(), BOOT).unwrap();
         assert_eq!(
             summary(&recs),
             vec![(seq, "URI:DIR2:new/f".to_string(), "URI:LIT:ff".to_string())]
@@ -1227,5 +1481,146 @@ mod tests {
             op: Op::Remove,
             accept: None,
         }
+    }
+
+    fn set_file(fid: u64) -> Op {
+        Op::Set {
+            target: Target::File(fid),
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// A journal with one record per name naming a fresh data file holding `content`.
+    fn files(j: &mut Journal, names: &[&str], content: &[u8]) -> Vec<u64> {
+        let mut fids = Vec::new();
+        for name in names {
+            let fid = j.new_file().unwrap();
+            fs::write(j.data_path(fid), content).unwrap();
+            let s = j.next_seq();
+            j.write(&rec(s, name, set_file(fid))).unwrap();
+            fids.push(fid);
+        }
+        fids
+    }
+
+    fn names(recs: &[Record]) -> Vec<String> {
+        recs.iter().map(|r| r.name.clone()).collect()
+    }
+
+    #[test]
+    fn seal_unseal_and_boot_frames_survive_compaction_and_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
+        j.log_state().compact_min = 2_000;
+        let f = files(
+            &mut j,
+            &["sealed", "unsealed", "resealed", "never"],
+            b"12345",
+        );
+        j.seal(&[(f[0], 5), (f[1], 5), (f[2], 5)]).unwrap();
+        assert!(j.unseal(f[1]).unwrap().is_some());
+        assert!(j.unseal(f[2]).unwrap().is_some());
+        assert!(
+            j.unseal(f[3]).unwrap().is_none(),
+            "not sealed: nothing to write"
+        );
+        j.seal(&[(f[2], 5)]).unwrap();
+        // Churn enough for several compactions, which rewrite the log from the live state.
+        let before = j.log_state().gen;
+        for i in 0..200u64 {
+            let s = j.next_seq();
+            j.write(&rec(s, &format!("n{}", i % 3), set_cap("URI:LIT:xx")))
+                .unwrap();
+            j.delete(s);
+        }
+        assert!(j.log_state().gen > before, "compacted");
+        let sealed = |j: &Journal| -> Vec<bool> { f.iter().map(|x| j.is_sealed(*x)).collect() };
+        assert_eq!(sealed(&j), vec![true, false, true, false]);
+        std::mem::forget(j);
+        // Same boot (a daemon crash): everything replays, seal states included.
+        let (j, recs) = Journal::open(tmp.path(), BOOT).unwrap();
+        assert_eq!(
+            names(&recs),
+            vec!["sealed", "unsealed", "resealed", "never"]
+        );
+        assert_eq!(sealed(&j), vec![true, false, true, false]);
+        drop(j);
+        // The compacted log still names the boot: another boot sets the unsealed files aside.
+        let (mut j, recs) = Journal::open(tmp.path(), Some("boot-2")).unwrap();
+        assert_eq!(names(&recs), vec!["sealed", "resealed"]);
+        assert_eq!(sealed(&j)[..3], [true, false, true]);
+        let got: Vec<(String, u64)> = j
+            .take_recovered()
+            .into_iter()
+            .map(|r| (r.name, r.fid))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("unsealed".to_string(), f[1]), ("never".to_string(), f[3])]
+        );
+        assert!(j.take_recovered().is_empty());
+        for (name, fid) in [("unsealed", f[1]), ("never", f[3])] {
+            let p = tmp.path().join("recovered").join(format!("{fid}-{name}"));
+            assert_eq!(fs::read(p).unwrap(), b"12345");
+            assert!(!j.data_path(fid).exists());
+        }
+        drop(j);
+        // The log now names boot-2: reopening in it is a restart.
+        let (mut j, recs) = Journal::open(tmp.path(), Some("boot-2")).unwrap();
+        assert_eq!(names(&recs), vec!["sealed", "resealed"]);
+        assert!(j.take_recovered().is_empty());
+    }
+
+    #[test]
+    fn power_cut_sets_aside_a_sealed_file_whose_length_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
+        let f = files(&mut j, &["grew", "same"], b"12345");
+        j.seal(&[(f[0], 5), (f[1], 5)]).unwrap();
+        // Not what the layer does (it unseals first): a file whose length disagrees with its
+        // seal is not what was synced.
+        fs::write(j.data_path(f[0]), b"123456").unwrap();
+        drop(j);
+        let (mut j, recs) = Journal::open(tmp.path(), Some("boot-2")).unwrap();
+        assert_eq!(names(&recs), vec!["same"]);
+        let got: Vec<String> = j.take_recovered().into_iter().map(|r| r.name).collect();
+        assert_eq!(got, vec!["grew"]);
+    }
+
+    /// A log written before boot frames existed, or in a boot that could not be read, tells
+    /// nothing about a power cut: it replays as after a daemon restart.
+    #[test]
+    fn log_without_a_boot_frame_replays_as_after_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), None).unwrap();
+        files(&mut j, &["x"], b"abc");
+        drop(j);
+        let (mut j, recs) = Journal::open(tmp.path(), Some("boot-2")).unwrap();
+        assert_eq!(names(&recs), vec!["x"]);
+        assert!(j.take_recovered().is_empty());
+        // The same with a boot read now but not when the log was written: no boot is compared.
+        drop(j);
+        let (mut j, recs) = Journal::open(tmp.path(), None).unwrap();
+        assert_eq!(names(&recs), vec!["x"]);
+        assert!(j.take_recovered().is_empty());
+    }
+
+    /// Removing a data file (uploaded) drops its seal: a replay does not carry it to a later
+    /// file of the same number.
+    #[test]
+    fn removing_a_data_file_drops_its_seal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
+        let f = files(&mut j, &["x"], b"abc");
+        j.seal(&[(f[0], 3)]).unwrap();
+        j.remove_file(f[0]);
+        assert!(!j.is_sealed(f[0]));
+    }
+
+    #[test]
+    fn recovered_names_are_file_names() {
+        assert_eq!(recovered_name(7, "a/b\\c\nd"), "7-a_b_c_d");
+        let long = recovered_name(1, &"é".repeat(300));
+        assert!(long.len() <= 240 && long.starts_with("1-é"));
     }
 }

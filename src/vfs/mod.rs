@@ -18,6 +18,10 @@
 //!   holding its resolved entries: one publish, not empty-then-filled), renames every record
 //!   naming the id to name the new cap (one journal frame), and only then can the parent's
 //!   entry be published. A directory removed before it was created costs no grid work.
+//! - A background sealer fdatasyncs each closed cache file and journals its seal; the first change
+//!   of a sealed file waits for a durable unseal frame. After a power cut (another boot) the
+//!   journal sets aside the unsealed files instead of publishing them ([`journal`], SEMANTICS.md
+//!   point 1). The sealer runs on a blocking thread, never under the state lock.
 //! - `fsync` marks the file and its path urgent and waits until every record on the path from the
 //!   file to the root that existed at the call is published, or an error arrives (a directory
 //!   on the path that is not yet created is created first: its entry cannot be published before).
@@ -28,6 +32,8 @@
 //!   created before any record naming it can be, and no record names a pending directory's id
 //!   once it is created.
 //! - The state lock (`Inner::st`) is never held across an `.await`.
+//! - A cache file's content changes only under the state lock and with its `gen` bumped, and
+//!   never while the journal holds it sealed.
 //! - Caps never reach error messages or `Debug` output.
 //! - Every queue and cache is bounded: writers wait when the cache is over `cache_size` and some
 //!   other file's bytes can still be freed by an upload.
@@ -93,6 +99,11 @@ pub struct Config {
     pub read_ahead: u64,
     pub max_uploads: usize,
     pub retry_delay: Duration,
+    /// The running boot of the machine ([`journal::current_boot_id`]; `None`: unknown). A cache
+    /// last written in another boot is replayed under the power-cut rules ([`Journal::open`]).
+    pub boot_id: Option<String>,
+    /// How long the sealer gathers closed files before a pass (one directory fsync for all).
+    pub seal_delay: Duration,
 }
 
 impl Config {
@@ -109,6 +120,8 @@ impl Config {
             read_ahead: 4,
             max_uploads: 4,
             retry_delay: Duration::from_secs(5),
+            boot_id: journal::current_boot_id(),
+            seal_delay: Duration::from_millis(5),
         }
     }
 }
@@ -282,6 +295,10 @@ struct Inner {
     wake: Notify,
     /// The runtime the layer was created in (content hashing runs on its blocking threads).
     rt: tokio::runtime::Handle,
+    /// Wakes the sealer.
+    seal_wake: Notify,
+    /// One seal pass at a time (the sealer's, or [`Vfs::seal_all`]'s).
+    seal_pass: tokio::sync::Mutex<()>,
 }
 
 /// The filesystem. Dropping it stops the background flusher at once (like a crash: the journal
@@ -289,11 +306,13 @@ struct Inner {
 pub struct Vfs {
     inner: Arc<Inner>,
     flusher: tokio::task::JoinHandle<()>,
+    sealer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Vfs {
     fn drop(&mut self) {
         self.flusher.abort();
+        self.sealer.abort();
     }
 }
 
@@ -780,7 +799,9 @@ impl Vfs {
         if !parsed.is_directory() {
             return Err(VfsError::NotDir);
         }
-        let (journal, recs) = Journal::open(&cfg.cache_dir).map_err(VfsError::Cache)?;
+        let (mut journal, recs) =
+            Journal::open(&cfg.cache_dir, cfg.boot_id.as_deref()).map_err(VfsError::Cache)?;
+        let recovered = journal.take_recovered();
         let writable = matches!(parsed, Cap::Dir(NodeCap::MutableWrite(_)));
         let now = now_ns();
         let root = Node {
@@ -829,6 +850,16 @@ impl Vfs {
         };
         st.nodes.insert(ROOT_INO, root);
         st.dir_ino.insert(root_cap.to_string(), ROOT_INO);
+        for r in recovered {
+            // The name only: the directory is named by a cap.
+            st.push_error(format!(
+                "power cut: {:?} was not synced to the cache disk before the machine went down, \
+                 so it was not published (the grid keeps its previous version); the cache's \
+                 bytes of it are in {}",
+                r.name,
+                r.path.display()
+            ));
+        }
         // Resume: pending records become the overlay; their data files the upload queue.
         for rec in recs {
             if let Op::Set {
@@ -855,9 +886,18 @@ impl Vfs {
             progress: Notify::new(),
             wake: Notify::new(),
             rt: tokio::runtime::Handle::current(),
+            seal_wake: Notify::new(),
+            seal_pass: tokio::sync::Mutex::new(()),
         });
         let flusher = tokio::spawn(Inner::flusher(Arc::clone(&inner)));
-        Ok(Vfs { inner, flusher })
+        // Its first pass seals the files the journal replayed (same boot: their content is
+        // whole, the page cache survived the daemon).
+        let sealer = tokio::spawn(Inner::sealer(Arc::clone(&inner)));
+        Ok(Vfs {
+            inner,
+            flusher,
+            sealer,
+        })
     }
 
     /// Stops the flusher and waits until it has stopped (a simulated crash for tests).
@@ -868,6 +908,7 @@ impl Vfs {
     /// the test opens next on the same cache directory.
     pub async fn crash(self) {
         self.flusher.abort();
+        self.sealer.abort();
         let weak = Arc::downgrade(&self.inner);
         let journal = self.lock().journal.stop_probe();
         drop(self);
@@ -924,10 +965,21 @@ impl Vfs {
             if let Some(size) = set.size {
                 self.inner.materialize(ino, Some(size)).await?;
             }
-            let st = self.lock();
-            if set.size.is_none() || matches!(st.node(ino)?.target, Target::File(_)) {
-                break st;
-            }
+            // Guard scoped to the block: not held across the wait.
+            let ticket = {
+                let st = self.lock();
+                let f = match st.node(ino)?.target {
+                    _ if set.size.is_none() => break st,
+                    Target::File(f) => f,
+                    _ => continue,
+                };
+                match st.journal.unseal(f).map_err(VfsError::Cache)? {
+                    Some(t) => t,
+                    None => break st,
+                }
+            };
+            // Durably unsealed before the size changes; then look again.
+            wait_durable(ticket).await?;
         };
         let parent = st.node(ino)?.parent;
         if let Some(p) = parent {
@@ -982,6 +1034,8 @@ impl Vfs {
         st.record_node(ino)?;
         drop(st);
         self.inner.wake.notify_one();
+        // A truncate without an open handle has no release to seal it after.
+        self.inner.seal_wake.notify_one();
         self.lock().file_attr(ino)
     }
 
@@ -1033,11 +1087,28 @@ impl Vfs {
                 }
             }
         }
-        if write {
-            let trunc = (flags & libc::O_TRUNC != 0).then_some(0);
-            self.inner.materialize(ino, trunc).await?;
-        }
-        let mut st = self.lock();
+        let mut st = loop {
+            if write {
+                let trunc = (flags & libc::O_TRUNC != 0).then_some(0);
+                self.inner.materialize(ino, trunc).await?;
+            }
+            let ticket = {
+                let st = self.lock();
+                if !write || flags & libc::O_TRUNC == 0 {
+                    break st;
+                }
+                // A truncation of a sealed file unseals it durably first.
+                let f = match st.node(ino)?.target {
+                    Target::File(f) if st.caches.get(&f).is_some_and(|c| c.size != 0) => f,
+                    _ => break st,
+                };
+                match st.journal.unseal(f).map_err(VfsError::Cache)? {
+                    Some(t) => t,
+                    None => break st,
+                }
+            };
+            wait_durable(ticket).await?;
+        };
         if write && flags & libc::O_TRUNC != 0 {
             let n = st.node(ino)?;
             if let Target::File(f) = n.target {
@@ -1113,6 +1184,7 @@ impl Vfs {
         st.maybe_free(h.ino);
         drop(st);
         self.inner.wake.notify_one();
+        self.inner.seal_wake.notify_one();
         res
     }
 
@@ -1333,6 +1405,7 @@ impl Vfs {
         let a = st.file_attr(ino)?;
         drop(st);
         self.inner.wake.notify_one();
+        self.inner.seal_wake.notify_one();
         Ok(a)
     }
 
@@ -1570,6 +1643,12 @@ impl Vfs {
         Ok(())
     }
 
+    /// Seals every data file of the cache now, open or not (a clean shutdown: what the grid
+    /// does not get before the exit then survives a power cut too).
+    pub async fn seal_all(&self) -> Result<()> {
+        self.inner.seal_files(true).await
+    }
+
     /// Waits until nothing is pending (for `umount --flush`); fails when an upload or publish
     /// failed meanwhile.
     pub async fn flush_all(&self) -> Result<()> {
@@ -1609,6 +1688,14 @@ fn touch_dir(st: &mut State, ino: Ino) {
         n.attr.mtime_ns = now;
         n.attr.ctime_ns = now;
     }
+}
+
+/// Waits (on a blocking thread) until the journal frames a ticket covers are durable.
+async fn wait_durable(t: journal::CommitTicket) -> Result<()> {
+    tokio::task::spawn_blocking(move || t.wait())
+        .await
+        .map_err(|e| VfsError::Cache(e.to_string()))?
+        .map_err(VfsError::Cache)
 }
 
 /// Reports (once) the pending upload error of `ino`'s data.
@@ -2067,13 +2154,19 @@ impl Inner {
                 let mut st = self.lock();
                 st.space_waiters = st.space_waiters.saturating_sub(1);
             }
-            let mut st = self.lock();
-            let Target::File(f) = st.node(ino)?.target else {
-                // Uploaded and dropped meanwhile: materialize again.
-                drop(st);
-                continue 'again;
+            let ticket = {
+                let mut st = self.lock();
+                let Target::File(f) = st.node(ino)?.target else {
+                    // Uploaded and dropped meanwhile: materialize again.
+                    continue 'again;
+                };
+                match st.journal.unseal(f).map_err(VfsError::Cache)? {
+                    Some(t) => t,
+                    None => return self.apply_write(&mut st, ino, f, offset, data),
+                }
             };
-            return self.apply_write(&mut st, ino, f, offset, data);
+            // The unseal is durable before the data changes; then look again.
+            wait_durable(ticket).await?;
         }
     }
 
@@ -2088,6 +2181,10 @@ impl Inner {
         let Target::File(f) = st.nodes.get(&ino)?.target else {
             return None;
         };
+        // A sealed file is unsealed durably before it changes: that waits for the disk.
+        if st.journal.is_sealed(f) {
+            return None;
+        }
         let c = st.caches.get(&f)?;
         let growth = (offset + data.len() as u64).saturating_sub(c.size);
         if growth != 0 && st.cache_used() + growth > self.cfg.cache_size {
@@ -2306,6 +2403,69 @@ impl Inner {
             self.wake.notify_one();
             notified.await;
         }
+    }
+
+    /// Seals data files in the background: woken by every release (and truncate, symlink
+    /// creation, and at start), it seals each closed data file a journal record names.
+    async fn sealer(self: Arc<Self>) {
+        loop {
+            let notified = self.seal_wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            tokio::time::sleep(self.cfg.seal_delay).await;
+            if let Err(e) = self.seal_files(false).await {
+                self.lock()
+                    .push_error(format!("sealing cache files failed: {e}"));
+                tokio::time::sleep(self.cfg.retry_delay).await;
+                continue;
+            }
+            notified.await;
+        }
+    }
+
+    /// One seal pass over the data files named by journal records that are not sealed and have
+    /// no writer (`all`: writers too): fdatasync each, fsync the data directory (a new file's
+    /// name must survive too), then, under the state lock, one seal frame per file whose
+    /// generation did not change since it was read, with the length it has at that generation.
+    /// A write that raced the sync changes the generation, so a seal never vouches for content
+    /// that was not synced. The sync runs on a blocking thread without the state lock.
+    async fn seal_files(&self, all: bool) -> Result<()> {
+        let _one = self.seal_pass.lock().await;
+        let (batch, data_dir) = {
+            let st = self.lock();
+            let refd = st.fids_referenced();
+            let batch: Vec<(u64, u64, Arc<fs::File>)> = st
+                .caches
+                .iter()
+                .filter(|(f, c)| {
+                    refd.contains(f) && (all || c.writers == 0) && !st.journal.is_sealed(**f)
+                })
+                .map(|(f, c)| (*f, c.gen, Arc::clone(&c.file)))
+                .collect();
+            (batch, st.journal.data_dir())
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<Arc<fs::File>> = batch.iter().map(|(_, _, f)| Arc::clone(f)).collect();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for f in files {
+                f.sync_data()?;
+            }
+            fs::File::open(&data_dir)?.sync_all()
+        })
+        .await
+        .map_err(cache_err)?
+        .map_err(cache_err)?;
+        let st = self.lock();
+        let sealed: Vec<(u64, u64)> = batch
+            .iter()
+            .filter_map(|(f, gen, _)| {
+                let c = st.caches.get(f)?;
+                (c.gen == *gen).then_some((*f, c.size))
+            })
+            .collect();
+        st.journal.seal(&sealed).map_err(VfsError::Cache)
     }
 
     async fn flusher(self: Arc<Self>) {
