@@ -98,6 +98,19 @@ pub enum Target {
 /// (caps start with `URI:`), so the two kinds of names cannot collide.
 const PENDING_PREFIX: &str = "lafs-new-dir:";
 
+/// The data files the records name.
+fn named_fids(recs: &[Record]) -> HashSet<u64> {
+    recs.iter()
+        .filter_map(|r| match &r.op {
+            Op::Set {
+                target: Target::File(f),
+                ..
+            } => Some(*f),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The name standing for the cap of the not-yet-created directory `id` (in records' `dir`).
 pub fn pending_key(id: u64) -> String {
     format!("{PENDING_PREFIX}{id}")
@@ -591,16 +604,7 @@ impl Journal {
             .filter(|r| !retired.contains(&r.seq))
             .collect();
         recs.sort_by_key(|r| r.seq);
-        let named: HashSet<u64> = recs
-            .iter()
-            .filter_map(|r| match &r.op {
-                Op::Set {
-                    target: Target::File(f),
-                    ..
-                } => Some(*f),
-                _ => None,
-            })
-            .collect();
+        let named = named_fids(&recs);
         let mut max_fid = 0;
         for e in fs::read_dir(root.join("data")).map_err(io)? {
             let p = e.map_err(io)?.path();
@@ -681,16 +685,7 @@ impl Journal {
             }
         }
         // Seal states of files no live record names are dead (their fid may be reused).
-        let named: HashSet<u64> = recs
-            .iter()
-            .filter_map(|r| match &r.op {
-                Op::Set {
-                    target: Target::File(f),
-                    ..
-                } => Some(*f),
-                _ => None,
-            })
-            .collect();
+        let named = named_fids(&recs);
         sealed.retain(|f, _| named.contains(f));
         let boot = boot.map(str::to_string);
         let live: BTreeMap<u64, Vec<u8>> = recs
