@@ -4,9 +4,13 @@ use super::keys::{ReaderKeys, SigningKeyPair, WriterKeys};
 use super::layout::{self, Share, ShareHeader};
 use super::publish::{PublishOutcome, PublishParams};
 use super::retrieve::{Retrieved, ServerMap};
-use super::storage::{MemoryServer, MutableServer};
+use super::storage::{
+    BoxFut, MemoryServer, MutableServer, ReadTestWriteResult, ReadVector, ShareNum, StorageError,
+    StorageIndex, TestWriteVectors, WriteSecrets,
+};
 use super::{MutableError, ShareError};
 use crate::cap::{MutableFormat, MutableWriteCap, NodeCap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 // The drivers are async; `MemoryServer` answers with ready futures, so a trivial executor runs
@@ -557,42 +561,37 @@ fn unrecoverable_is_a_typed_error() {
 /// A server that answers nothing (connection refused, say).
 struct DownServer;
 
+fn down<'a, T: Send + 'a>() -> BoxFut<'a, Result<T, StorageError>> {
+    Box::pin(async { Err(StorageError::Unavailable("down".into())) })
+}
+
 impl MutableServer for DownServer {
     fn node_id(&self) -> [u8; 20] {
         [7; 20]
     }
     fn list_shares<'a>(
         &'a self,
-        _si: &'a super::storage::StorageIndex,
-    ) -> super::storage::BoxFut<
-        'a,
-        Result<std::collections::BTreeSet<super::storage::ShareNum>, super::storage::StorageError>,
-    > {
-        Box::pin(async { Err(super::storage::StorageError::Unavailable("down".into())) })
+        _si: &'a StorageIndex,
+    ) -> BoxFut<'a, Result<BTreeSet<ShareNum>, StorageError>> {
+        down()
     }
     fn read<'a>(
         &'a self,
-        _si: &'a super::storage::StorageIndex,
-        _shnum: super::storage::ShareNum,
+        _si: &'a StorageIndex,
+        _shnum: ShareNum,
         _offset: u64,
         _len: u64,
-    ) -> super::storage::BoxFut<'a, Result<Vec<u8>, super::storage::StorageError>> {
-        Box::pin(async { Err(super::storage::StorageError::Unavailable("down".into())) })
+    ) -> BoxFut<'a, Result<Vec<u8>, StorageError>> {
+        down()
     }
     fn read_test_write<'a>(
         &'a self,
-        _si: &'a super::storage::StorageIndex,
-        _secrets: &'a super::storage::WriteSecrets,
-        _tw: &'a std::collections::BTreeMap<
-            super::storage::ShareNum,
-            super::storage::TestWriteVectors,
-        >,
-        _rv: &'a [super::storage::ReadVector],
-    ) -> super::storage::BoxFut<
-        'a,
-        Result<super::storage::ReadTestWriteResult, super::storage::StorageError>,
-    > {
-        Box::pin(async { Err(super::storage::StorageError::Unavailable("down".into())) })
+        _si: &'a StorageIndex,
+        _secrets: &'a WriteSecrets,
+        _tw: &'a BTreeMap<ShareNum, TestWriteVectors>,
+        _rv: &'a [ReadVector],
+    ) -> BoxFut<'a, Result<ReadTestWriteResult, StorageError>> {
+        down()
     }
 }
 

@@ -353,27 +353,22 @@ fn lit_cap(data: &[u8]) -> String {
     .to_string()
 }
 
-/// The child link for `cap`: directories keep their write cap (and read cap), files their read cap.
 /// The name under which our side of a conflict on `name` is kept: `NAME.conflict`, else
 /// `NAME.conflict-2`, `-3`... (the first one free in `dir`), shortened to fit NAME_MAX; `None`
 /// when an entry of that family already holds `cap` (the copy was made by an earlier attempt,
 /// or before a crash).
 fn conflict_copy_name(dir: &Directory, name: &str, cap: &str) -> Option<String> {
-    let mut stem = name;
     for n in 1u32.. {
         let suffix = if n == 1 {
             ".conflict".to_string()
         } else {
             format!(".conflict-{n}")
         };
-        while stem.len() + suffix.len() > NAME_MAX {
-            let mut cut = stem.len() - 1;
-            while !stem.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            stem = &stem[..cut];
+        let mut cut = name.len().min(NAME_MAX - suffix.len());
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
         }
-        let candidate = format!("{stem}{suffix}");
+        let candidate = format!("{}{suffix}", &name[..cut]);
         match dir.get(&candidate) {
             None => return Some(candidate),
             Some(c) if child_cap(c).as_deref() == Some(cap) => return None,
@@ -383,6 +378,7 @@ fn conflict_copy_name(dir: &Directory, name: &str, cap: &str) -> Option<String> 
     None
 }
 
+/// The child link for `cap`: directories keep their write cap (and read cap), files their read cap.
 fn child_for(cap: &str, md: Metadata) -> Child {
     let c = Cap::parse(cap);
     match &c {
@@ -2978,10 +2974,7 @@ impl Inner {
             }
             st.journal.ticket()
         };
-        tokio::task::spawn_blocking(move || ticket.wait())
-            .await
-            .map_err(|e| VfsError::Cache(e.to_string()))?
-            .map_err(VfsError::Cache)
+        wait_durable(ticket).await
     }
 
     async fn publish_inner(&self, dircap: &str) -> Result<()> {
