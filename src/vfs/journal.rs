@@ -37,7 +37,8 @@
 //! sealed at its present length is moved to `recovered/` and its records are retired (the grid
 //! keeps its version of the entry). Same boot (a daemon crash: the page cache survived), no boot
 //! frame (a log older than boot frames) or an unknown running boot: the replay trusts every
-//! data file, as a daemon crash allows.//!
+//! data file, as a daemon crash allows.
+//!
 //! Durability (SEMANTICS.md, point 1): [`Journal::write`] returns once the frame is written to the
 //! log with `write(2)`. From then on a crash of the daemon (kill -9) loses nothing: the bytes
 //! are in the kernel's page cache of the log file and the next open replays them. Against a power
@@ -772,7 +773,7 @@ impl Journal {
     }
 
     pub fn data_path(&self, fid: u64) -> PathBuf {
-        self.root.join("data").join(fid.to_string())
+        self.data_dir().join(fid.to_string())
     }
 
     /// Removes a data file, once every frame written so far is durable.
