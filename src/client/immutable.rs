@@ -912,7 +912,8 @@ impl PlaintextSource for FileSource {
 #[derive(Clone, Debug)]
 pub struct DownloadOptions {
     pub preferred: Vec<String>,
-    /// Batches of segments fetched ahead of the one being written.
+    /// Batches of segments fetched ahead of the one being written (fewer, but at least two,
+    /// when the hash engine's lanes make batches larger than `batch_bytes`).
     pub window: usize,
     /// Plaintext bytes per batch (at least one segment): a batch is fetched with one block
     /// read per share and verified in one go.
@@ -1177,7 +1178,7 @@ type ShareBatch = (Bytes, Vec<(BTreeMap<usize, Hash>, BTreeMap<usize, Hash>)>);
 
 /// Fetches, verifies, decodes and decrypts segments `first..first+count` with `shares`
 /// (exactly k): one block read per share for the whole batch, then every block hash and every
-/// crypttext segment hash of the batch computed together (two SHA-256 lanes), on a blocking
+/// crypttext segment hash of the batch computed together (one set of SHA-256 lanes), on a blocking
 /// thread. Returns the batch's plaintext.
 #[allow(clippy::too_many_arguments)]
 async fn fetch_batch(
@@ -1251,7 +1252,52 @@ async fn fetch_batch(
                 refs.push(block_of(geom, base, batch, seg));
             }
         }
-        let hashes = multihash::tagged_hash_many(tags::BLOCK, &refs);
+        // Every segment but the tail decodes to exactly segment_size (a multiple of k) bytes;
+        // the tail's padding is cut off at the end. Blocks are decoded before they are
+        // verified so that their hashes and the crypttext segment hashes run in one set of
+        // SHA-256 lanes; nothing decoded is used unless every block of the batch verifies.
+        let decoded_len: u64 = (first..=end_seg)
+            .map(|s| k as u64 * geom.block_len(s))
+            .sum();
+        let mut out = Vec::with_capacity(decoded_len as usize);
+        let mut decoded = true;
+        for i in 0..count as usize {
+            let seg_refs = &refs[i * shares.len()..(i + 1) * shares.len()];
+            if decoder.decode_append(seg_refs, &mut out).is_err() {
+                decoded = false;
+                break;
+            }
+        }
+        let plain_len: u64 = (first..=end_seg).map(|s| geom.segment_len(s)).sum();
+        out.truncate(plain_len as usize);
+        // Segment s of the batch starts at (s - first) * segment_size; a geometry that would
+        // put it past the decoded bytes is refused rather than indexed.
+        let mut segs: Vec<&[u8]> = Vec::with_capacity(count as usize);
+        if decoded {
+            for s in first..=end_seg {
+                let a = (geom.segment_offset(s) - geom.segment_offset(first)) as usize;
+                match out.get(a..a + geom.segment_len(s) as usize) {
+                    Some(seg) => segs.push(seg),
+                    None => {
+                        decoded = false;
+                        segs.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        let mut hashes = multihash::tagged_hash_groups(&[
+            (tags::BLOCK, &refs),
+            (tags::CRYPTTEXT_SEGMENT, &segs),
+        ]);
+        let leaves = hashes.pop().unwrap_or_default();
+        let hashes = hashes.pop().unwrap_or_default();
+        if hashes.len() != refs.len() {
+            return Err(vec![Blame {
+                pos: 0,
+                fault: ShareFault::Unavailable,
+            }]);
+        }
         let mut blame = Vec::new();
         for (i, seg) in (first..=end_seg).enumerate() {
             for (pos, (sh, (_, chains))) in shares.iter().zip(&fetched).enumerate() {
@@ -1267,44 +1313,12 @@ async fn fetch_batch(
         if !blame.is_empty() {
             return Err(blame);
         }
-        // Every segment but the tail decodes to exactly segment_size (a multiple of k) bytes;
-        // the tail's padding is cut off at the end.
-        let decoded_len: u64 = (first..=end_seg)
-            .map(|s| k as u64 * geom.block_len(s))
-            .sum();
-        let mut out = vec![0u8; decoded_len as usize];
-        let mut at = 0usize;
-        for (i, seg) in (first..=end_seg).enumerate() {
-            let bl = geom.block_len(seg) as usize;
-            let seg_refs = &refs[i * shares.len()..(i + 1) * shares.len()];
-            let region = &mut out[at..at + k * bl];
-            let mut outputs: Vec<&mut [u8]> = region.chunks_exact_mut(bl.max(1)).collect();
-            if decoder.decode(seg_refs, &mut outputs).is_err() {
-                return Err(vec![Blame {
-                    pos: 0,
-                    fault: ShareFault::Unavailable,
-                }]);
-            }
-            at += k * bl;
+        if !decoded || leaves.len() != count as usize {
+            return Err(vec![Blame {
+                pos: 0,
+                fault: ShareFault::Unavailable,
+            }]);
         }
-        let plain_len: u64 = (first..=end_seg).map(|s| geom.segment_len(s)).sum();
-        out.truncate(plain_len as usize);
-        // Segment s of the batch starts at (s - first) * segment_size; a geometry that would
-        // put it past the decoded bytes is refused rather than indexed.
-        let mut segs: Vec<&[u8]> = Vec::with_capacity(count as usize);
-        for s in first..=end_seg {
-            let a = (geom.segment_offset(s) - geom.segment_offset(first)) as usize;
-            match out.get(a..a + geom.segment_len(s) as usize) {
-                Some(seg) => segs.push(seg),
-                None => {
-                    return Err(vec![Blame {
-                        pos: 0,
-                        fault: ShareFault::Unavailable,
-                    }])
-                }
-            }
-        }
-        let leaves = multihash::tagged_hash_many(tags::CRYPTTEXT_SEGMENT, &segs);
         // The crypttext nodes of any share will do; a share whose nodes fail is blamed, and
         // the batch fails only if no share's nodes verify a segment.
         for (i, seg) in (first..=end_seg).enumerate() {
@@ -1622,15 +1636,32 @@ impl Fetcher {
         // the batch's crypttext segment hashes pair up in the two SHA-256 lanes: segment sizes
         // are multiples of k, so 1 MiB holds 7 segments of 128 KiB + 1 byte for k = 3, and the
         // seventh segment hash ran alone at half speed.
-        let per_batch = if per_batch > 1 {
+        let by_bytes = if per_batch > 1 {
             per_batch + per_batch % 2
         } else {
             per_batch
         };
+        // At least half as many segments as the SHA-256 engine has lanes: a segment brings k
+        // block hashes of segment/k bytes and one segment hash, so with W lanes, W/2 segments
+        // keep every lane busy to the end of the batch (W/2 lanes hash a segment each, the
+        // others its k blocks one after the other). With the sixteen-lane engine and Tahoe's
+        // 1 MiB segments that is 8 segments; one segment alone left 12 of 16 lanes idle, so
+        // its hashes ran on the two-lane engine at a third of the wide engine's speed.
+        let per_batch = by_bytes.max(multihash::lanes() as u64 / 2);
+        // Batches made larger than `batch_bytes` by the lane count hold more bytes each: fewer
+        // of them in flight keep about `window * batch_bytes` fetched ahead (and memory about
+        // the same), but at least two, so one is fetched while the other is verified.
+        let window = if per_batch > by_bytes {
+            let batch_len = per_batch.saturating_mul(geom.segment_size).max(1);
+            let ahead = (opts.window as u64).saturating_mul(opts.batch_bytes as u64);
+            (ahead.div_ceil(batch_len) as usize).clamp(opts.window.min(2), opts.window.max(1))
+        } else {
+            opts.window.max(1)
+        };
         let mut inflight: VecDeque<(u64, u64, ShareSet, SegmentTask)> = VecDeque::new();
         let mut next = first;
         loop {
-            while inflight.len() < opts.window.max(1) && next <= last {
+            while inflight.len() < window && next <= last {
                 let count = per_batch.min(last - next + 1);
                 let (shares, h) = self.spawn_batch(next, count, last).await?;
                 inflight.push_back((next, count, shares, h));
