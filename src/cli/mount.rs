@@ -514,7 +514,7 @@ pub fn serve(
     };
     let control = Arc::new(Control::new(info, meta.uid(), meta.gid()));
     let fs = LafsFs::new(Arc::new(vfs), rt.handle().clone()).with_control(control);
-    let session = match mount_typed(mountpoint, &mounted, &opts) {
+    let session = match mount_typed(mountpoint, &mounted, opts) {
         Some(fd) => fuser::Session::from_fd(fs, fd, config.acl, config.clone())
             .and_then(fuser::Session::spawn)
             .inspect_err(|_| {
