@@ -110,7 +110,7 @@ if [ "$link" = 1 ]; then
             "ziglang==$zig_version" "cargo-zigbuild==$zigbuild_version"
     fi
     mkdir -p "$linkstub/pc"
-    # A text-based stub of macFUSE's libfuse 2 (install name as macFUSE 4 installs it). It exports only the
+    # A text-based stub of macFUSE's libfuse 2 (at the path macFUSE installs it to, not checked here). It exports only the
     # one function fuser 0.18 declares for macOS (src/mnt/fuse2_sys.rs: the mount; unmounting goes through
     # unmount(2)), so the link proves fuser asks for nothing else, not that macFUSE provides it.
     put "$linkstub/libfuse.tbd" <<'TBD'
@@ -134,7 +134,7 @@ fi
 
 # Links the lafs binary for $1 with the toolchain and std settings of its check, then inspects it.
 link_one() {
-    local t="$1" tu="${1//-/_}" arch min_os tc=()
+    local t="$1" arch min_os tc=()
     case "$t" in
         x86_64-*) arch=x86_64 ;;
         aarch64-*) arch=arm64 ;;
