@@ -305,6 +305,23 @@ struct Inner {
     seal_wake: Notify,
     /// One seal pass at a time (the sealer's, or [`Vfs::seal_all`]'s).
     seal_pass: tokio::sync::Mutex<()>,
+    /// Test hook: when set, each seal pass stops between its syncs and its seal frames.
+    #[cfg(test)]
+    seal_gate: Mutex<Option<Arc<SealGate>>>,
+}
+
+/// Where a test holds a seal pass ([`Inner::seal_files`]): after its syncs returned, before it
+/// checks the files' generations and writes its seal frames.
+#[cfg(test)]
+#[derive(Default)]
+struct SealGate {
+    /// Notified when a pass reaches the gate.
+    synced: Notify,
+    /// The pass waits for this.
+    resume: Notify,
+    /// The sync calls the passes made, in order: `Some(fid)` for the fdatasync of data file
+    /// `fid`, `None` for the fsync of the data directory.
+    syncs: Mutex<Vec<Option<u64>>>,
 }
 
 /// The filesystem. Dropping it stops the background flusher at once (like a crash: the journal
@@ -906,6 +923,8 @@ impl Vfs {
             rt: tokio::runtime::Handle::current(),
             seal_wake: Notify::new(),
             seal_pass: tokio::sync::Mutex::new(()),
+            #[cfg(test)]
+            seal_gate: Mutex::new(None),
         });
         let flusher = tokio::spawn(Inner::flusher(Arc::clone(&inner)));
         // Its first pass seals the files the journal replayed (same boot: their content is
@@ -2467,16 +2486,41 @@ impl Inner {
         if batch.is_empty() {
             return Ok(());
         }
-        let files: Vec<Arc<fs::File>> = batch.iter().map(|(_, _, f)| Arc::clone(f)).collect();
+        let files: Vec<(u64, Arc<fs::File>)> =
+            batch.iter().map(|(f, _, c)| (*f, Arc::clone(c))).collect();
+        #[cfg(test)]
+        let gate = self
+            .seal_gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        #[cfg(test)]
+        let g2 = gate.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            for f in files {
+            #[cfg(test)]
+            let note = |s: Option<u64>| {
+                if let Some(g) = &g2 {
+                    g.syncs.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                }
+            };
+            for (_fid, f) in files {
                 f.sync_data()?;
+                #[cfg(test)]
+                note(Some(_fid));
             }
-            fs::File::open(&data_dir)?.sync_all()
+            fs::File::open(&data_dir)?.sync_all()?;
+            #[cfg(test)]
+            note(None);
+            Ok(())
         })
         .await
         .map_err(cache_err)?
         .map_err(cache_err)?;
+        #[cfg(test)]
+        if let Some(g) = gate {
+            g.synced.notify_one();
+            g.resume.notified().await;
+        }
         let st = self.lock();
         let sealed: Vec<(u64, u64)> = batch
             .iter()
