@@ -1892,6 +1892,18 @@ fn unsealed_cfg(dir: &std::path::Path, boot: &str) -> Config {
     c
 }
 
+/// A mount of a fresh in-memory grid's root with [`unsealed_cfg`] in boot [`BOOT`]: the grid,
+/// its root cap, the cache directory and the mount.
+async fn unsealed_vfs() -> (MemBackend, String, tempfile::TempDir, Vfs) {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
+        .await
+        .unwrap();
+    (b, root, tmp, v)
+}
+
 /// The test config after a reboot (another boot id).
 fn rebooted_cfg(dir: &std::path::Path) -> Config {
     let mut c = cfg(dir, 3_600_000);
@@ -1933,12 +1945,7 @@ fn recovered_files(dir: &std::path::Path) -> Vec<String> {
 /// version on the grid: its bytes go to `recovered/`, the status says so (name, never a cap).
 #[tokio::test]
 async fn power_cut_does_not_publish_a_torn_unsynced_file_over_the_previous_version() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let t = put(&v, ROOT_INO, "target", b"version 1").await;
     v.fsync(t, 0).await.unwrap();
     let tmpf = put(&v, ROOT_INO, ".target.XXXX", &[2u8; 10_000]).await;
@@ -2019,12 +2026,7 @@ async fn power_cut_publishes_files_sealed_before_it() {
 /// are published by the next mount in the same boot, as before sealing existed.
 #[tokio::test]
 async fn kill_minus_9_still_publishes_unsealed_files() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let t = put(&v, ROOT_INO, "target", b"version 1").await;
     v.fsync(t, 0).await.unwrap();
     let tmpf = put(&v, ROOT_INO, ".target.XXXX", &[2u8; 10_000]).await;
@@ -2051,12 +2053,7 @@ async fn kill_minus_9_still_publishes_unsealed_files() {
 /// `write_now` leaves a sealed file to the path that can wait for the disk.
 #[tokio::test]
 async fn write_after_seal_unseals_durably_first() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let mut inos = Vec::new();
     for name in ["a", "b", "c", "kept"] {
         inos.push(put(&v, ROOT_INO, name, b"version 1").await);
@@ -2155,12 +2152,7 @@ fn grid_attr(b: &MemBackend, dircap: &str, name: &str) -> Attr {
 /// new name: the file would vanish from the grid, its bytes left only in `recovered/`.
 #[tokio::test]
 async fn power_cut_after_renaming_a_changed_file_keeps_its_previous_version_at_the_new_name() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let x = put(&v, ROOT_INO, "x", b"version 1").await;
     v.fsync(x, 0).await.unwrap();
     let m1 = grid_attr(&b, &root, "x").mtime_ns;
@@ -2204,12 +2196,7 @@ async fn power_cut_after_renaming_a_changed_file_keeps_its_previous_version_at_t
 /// said. A changed file renamed and then removed stays removed.
 #[tokio::test]
 async fn power_cut_after_moving_a_changed_file_over_another_keeps_its_previous_version_there() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let da = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap().ino;
     let db = v.mkdir(ROOT_INO, os("b"), 0o755, 0, 0).await.unwrap().ino;
     let x = put(&v, da, "x", b"x version 1").await;
@@ -2247,12 +2234,7 @@ async fn power_cut_after_moving_a_changed_file_over_another_keeps_its_previous_v
 /// version at its new name, not the one it was opened from.
 #[tokio::test]
 async fn power_cut_after_renaming_a_file_changed_since_its_fsync_keeps_the_fsynced_version() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let x = put(&v, ROOT_INO, "x", b"version 1").await;
     v.fsync(x, 0).await.unwrap();
     let fh = v.open(x, libc::O_WRONLY).await.unwrap();
@@ -2282,12 +2264,7 @@ async fn power_cut_after_renaming_a_file_changed_since_its_fsync_keeps_the_fsync
 /// then the data directory (a new file's name must survive the power cut too).
 #[tokio::test]
 async fn write_racing_the_seal_sync_leaves_the_file_unsealed() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let x = put(&v, ROOT_INO, "x", b"version 1").await;
     let fid = fid_of(&v, x);
     let gate = Arc::new(SealGate::default());
