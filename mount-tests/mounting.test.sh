@@ -2,8 +2,8 @@
 # mount-tests/mounting.test.sh: the ways of mounting and unmounting that users have besides
 # `lafs mount tahoe: DIR`, each on a real mount.
 # - `mount -t lafs` through the helper `/sbin/mount.lafs` (a link to the binary, put there for
-#   the test and removed after), unmounted by `umount(8)`: the daemon uploads what is pending
-#   and exits;
+#   the test and removed after), listed as type `fuse.lafs`, unmounted by `umount(8)`: the
+#   daemon uploads what is pending and exits;
 # - `mount -N PID` (mount(8)'s namespace flag, passed on to the helper): mounted in that mount
 #   namespace only;
 # - fstab lines (`mount -T FILE MOUNTPOINT`): a read cap, which mounts read-only (EROFS on every
@@ -61,6 +61,10 @@ lib_mounts+=("$m1")
 timeout $T mount -t lafs -o "node-directory=$client,cache-dir=$work/c1,_netdev,x-systemd.automount" \
     tahoe: "$m1" || fail "mount -t lafs"
 mountpoint -q "$m1" || fail "not mounted after mount -t lafs returned"
+# As root the mount is made with mount(2) directly: its type must still name the subtype, so
+# `findmnt -t fuse.lafs` and `umount -a -t fuse.lafs` find it.
+fstype="$(findmnt -n -o FSTYPE,SOURCE "$m1")"
+[[ "$fstype" == "fuse.lafs lafs" ]] || fail "mount table type/source: '$fstype', want 'fuse.lafs lafs'"
 head -c 300000 /dev/urandom >"$work/a.src"
 cp "$work/a.src" "$m1/a.bin"
 printf 'hello\n' >"$m1/hello.txt"

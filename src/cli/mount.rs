@@ -514,8 +514,16 @@ pub fn serve(
     };
     let control = Arc::new(Control::new(info, meta.uid(), meta.gid()));
     let fs = LafsFs::new(Arc::new(vfs), rt.handle().clone()).with_control(control);
-    let session = fuser::spawn_mount(fs, mountpoint, &config)
-        .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let session = match mount_typed(mountpoint, meta.mode(), &mounted, opts) {
+        Some(fd) => fuser::Session::from_fd(fs, fd, config.acl, config.clone())
+            .and_then(fuser::Session::spawn)
+            .inspect_err(|_| {
+                // The kernel mount exists but no session serves it: detach it.
+                let _ = unmount(&abs_mountpoint, true);
+            }),
+        None => fuser::spawn_mount(fs, mountpoint, &config),
+    }
+    .with_context(|| format!("mounting on {}", mountpoint.display()))?;
     let ours = device_at_canonical(&abs_mountpoint);
     match (opts.read_ahead_kb.unwrap_or(READ_AHEAD_KB), &ours) {
         (0, _) | (_, None) => {}
@@ -715,6 +723,76 @@ fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<HelperArgs> {
         fake,
         namespace,
     })
+}
+
+/// Mounts `/dev/fuse` at `mountpoint` with mount(2) and the filesystem type `fuse.lafs`, when
+/// the process may (root, or CAP_SYS_ADMIN in its mount namespace); returns the device to
+/// serve, or None to let fuser mount (it goes through `fusermount3`, which names the type
+/// `fuse.lafs` itself). fuser's own mount(2) path would name the type plain `fuse`, so
+/// `findmnt -t fuse.lafs`, `umount -a -t fuse.lafs` and `mount -a -t nofuse.lafs` would miss
+/// root mounts. The options are those fuser would pass: the device's fd, the root's mode
+/// (`mode`, the mount point's `st_mode`), the
+/// caller's ids, and the two permission options the kernel itself implements.
+#[cfg(target_os = "linux")]
+fn mount_typed(
+    mountpoint: &Path,
+    mode: u32,
+    mounted: &Mounted,
+    opts: &Opts,
+) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt as _;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .ok()?;
+    // SAFETY: getuid and getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!(
+        "fd={},rootmode={mode:o},user_id={uid},group_id={gid}",
+        dev.as_raw_fd()
+    );
+    if opts.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    if opts.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
+    if mounted.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let target = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).ok()?;
+    let data = std::ffi::CString::new(data).ok()?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let r = unsafe {
+        libc::mount(
+            c"lafs".as_ptr(),
+            target.as_ptr(),
+            c"fuse.lafs".as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        tracing::debug!(
+            "mount(2) as fuse.lafs: {}; mounting through fuser",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    Some(OwnedFd::from(dev))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn mount_typed(
+    _mountpoint: &Path,
+    _mode: u32,
+    _mounted: &Mounted,
+    _opts: &Opts,
+) -> Option<std::os::fd::OwnedFd> {
+    None
 }
 
 /// Enters the mount namespace `ns` (mount(8)'s `-N`: a PID, or the path of a namespace file
