@@ -1179,10 +1179,15 @@ fn chain_of(nodes: &BTreeMap<usize, Hash>, needed: &BTreeSet<usize>) -> BTreeMap
 /// consecutive segments are contiguous in a share), and the segments' untrusted tree chains.
 type ShareBatch = (Bytes, Vec<(BTreeMap<usize, Hash>, BTreeMap<usize, Hash>)>);
 
+/// Buffers for batches' crypttext, kept between batches.
+type Spare = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
 /// Fetches, verifies and decodes segments `first..first+count` with `shares`
 /// (exactly k): one block read per share for the whole batch, then every block hash and every
 /// crypttext segment hash of the batch computed together (one set of SHA-256 lanes), on a blocking
-/// thread. Returns the batch's verified crypttext (the writer decrypts it piece by piece).
+/// thread. Returns the batch's verified crypttext (the writer decrypts it piece by piece) in a
+/// buffer taken from `spare` when one is there.
+#[allow(clippy::too_many_arguments)]
 async fn fetch_batch(
     first: u64,
     count: u64,
@@ -1191,6 +1196,7 @@ async fn fetch_batch(
     decoder: Arc<Decoder>,
     file: Arc<FileInfo>,
     si: StorageIndex,
+    spare: Spare,
 ) -> Result<Vec<u8>, Vec<Blame>> {
     let geom = &file.geom;
     let nseg = geom.num_segments;
@@ -1260,7 +1266,13 @@ async fn fetch_batch(
         let decoded_len: u64 = (first..=end_seg)
             .map(|s| k as u64 * geom.block_len(s))
             .sum();
-        let mut out = Vec::with_capacity(decoded_len as usize);
+        let mut out = spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default();
+        out.clear();
+        out.reserve(decoded_len as usize);
         let mut decoded = true;
         for i in 0..count as usize {
             let seg_refs = &refs[i * shares.len()..(i + 1) * shares.len()];
@@ -1389,6 +1401,11 @@ struct Fetcher {
     file: Option<Arc<FileInfo>>,
     report: DownloadReport,
     advisories: JoinSet<()>,
+    /// Crypttext buffers of batches already written, reused by the next batches: a download
+    /// allocates its few batch buffers once, not once per batch on whichever blocking thread
+    /// decodes it, where each thread's allocator arena would keep freed batch buffers of its
+    /// own and so raise peak RSS.
+    spare: Spare,
 }
 
 impl Fetcher {
@@ -1421,6 +1438,7 @@ impl Fetcher {
             file: None,
             report: DownloadReport::default(),
             advisories: JoinSet::new(),
+            spare: Spare::default(),
         })
     }
 
@@ -1606,6 +1624,7 @@ impl Fetcher {
             decoder,
             file,
             self.si,
+            self.spare.clone(),
         ));
         Ok((shares, h))
     }
@@ -1640,13 +1659,16 @@ impl Fetcher {
         } else {
             per_batch
         };
-        // At least half as many segments as the SHA-256 engine has lanes: a segment brings k
-        // block hashes of segment/k bytes and one segment hash, so with W lanes, W/2 segments
-        // keep every lane busy to the end of the batch (W/2 lanes hash a segment each, the
-        // others its k blocks one after the other). With the sixteen-lane engine and Tahoe's
-        // 1 MiB segments that is 8 segments; one segment alone left 12 of 16 lanes idle, so
-        // its hashes ran on the two-lane engine at a third of the wide engine's speed.
-        let per_batch = by_bytes.max(multihash::lanes() as u64 / 2);
+        // Enough segments that their hashes start in every lane of the SHA-256 engine: a
+        // segment brings k block hashes and one crypttext segment hash, so with W lanes,
+        // ceil(W / (k + 1)) segments fill them (4 of Tahoe's 1 MiB segments for k = 3 and the
+        // sixteen-lane engine). One segment alone left 12 of 16 lanes idle, so its hashes ran on
+        // the two-lane engine at a third of the wide engine's speed. More segments would keep
+        // the lanes full to the end of the batch, but each batch in flight holds its blocks and
+        // its decoded crypttext at once, so memory grows with the batch: `lafs get` must stream
+        // in well under 100 MiB.
+        let fill = (multihash::lanes() as u64).div_ceil(geom.needed as u64 + 1);
+        let per_batch = by_bytes.max(fill);
         // Batches made larger than `batch_bytes` by the lane count hold more bytes each: fewer
         // of them in flight keep about `window * batch_bytes` fetched ahead (and memory about
         // the same), but at least two, so one is fetched while the other is verified.
@@ -1684,6 +1706,12 @@ impl Fetcher {
                     for piece in part.chunks_mut(WRITE_PIECE) {
                         ctr.apply(piece);
                         out.write_all(piece).await.map_err(DownloadError::Output)?;
+                    }
+                    // No more buffers are kept than batches can be in flight at once.
+                    if let Ok(mut spare) = self.spare.lock() {
+                        if spare.len() < window {
+                            spare.push(crypttext);
+                        }
                     }
                 }
                 Ok(Err(blame)) => {
