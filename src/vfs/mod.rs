@@ -87,7 +87,8 @@ type Result<T> = std::result::Result<T, VfsError>;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub cache_dir: PathBuf,
-    /// Bytes of dirty data the cache may hold before writers wait.
+    /// Bytes of dirty data the cache may hold before writers wait; the read cache's segment
+    /// files get what the dirty data leaves of it (one bound for the cache directory).
     pub cache_size: u64,
     pub write_back_delay: Duration,
     pub dir_refresh: Duration,
@@ -186,7 +187,11 @@ pub struct Status {
     pub uploads_queued: usize,
     pub uploads_in_flight: usize,
     pub bytes_dirty: u64,
+    /// Bytes of cache files (written data waiting for, or kept after, its upload).
     pub cache_used: u64,
+    /// Bytes of the read cache's segment files on disk (they get what `cache_used` leaves of
+    /// `cache_limit`).
+    pub read_cache: u64,
     pub cache_limit: u64,
     pub pending_dir_changes: usize,
     pub publishes: u64,
@@ -722,6 +727,14 @@ impl State {
         self.caches.values().map(|c| c.size).sum()
     }
 
+    /// One budget for the cache directory: the read cache's disk tier gets what the write-back
+    /// files leave of `cache_size`. Called wherever those files grow or go.
+    fn fit_read_cache(&mut self, cache_size: u64) {
+        let room = cache_size.saturating_sub(self.cache_used());
+        self.segs
+            .set_disk_limit(usize::try_from(room).unwrap_or(usize::MAX));
+    }
+
     fn push_error(&mut self, e: String) {
         tracing::warn!("lafs vfs: {e}");
         self.errors.push_back(e);
@@ -1044,6 +1057,7 @@ impl Vfs {
             c.size = size;
             c.gen += 1;
             c.clean_cap = None;
+            st.fit_read_cache(self.inner.cfg.cache_size);
             let n = st.node_mut(ino)?;
             n.attr.mtime_ns = now;
         }
@@ -1710,6 +1724,7 @@ impl Vfs {
                 .map(|(_, c)| c.size)
                 .sum(),
             cache_used: st.cache_used(),
+            read_cache: st.segs.disk_used() as u64,
             cache_limit: self.inner.cfg.cache_size,
             pending_dir_changes: st.pending.values().map(BTreeMap::len).sum(),
             publishes: st.publishes,
@@ -2260,11 +2275,15 @@ impl Inner {
                 }
             }
             // An empty write writes nothing, past the end or not: the size stays.
-            if !data.is_empty() {
-                c.size = c.size.max(offset + data.len() as u64);
+            let grew = !data.is_empty() && offset + data.len() as u64 > c.size;
+            if grew {
+                c.size = offset + data.len() as u64;
             }
             c.gen += 1;
             c.clean_cap = None;
+            if grew {
+                st.fit_read_cache(self.cfg.cache_size);
+            }
         }
         let now = now_ns();
         let n = st.node_mut(ino)?;
@@ -2590,6 +2609,7 @@ impl Inner {
                 st.caches.remove(&g);
                 st.journal.remove_file(g);
             }
+            st.fit_read_cache(self.cfg.cache_size);
             let mut due = Vec::new();
             let paths: Vec<(u64, PathBuf)> = st
                 .caches
@@ -3016,6 +3036,7 @@ impl Inner {
         }
         st.caches.remove(&fid);
         st.journal.remove_file(fid);
+        st.fit_read_cache(self.cfg.cache_size);
     }
 
     /// Publishes the resolved pending changes of one directory in one test-and-write, merging

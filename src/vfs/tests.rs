@@ -570,6 +570,80 @@ async fn backpressure_keeps_the_cache_bounded() {
     assert_eq!(grid_listing(&b, &root).len(), 20);
 }
 
+/// `cache-size` bounds the cache directory as a whole: the read cache's segment files shrink as
+/// written files grow, and grow back once they are gone.
+#[tokio::test]
+async fn read_cache_and_written_files_share_one_cache_size() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let data: Vec<u8> = (0..40_960u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut l = grid_listing(&b, &root);
+    l.insert("f", child_for(&b.put_bytes(&data), Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 0);
+    c.segment_size = 4096;
+    c.segment_cache = 8192;
+    c.read_ahead = 0;
+    c.cache_size = 40_000;
+    let v = Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap();
+    let f = v.lookup(ROOT_INO, os("f")).await.unwrap().ino;
+    let read_all = || async {
+        let fh = v.open(f, libc::O_RDONLY).await.unwrap();
+        for pass in 0..2 {
+            for s in 0..10u64 {
+                let d = v.read(f, fh, s * 4096, 4096).await.unwrap();
+                assert_eq!(
+                    d,
+                    data[s as usize * 4096..][..4096],
+                    "pass {pass} segment {s}"
+                );
+            }
+        }
+        v.release(f, fh).await.unwrap();
+    };
+    read_all().await;
+    let st = v.status();
+    assert!(st.read_cache >= 32_768, "read twice, kept on disk: {st:?}");
+    let bound = |st: &Status| {
+        assert!(
+            st.cache_used + st.read_cache <= 40_000,
+            "over cache-size: {st:?}"
+        );
+    };
+    bound(&st);
+    let (a, fh) = v
+        .create(ROOT_INO, os("w"), 0o644, libc::O_RDWR, 1000, 1000)
+        .await
+        .unwrap();
+    for i in 0..6u64 {
+        v.write(a.ino, fh, i * 5000, &[i as u8; 5000])
+            .await
+            .unwrap();
+        bound(&v.status());
+    }
+    assert!(v.status().read_cache <= 10_000, "{:?}", v.status());
+    v.setattr(
+        a.ino,
+        SetAttr {
+            size: Some(35_000),
+            ..SetAttr::default()
+        },
+    )
+    .await
+    .unwrap();
+    bound(&v.status());
+    v.release(a.ino, fh).await.unwrap();
+    v.flush_all().await.unwrap();
+    read_all().await;
+    let st = v.status();
+    bound(&st);
+    assert!(
+        st.read_cache >= 40_000 - st.cache_used - 4096,
+        "the read cache grows back into what the written file left: {st:?}"
+    );
+}
+
 #[tokio::test]
 async fn read_only_cap_mounts_read_only() {
     let b = MemBackend::new();
