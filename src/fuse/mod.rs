@@ -51,7 +51,8 @@ const TTL: Duration = Duration::from_secs(1);
 /// How long an unmount waits for pending uploads.
 pub const FLUSH_AT_UNMOUNT: Duration = Duration::from_secs(120);
 /// How many failed flush rounds in a row end the flush at unmount early (the grid is
-/// unreachable); with the flusher's retry delay between rounds this is about 10 seconds.
+/// unreachable); with the flusher's retry delay between rounds this is about 15 seconds (measured by
+/// `mount-tests/mounting.test.sh`).
 pub const UNMOUNT_FLUSH_ATTEMPTS: u32 = 3;
 /// Requests running at once.
 pub const MAX_IN_FLIGHT: usize = 256;
