@@ -20,9 +20,9 @@
 #   5. Peak RSS (VmHWM) of each mount daemon, read just before its unmount.
 #
 # Knobs (environment): FILES (1000), DIRS (FILES/20), SIZE_MIB (1024), NODES (3), K/HAPPY/N (2/3/4: lib_grid's),
-# MOUNT_OPTS (extra -o options), PERF=rsync or PERF=1 / PERF=write / PERF=all (record the daemon
-# with `perf record -g` during the rsync / the big write's dd and sync; the reports go to
-# $OUT/perf-rsync.txt and $OUT/perf-write.txt), OUT (where to keep results, default a new
+# MOUNT_OPTS (extra -o options), PERF=rsync or PERF=1 / PERF=write / PERF=read / PERF=all (record
+# the daemon with `perf record -g` during the rsync / the big write's dd and sync / the big read's
+# dd; the reports go to $OUT/perf-rsync.txt, $OUT/perf-write.txt, $OUT/perf-read.txt), OUT (where to keep results, default a new
 # directory under /tmp), LIB_KEEP=1 (keep the work directory).
 # The machine running it should be quiet: on a shared 2-core box the figures move by ±30%.
 set -euo pipefail
@@ -170,9 +170,12 @@ report "peak RSS after the write" "$(peak_rss "$mnt")"
 lib_umount "$mnt"
 
 lib_mount "$mnt" "cache-dir=$work/cache-fresh${MOUNT_OPTS:+,$MOUNT_OPTS}"
+pid="$(daemon_pid "$mnt")"
+perf_start read
 t0="$(now)"
 timeout "$T" dd if="$mnt/big" of=/dev/null bs=1M status=none || fail "dd out of the mount"
 r_mount="$(elapsed "$t0")"
+perf_stop read
 report "read $SIZE_MIB MiB, fresh cache" "$r_mount s ($(mibps "$SIZE_MIB" "$r_mount"))"
 report "peak RSS after the read" "$(peak_rss "$mnt")"
 timeout "$T" cmp "$big" "$mnt/big" || fail "the file read back differs"

@@ -71,6 +71,10 @@ pub const KEY_POOL: usize = 8;
 /// RSA keys generated ahead at most while announced directories wait for theirs (about 4 KiB of
 /// memory each).
 pub const KEY_AHEAD: usize = 64;
+/// Where a read stream cuts the bytes it receives: at multiples of this (the filesystem layer's
+/// default segment size, [`crate::vfs::Config`]), so a segment read is one chunk, handed out
+/// without a copy. Another segment size still reads correctly, through a copy.
+pub const STREAM_CUT: u64 = 128 * 1024;
 /// Read streams kept at once.
 pub const MAX_STREAMS: usize = 3;
 /// How far a read stream downloads past the furthest byte its readers asked for.
@@ -93,8 +97,11 @@ struct ReadStream {
 
 /// The bytes of a stream still held, and its flow control.
 struct StreamBuf {
-    /// Received chunks in order, as (absolute offset, bytes).
-    chunks: VecDeque<(u64, Vec<u8>)>,
+    /// Received chunks in order, as (absolute offset, bytes): one per write of the download,
+    /// also cut at multiples of [`STREAM_CUT`] (the layer's segment size; no chunk crosses
+    /// one). The download writes whole CHK segments, so a reader of exactly one such range (the
+    /// layer reads whole segments) gets the chunk itself, shared, not a copy.
+    chunks: VecDeque<(u64, Arc<Vec<u8>>)>,
     /// Absolute offset of the first byte held (bytes below it were dropped).
     held_from: u64,
     /// Absolute end of the bytes received.
@@ -131,11 +138,24 @@ impl StreamBuf {
         }
     }
 
-    /// Bytes `off .. off + len`, all held.
-    fn copy(&self, off: u64, len: u64) -> Option<Vec<u8>> {
+    /// Bytes `off .. off + len`, all held: the chunk itself when it is exactly that range, else
+    /// a copy.
+    fn copy(&self, off: u64, len: u64) -> Option<Arc<Vec<u8>>> {
         let end = off + len;
+        // The first chunk ending after `off` (chunks are in order and contiguous).
+        let first = self
+            .chunks
+            .partition_point(|(c_off, c)| c_off + c.len() as u64 <= off);
+        if let Some((c_off, c)) = self.chunks.get(first) {
+            if *c_off == off && c.len() as u64 == len {
+                return Some(Arc::clone(c));
+            }
+        }
         let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
-        for (c_off, c) in &self.chunks {
+        for (c_off, c) in self.chunks.range(first..) {
+            if *c_off >= end {
+                break;
+            }
             let c_end = c_off + c.len() as u64;
             if c_end <= off || *c_off >= end {
                 continue;
@@ -144,7 +164,7 @@ impl StreamBuf {
             let b = usize::try_from(end.min(c_end) - c_off).ok()?;
             out.extend_from_slice(c.get(a..b)?);
         }
-        (out.len() as u64 == len).then_some(out)
+        (out.len() as u64 == len).then(|| Arc::new(out))
     }
 }
 
@@ -160,7 +180,7 @@ impl ReadStream {
 
     /// Waits for bytes `off .. off + len` (inside the stream); `None` when the stream failed,
     /// was stopped, or already dropped those bytes.
-    async fn wait(&self, off: u64, len: u64) -> Option<Vec<u8>> {
+    async fn wait(&self, off: u64, len: u64) -> Option<Arc<Vec<u8>>> {
         let need = off + len;
         {
             let mut b = self.buf.lock().ok()?;
@@ -215,9 +235,15 @@ impl tokio::io::AsyncWrite for StreamWriter {
                     b.waker = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
-                let at = b.received;
-                b.chunks.push_back((at, bytes.to_vec()));
-                b.received += bytes.len() as u64;
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let at = b.received;
+                    let room = STREAM_CUT - at % STREAM_CUT;
+                    let (piece, more) = rest.split_at(rest.len().min(room as usize));
+                    b.chunks.push_back((at, Arc::new(piece.to_vec())));
+                    b.received += piece.len() as u64;
+                    rest = more;
+                }
                 b.trim();
                 b.received
             }
@@ -569,6 +595,18 @@ impl Backend for GridBackend {
 
     fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>> {
         Box::pin(async move {
+            let d = self.read_file_shared(cap, offset, len).await?;
+            Ok(Arc::try_unwrap(d).unwrap_or_else(|d| d.as_ref().clone()))
+        })
+    }
+
+    fn read_file_shared<'a>(
+        &'a self,
+        cap: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Arc<Vec<u8>>> {
+        Box::pin(async move {
             match Cap::parse(cap) {
                 Cap::File(node @ (NodeCap::Lit(_) | NodeCap::Chk(_))) => {
                     let size = match &node {
@@ -597,7 +635,7 @@ impl Backend for GridBackend {
                     )
                     .await
                     .map_err(other)?;
-                    Ok(out)
+                    Ok(Arc::new(out))
                 }
                 Cap::File(NodeCap::MutableWrite(w)) => {
                     let r = self
@@ -606,7 +644,7 @@ impl Backend for GridBackend {
                         .read_writeable(&w, Some((offset, len)))
                         .await
                         .map_err(mutable_error)?;
-                    Ok(r.data)
+                    Ok(Arc::new(r.data))
                 }
                 Cap::File(NodeCap::MutableRead(rc)) => {
                     let r = self
@@ -615,7 +653,7 @@ impl Backend for GridBackend {
                         .read(&rc, Some((offset, len)))
                         .await
                         .map_err(mutable_error)?;
-                    Ok(r.data)
+                    Ok(Arc::new(r.data))
                 }
                 _ => Err(BackendError::Other("not a readable file cap".into())),
             }
@@ -695,6 +733,60 @@ impl Backend for GridBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The download writes whole CHK segments (1 MiB by default) while the layer reads
+    /// 128 KiB segments: the stream cuts what it receives at [`STREAM_CUT`] multiples, so an
+    /// aligned segment read is a chunk handed out shared (the same buffer each time), and any
+    /// other range is still its exact bytes.
+    #[test]
+    fn stream_hands_out_aligned_segments_without_copying() {
+        let start = STREAM_CUT;
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let buf = Arc::new(Mutex::new(StreamBuf::new(start, u64::MAX - STREAM_AHEAD)));
+        let (tx, _rx) = watch::channel(0u64);
+        let mut w = StreamWriter {
+            buf: Arc::clone(&buf),
+            progress: tx,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            for piece in [
+                &data[..100_000],
+                &data[100_000..1_200_000],
+                &data[1_200_000..],
+            ] {
+                w.write_all(piece).await.unwrap();
+            }
+        });
+        let b = buf.lock().unwrap();
+        assert_eq!(b.received, start + data.len() as u64);
+        for (off, c) in &b.chunks {
+            let end = off + c.len() as u64;
+            // No chunk crosses a cut (a chunk may end earlier, where a write ended).
+            assert_eq!(off / STREAM_CUT, (end - 1) / STREAM_CUT);
+        }
+        let seg = 4 * STREAM_CUT;
+        let one = b.copy(seg, STREAM_CUT).unwrap();
+        let again = b.copy(seg, STREAM_CUT).unwrap();
+        assert!(Arc::ptr_eq(&one, &again));
+        let rel = (seg - start) as usize;
+        assert_eq!(&one[..], &data[rel..rel + STREAM_CUT as usize]);
+        for (off, len) in [
+            (start, 10u64),
+            (start + 99_990, 20),
+            (seg - 5, STREAM_CUT + 10),
+        ] {
+            let rel = (off - start) as usize;
+            assert_eq!(
+                &b.copy(off, len).unwrap()[..],
+                &data[rel..rel + len as usize]
+            );
+        }
+        assert!(b.copy(b.received - 10, 11).is_none());
+    }
 
     /// The key fed in pieces while a file is written is the key of Tahoe's one pass over the
     /// whole file (`resolve_key`, checked against Tahoe's vectors in the immutable tests), for

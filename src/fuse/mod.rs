@@ -519,8 +519,8 @@ impl Filesystem for LafsFs {
             return;
         };
         self.spawn(move |v| async move {
-            match v.read(ino.0, fh.0, offset, size).await {
-                Ok(d) => reply.data(&d),
+            match v.read_data(ino.0, fh.0, offset, size).await {
+                Ok(d) => reply.data(d.as_slice()),
                 Err(e) => reply.error(errno(&e)),
             }
         });
