@@ -514,7 +514,7 @@ pub fn serve(
     };
     let control = Arc::new(Control::new(info, meta.uid(), meta.gid()));
     let fs = LafsFs::new(Arc::new(vfs), rt.handle().clone()).with_control(control);
-    let session = match mount_typed(mountpoint, &mounted, &opts) {
+    let session = match mount_typed(mountpoint, meta.mode(), &mounted, opts) {
         Some(fd) => fuser::Session::from_fd(fs, fd, config.acl, config.clone())
             .and_then(fuser::Session::spawn)
             .inspect_err(|_| {
@@ -730,14 +730,18 @@ fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<HelperArgs> {
 /// serve, or None to let fuser mount (it goes through `fusermount3`, which names the type
 /// `fuse.lafs` itself). fuser's own mount(2) path would name the type plain `fuse`, so
 /// `findmnt -t fuse.lafs`, `umount -a -t fuse.lafs` and `mount -a -t nofuse.lafs` would miss
-/// root mounts. The options are those fuser would pass: the device's fd, the root's mode, the
+/// root mounts. The options are those fuser would pass: the device's fd, the root's mode
+/// (`mode`, the mount point's `st_mode`), the
 /// caller's ids, and the two permission options the kernel itself implements.
 #[cfg(target_os = "linux")]
-fn mount_typed(mountpoint: &Path, mounted: &Mounted, opts: &Opts) -> Option<std::os::fd::OwnedFd> {
+fn mount_typed(
+    mountpoint: &Path,
+    mode: u32,
+    mounted: &Mounted,
+    opts: &Opts,
+) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt as _;
-    use std::os::unix::fs::MetadataExt as _;
-    let mode = std::fs::metadata(mountpoint).ok()?.mode();
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -784,6 +788,7 @@ fn mount_typed(mountpoint: &Path, mounted: &Mounted, opts: &Opts) -> Option<std:
 #[cfg(not(target_os = "linux"))]
 fn mount_typed(
     _mountpoint: &Path,
+    _mode: u32,
     _mounted: &Mounted,
     _opts: &Opts,
 ) -> Option<std::os::fd::OwnedFd> {

@@ -60,6 +60,8 @@ pub enum NodeDirError {
     NoTubPort,
     #[error("[node]tub.location has no usable tcp:HOST:PORT hint")]
     NoLocation,
+    #[error("[node]reveal-IP-address = false, but [node]tub.location uses {0}, which reveals the address")]
+    RevealsAddress(&'static str),
     #[error("bad option: {0}")]
     Option(String),
     #[error("TLS identity: {0}")]
@@ -426,14 +428,30 @@ pub fn storage_dir(basedir: &Path, config: &NodeConfig) -> PathBuf {
 
 /// The `tub.location` hints; `AUTO` (Tahoe's default) becomes `tcp:127.0.0.1:PORT` for each
 /// listening port (Tahoe would announce every local address; lafs announces loopback only).
+///
+/// With `[node] reveal-IP-address = false` a hint that gives an address away is refused, as
+/// Tahoe refuses to start such a node (its `PrivacyError`): `AUTO`, and any TCP hint, whether
+/// written `tcp:HOST:PORT` or in Foolscap's legacy form `HOST:PORT`.
 pub fn location_hints(config: &NodeConfig) -> Result<Vec<String>, NodeDirError> {
     let loc = config
         .node
         .tub_location
         .clone()
         .unwrap_or_else(|| "AUTO".into());
+    let reveal_ip = config
+        .ini
+        .get_bool("node", "reveal-ip-address")
+        .map_err(|_| NodeDirError::Option("[node]reveal-IP-address is not a boolean".into()))?
+        .unwrap_or(true);
     let mut hints = Vec::new();
     for h in loc.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        if !reveal_ip && (h == "AUTO" || is_tcp_hint(h)) {
+            return Err(NodeDirError::RevealsAddress(if h == "AUTO" {
+                "AUTO"
+            } else {
+                "a tcp: hint"
+            }));
+        }
         if h == "AUTO" {
             for l in listen_addrs(config)? {
                 hints.push(format!("tcp:127.0.0.1:{}", l.port()));
@@ -443,6 +461,23 @@ pub fn location_hints(config: &NodeConfig) -> Result<Vec<String>, NodeDirError> 
         }
     }
     Ok(hints)
+}
+
+/// Whether a connection hint is a TCP one: `tcp:...`, or Foolscap's legacy `HOST:PORT` (a hint
+/// of exactly two colon-separated parts, the second all digits, means `tcp:HOST:PORT`).
+fn is_tcp_hint(hint: &str) -> bool {
+    if hint.starts_with("tcp:") {
+        return true;
+    }
+    match hint.split_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
 }
 
 /// The addresses of `tub.port`: `tcp:PORT[:interface=IP]`, or a bare `PORT`, comma-separated.

@@ -53,6 +53,31 @@ fn location_and_hints() {
     assert_eq!(tcp_hint("tcp:h:99999"), None);
 }
 
+/// Tahoe refuses to start a node that hides its IP address but announces one (`PrivacyError`):
+/// `AUTO` and TCP hints, new-style or legacy, are refused; Tor hints are not.
+#[test]
+fn hidden_ip_refuses_location_hints_that_reveal_it() {
+    let hide = "reveal-IP-address = false\ntub.port = tcp:9:interface=127.0.0.1\n";
+    for (loc, what) in [
+        ("AUTO", "AUTO"),
+        ("tcp:example.org:9", "a tcp: hint"),
+        ("tor:abc.onion:9,example.org:9", "a tcp: hint"),
+    ] {
+        let err = location_hints(&cfg(&format!("{hide}tub.location = {loc}"))).unwrap_err();
+        assert!(err.to_string().contains(what), "{loc}: {err}");
+    }
+    let err = location_hints(&cfg(hide)).unwrap_err();
+    assert!(err.to_string().contains("AUTO"), "no tub.location: {err}");
+    let c = cfg(&format!("{hide}tub.location = tor:abc.onion:9,i2p:xyz.i2p"));
+    assert_eq!(
+        location_hints(&c).unwrap(),
+        ["tor:abc.onion:9", "i2p:xyz.i2p"]
+    );
+    // Revealing is the default: the same hints are fine without the option.
+    let c = cfg("tub.port = tcp:9\ntub.location = example.org:9");
+    assert_eq!(location_hints(&c).unwrap(), ["example.org:9"]);
+}
+
 /// RFC 8032 §7.1 test 1: the `priv-v0-` seed gives the `pub-v0-`/`v0-` public key.
 #[test]
 fn ed25519_node_key_rfc8032() {

@@ -197,6 +197,21 @@ pub fn from_metadata(md: &Metadata, is_dir: bool, owner: (u32, u32)) -> Attr {
     }
 }
 
+/// A copy of `md` whose modification time is `mtime_ns` (both keys that carry it; every other
+/// key kept).
+pub fn with_mtime(md: &Metadata, mtime_ns: i64) -> Metadata {
+    let mut out = md.clone();
+    out.set_mtime(secs_from_ns(mtime_ns));
+    let mut l = out
+        .get("lafs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    l.insert("mtime_ns".into(), Value::from(mtime_ns));
+    out.insert("lafs", Value::Object(l));
+    out
+}
+
 /// Writes `attr` into a copy of `base` (keeping its other keys, `tahoe` included).
 pub fn to_metadata(attr: &Attr, base: &Metadata) -> Metadata {
     let mut md = base.clone();

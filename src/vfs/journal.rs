@@ -4,7 +4,8 @@
 //! - `journal/log`: an append-only log of frames. A frame is a 4-byte little-endian length, the
 //!   first 8 bytes of `tagged_hash("lafs-journal-frame-v1", payload)`, then the payload: a record
 //!   (JSON: one pending directory change `(dir, name) -> set(target, metadata) | remove`
-//!   with its `seq` and the fingerprints of the grid entries it may replace, `accept`), a
+//!   with its `seq`, the fingerprints of the grid entries it may replace, `accept`, and for a
+//!   set naming a data file the file's previous version on the grid, `previous`), a
 //!   retirement `{"retire": seq}`, a creation `{"created": id, "cap": cap}`, the boot the
 //!   writer runs in `{"boot": id}` (first in every compacted log), a seal
 //!   `{"sealed": fid, "len": L}` (data file `fid` is durable with `L` bytes), or its withdrawal
@@ -34,8 +35,11 @@
 //! Power cuts: a record naming a data file is durable with the log, the file's content only once
 //! it is sealed. When the last boot frame of the log differs from the running boot, the page
 //! cache of the previous boot is gone, so every data file a live record names that is not
-//! sealed at its present length is moved to `recovered/` and its records are retired (the grid
-//! keeps its version of the entry). Same boot (a daemon crash: the page cache survived), no boot
+//! sealed at its present length is moved to `recovered/` and only its content is undone: a
+//! record that names the file's previous version on the grid (`previous`: the file was changed
+//! after it had one) is rewritten to set that version, at the record's name and with its
+//! attributes; a record of a file that never had one is retired (the grid keeps its version of
+//! the entry). Same boot (a daemon crash: the page cache survived), no boot
 //! frame (a log older than boot frames) or an unknown running boot: the replay trusts every
 //! data file, as a daemon crash allows.
 //!
@@ -74,6 +78,7 @@
 //!   on the grid either an entry it accepts (the one it was based on, or one of our own
 //!   publishes) or another writer's change, never our own change mistaken for another's.
 
+use super::attr;
 use crate::crypto::hash::tagged_hash;
 use crate::dirnode::{Child, Metadata};
 use serde_json::{json, Value};
@@ -144,6 +149,23 @@ pub struct Record {
     /// read in this session. Kept across restarts, so a change replayed after a crash is still
     /// checked against what it was based on.
     pub accept: Option<BTreeSet<String>>,
+    /// For a set naming a data file: the newest whole version of the file's content that is
+    /// on the grid ([`Previous`]); `None` for a file that never had one (a new file not yet
+    /// uploaded), and for every other change.
+    pub previous: Option<Previous>,
+}
+
+/// The newest whole version of a data file's content that is on the grid: the cap the file
+/// was opened from, or the cap of a later upload of it (an `fsync` of the open file). What
+/// the entry naming the file gets instead of the file when a power cut leaves the file
+/// doubtful: the change of content is undone, the entry's name, place and other attributes
+/// stay as journalled.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// An immutable file cap (a secret: never in `Debug` or messages).
+    pub cap: String,
+    /// The modification time of that version (nanoseconds since the epoch).
+    pub mtime_ns: i64,
 }
 
 /// The fingerprint standing for "no entry of that name" in [`Record::accept`].
@@ -245,6 +267,9 @@ pub struct Recovered {
     pub fid: u64,
     /// Where its bytes are now.
     pub path: PathBuf,
+    /// Whether the entry now names the file's previous version on the grid ([`Previous`]);
+    /// otherwise the entry's change was not applied (the grid keeps what the name had).
+    pub kept_previous: bool,
 }
 
 /// The identity of the running boot of this machine, or `None` when it cannot be read (then
@@ -428,6 +453,16 @@ impl Record {
         if let Some(a) = &self.accept {
             v["accept"] = Value::from(a.iter().map(String::as_str).collect::<Vec<_>>());
         }
+        if let (
+            Op::Set {
+                target: Target::File(_),
+                ..
+            },
+            Some(p),
+        ) = (&self.op, &self.previous)
+        {
+            v["previous"] = json!({"cap": p.cap, "mtime_ns": p.mtime_ns});
+        }
         v
     }
 
@@ -458,12 +493,20 @@ impl Record {
                     .collect::<Option<BTreeSet<String>>>()?,
             ),
         };
+        let previous = match v.get("previous") {
+            None => None,
+            Some(p) => Some(Previous {
+                cap: p.get("cap")?.as_str()?.to_string(),
+                mtime_ns: p.get("mtime_ns")?.as_i64()?,
+            }),
+        };
         Some(Record {
             seq,
             dir,
             name,
             op,
             accept,
+            previous,
         })
     }
 }
@@ -625,18 +668,16 @@ impl Journal {
                 }
             }
         }
-        // A record naming a data file that is gone cannot be published: drop it (it can only
-        // happen if the cache directory was damaged by hand).
         let data = root.join("data");
-        recs.retain(|r| match &r.op {
-            Op::Set {
-                target: Target::File(f),
-                ..
-            } => data.join(f.to_string()).exists(),
-            _ => true,
-        });
         // After a power cut: a data file not sealed at its present length may be torn (its
-        // record can be durable while its content is not). Set it aside, never publish it.
+        // record can be durable while its content is not). Never publish it: set it aside and
+        // undo the change of content only. A record that knows the file's previous version on
+        // the grid ([`Previous`]) names that version instead, with its mtime: the entry's name,
+        // place and other attributes replay as journalled, so a rename or move of a changed file
+        // is applied with its old content, and the removal of its old name (another record)
+        // never replays without it. A record of a file that never had a version on the grid is
+        // retired: the name keeps what the grid has (a temporary file renamed over a target
+        // leaves the target's version).
         let mut recovered = Vec::new();
         let power_cut = matches!((log_boot, boot), (Some(a), Some(b)) if a != b);
         if power_cut {
@@ -659,6 +700,34 @@ impl Journal {
                 fs::create_dir_all(&rdir).map_err(io)?;
             }
             for (fid, name) in doubtful {
+                let mut kept_previous = false;
+                recs.retain_mut(|r| {
+                    let Op::Set {
+                        target: Target::File(f),
+                        metadata,
+                    } = &r.op
+                    else {
+                        return true;
+                    };
+                    if *f != fid {
+                        return true;
+                    }
+                    let Some(p) = r.previous.take() else {
+                        return false;
+                    };
+                    let metadata = attr::with_mtime(metadata, p.mtime_ns);
+                    r.op = Op::Set {
+                        target: Target::Cap(p.cap),
+                        metadata,
+                    };
+                    kept_previous = true;
+                    true
+                });
+                let src = data.join(fid.to_string());
+                if !src.exists() {
+                    // Nothing to move (a replay that crashed before writing its log moved it).
+                    continue;
+                }
                 let base = recovered_name(fid, &name);
                 let mut dest = rdir.join(&base);
                 let mut n = 1;
@@ -667,24 +736,32 @@ impl Journal {
                     n += 1;
                 }
                 // Moved, not copied: the bytes stay for the user, nothing is deleted.
-                fs::rename(data.join(fid.to_string()), &dest).map_err(io)?;
-                recs.retain(
-                    |r| !matches!(&r.op, Op::Set { target: Target::File(f), .. } if *f == fid),
-                );
+                fs::rename(&src, &dest).map_err(io)?;
                 recovered.push(Recovered {
                     name,
                     fid,
                     path: dest,
+                    kept_previous,
                 });
             }
             if !recovered.is_empty() {
-                // The moves are durable before the log that retires their records: a power
-                // cut in between leaves the records naming missing files (dropped above), never
-                // a data file taken for garbage and removed.
+                // The moves are durable before the log that rewrites or retires their records:
+                // a power cut in between replays the records again (the files they name are
+                // then missing, handled above), never leaves a data file taken for garbage.
                 sync_dir(&rdir)?;
                 sync_dir(&data)?;
             }
         }
+        // A record naming a data file that is gone cannot be published: drop it (outside the
+        // replay after a power cut, it can only happen if the cache directory was damaged by
+        // hand).
+        recs.retain(|r| match &r.op {
+            Op::Set {
+                target: Target::File(f),
+                ..
+            } => data.join(f.to_string()).exists(),
+            _ => true,
+        });
         // Seal states of files no live record names are dead (their fid may be reused).
         let named = named_fids(&recs);
         sealed.retain(|f, _| named.contains(f));
@@ -1062,6 +1139,7 @@ mod tests {
             name: name.into(),
             op,
             accept: None,
+            previous: None,
         }
     }
 
@@ -1393,6 +1471,7 @@ mod tests {
                 name: name.into(),
                 op,
                 accept: None,
+                previous: None,
             }
         };
         let link = mk(
@@ -1449,6 +1528,7 @@ mod tests {
             name: "f".into(),
             op: set_cap("URI:LIT:ff"),
             accept: None,
+            previous: None,
         };
         j.write(&rec).unwrap();
         let mut renamed = rec.clone();
@@ -1476,6 +1556,7 @@ mod tests {
             name: name.into(),
             op: Op::Remove,
             accept: None,
+            previous: None,
         }
     }
 
@@ -1611,6 +1692,98 @@ mod tests {
         j.seal(&[(f[0], 3)]).unwrap();
         j.remove_file(f[0]);
         assert!(!j.is_sealed(f[0]));
+    }
+
+    /// A record naming a changed file carries the file's previous version on the grid through
+    /// rewrites, compactions and reopens in the same boot; after a power cut that leaves the
+    /// file unsealed, the record sets that version instead (same seq, name and attributes, the
+    /// version's mtime), while a record of a file without one is retired as before. When the
+    /// replay that moved the file aside crashed before writing its log, the next replay finds
+    /// the file gone and still sets the previous version: the old name's removal, another
+    /// record, never replays alone.
+    #[test]
+    fn power_cut_sets_the_previous_version_of_a_changed_file_at_its_records_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
+        j.log_state().compact_min = 2_000;
+        let f = files(&mut j, &["moved", "new"], b"torn?");
+        let md = attr::to_metadata(
+            &attr::Attr::new(attr::FileKind::File, 0o600, 7, 7, 5_000_000_000),
+            &Metadata::new(),
+        );
+        let s = j.next_seq();
+        let mut moved = rec(
+            s,
+            "moved",
+            Op::Set {
+                target: Target::File(f[0]),
+                metadata: md.clone(),
+            },
+        );
+        moved.previous = Some(Previous {
+            cap: "URI:LIT:nbswy3dp".into(),
+            mtime_ns: 1_000_000_123,
+        });
+        j.write(&moved).unwrap();
+        let old = j.next_seq();
+        j.write(&rec(old, "old name", Op::Remove)).unwrap();
+        for i in 0..100u64 {
+            let s = j.next_seq();
+            j.write(&rec(s, &format!("n{}", i % 3), set_cap("URI:LIT:xx")))
+                .unwrap();
+            j.delete(s);
+        }
+        assert!(j.log_state().gen > 0, "compacted");
+        drop(j);
+        let (j, recs) = Journal::open(tmp.path(), BOOT).unwrap();
+        let got = recs.iter().find(|r| r.name == "moved").unwrap();
+        assert!(got.previous == moved.previous && got.op == moved.op);
+        drop(j);
+        // The log of boot-1 as a power cut leaves it, kept to replay twice.
+        let log = fs::read(tmp.path().join("journal").join(LOG)).unwrap();
+        let check = |recs: &[Record]| {
+            assert_eq!(names(recs), vec!["moved", "old name"]);
+            let r = &recs[0];
+            assert_eq!(r.seq, s);
+            let Op::Set {
+                target: Target::Cap(c),
+                metadata,
+            } = &r.op
+            else {
+                panic!("not set to the previous version");
+            };
+            assert_eq!(c, "URI:LIT:nbswy3dp");
+            let a = attr::from_metadata(metadata, false, (0, 0));
+            assert_eq!((a.perm, a.uid, a.mtime_ns), (0o600, 7, 1_000_000_123));
+            assert!(r.previous.is_none());
+        };
+        let (mut j, recs) = Journal::open(tmp.path(), Some("boot-2")).unwrap();
+        check(&recs);
+        let got: Vec<(String, u64, bool)> = j
+            .take_recovered()
+            .into_iter()
+            .map(|r| (r.name, r.fid, r.kept_previous))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("moved".to_string(), f[0], true),
+                ("new".to_string(), f[1], false)
+            ]
+        );
+        drop(j);
+        // Reopened in boot-2 the rewritten record replays as it is.
+        let (_, recs) = Journal::open(tmp.path(), Some("boot-2")).unwrap();
+        check(&recs);
+        // The replay crashed after its moves, before its log: the files are gone from data/.
+        fs::write(tmp.path().join("journal").join(LOG), &log).unwrap();
+        let (mut j, recs) = Journal::open(tmp.path(), Some("boot-2")).unwrap();
+        check(&recs);
+        assert!(j.take_recovered().is_empty());
+        assert_eq!(
+            fs::read(tmp.path().join("recovered").join(format!("{}-moved", f[0]))).unwrap(),
+            b"torn?"
+        );
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //!   entry be published. A directory removed before it was created costs no grid work.
 //! - A background sealer fdatasyncs each closed cache file and journals its seal; the first change
 //!   of a sealed file waits for a durable unseal frame. After a power cut (another boot) the
-//!   journal sets aside the unsealed files instead of publishing them ([`journal`], SEMANTICS.md
-//!   point 1). The sealer runs on a blocking thread, never under the state lock.
+//!   journal sets aside the unsealed files instead of publishing them, and their entries get the
+//!   files' previous versions on the grid, which every record naming a cache file carries
+//!   ([`journal::Previous`]; SEMANTICS.md point 1). The sealer runs on a blocking thread, never
+//!   under the state lock.
 //! - `fsync` marks the file and its path urgent and waits until every record on the path from the
 //!   file to the root that existed at the call is published, or an error arrives (a directory
 //!   on the path that is not yet created is created first: its entry cannot be published before).
@@ -57,7 +59,7 @@ pub use error::VfsError;
 use crate::cap::{Cap, LitCap, NodeCap};
 use crate::dirnode::{normalize, update_metadata, Child, DirKind, Directory, Metadata};
 use hashing::HashJob;
-use journal::{child_fingerprint, pending_id, pending_key, Journal, Op, Record, Target};
+use journal::{child_fingerprint, pending_id, pending_key, Journal, Op, Previous, Record, Target};
 use segcache::SegCache;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
@@ -264,6 +266,10 @@ struct CacheFile {
     hash: Option<HashJob>,
     /// The key `hash` gave for the content of generation `.0` (kept for a retried upload).
     key: Option<(u64, ContentKey)>,
+    /// The newest whole version of this content on the grid (the cap the file was opened from,
+    /// or of its upload while open), carried by every record naming the file: what its entry
+    /// gets instead after a power cut that leaves the file unsealed. `None`: a new file.
+    previous: Option<Previous>,
 }
 
 /// Where an upload gets its content key.
@@ -324,6 +330,23 @@ struct Inner {
     seal_wake: Notify,
     /// One seal pass at a time (the sealer's, or [`Vfs::seal_all`]'s).
     seal_pass: tokio::sync::Mutex<()>,
+    /// Test hook: when set, each seal pass stops between its syncs and its seal frames.
+    #[cfg(test)]
+    seal_gate: Mutex<Option<Arc<SealGate>>>,
+}
+
+/// Where a test holds a seal pass ([`Inner::seal_files`]): after its syncs returned, before it
+/// checks the files' generations and writes its seal frames.
+#[cfg(test)]
+#[derive(Default)]
+struct SealGate {
+    /// Notified when a pass reaches the gate.
+    synced: Notify,
+    /// The pass waits for this.
+    resume: Notify,
+    /// The sync calls the passes made, in order: `Some(fid)` for the fdatasync of data file
+    /// `fid`, `None` for the fsync of the data directory.
+    syncs: Mutex<Vec<Option<u64>>>,
 }
 
 /// The filesystem. Dropping it stops the background flusher at once (like a crash: the journal
@@ -571,12 +594,20 @@ impl State {
                 .and_then(|d| d.base.as_ref())?;
             Some(BTreeSet::from([child_fingerprint(base.get(name))]))
         });
+        let previous = match &op {
+            Op::Set {
+                target: Target::File(f),
+                ..
+            } => self.caches.get(f).and_then(|c| c.previous.clone()),
+            _ => None,
+        };
         let rec = Record {
             seq,
             dir: dir.to_string(),
             name: name.to_string(),
             op,
             accept,
+            previous,
         };
         self.journal.write(&rec).map_err(VfsError::Cache)?;
         let slot = self.pending.entry(dir.to_string()).or_default();
@@ -747,6 +778,7 @@ impl State {
                 clean_cap: None,
                 hash: None,
                 key: None,
+                previous: None,
             },
         );
         Ok(())
@@ -873,10 +905,14 @@ impl Vfs {
         st.dir_ino.insert(root_cap.to_string(), ROOT_INO);
         for r in recovered {
             // The name only: the directory is named by a cap.
+            let kept = if r.kept_previous {
+                "its entry keeps the version it had on the grid before the change"
+            } else {
+                "the grid keeps its previous version"
+            };
             st.push_error(format!(
                 "power cut: {:?} was not synced to the cache disk before the machine went down, \
-                 so it was not published (the grid keeps its previous version); the cache's \
-                 bytes of it are in {}",
+                 so it was not published ({kept}); the cache's bytes of it are in {}",
                 r.name,
                 r.path.display()
             ));
@@ -894,6 +930,9 @@ impl Vfs {
                         .unwrap_or(0);
                     st.add_cache(*f, size, None)?;
                 }
+                if let Some(c) = st.caches.get_mut(f) {
+                    c.previous = c.previous.take().or_else(|| rec.previous.clone());
+                }
             }
             st.pending
                 .entry(rec.dir.clone())
@@ -909,6 +948,8 @@ impl Vfs {
             rt: tokio::runtime::Handle::current(),
             seal_wake: Notify::new(),
             seal_pass: tokio::sync::Mutex::new(()),
+            #[cfg(test)]
+            seal_gate: Mutex::new(None),
         });
         let flusher = tokio::spawn(Inner::flusher(Arc::clone(&inner)));
         // Its first pass seals the files the journal replayed (same boot: their content is
@@ -2030,14 +2071,16 @@ impl Inner {
             data.extend_from_slice(&chunk);
         }
         let mut st = self.lock();
-        if st.node(ino)?.target != Target::Cap(cap) {
+        if st.node(ino)?.target != Target::Cap(cap.clone()) {
             return Ok(()); // someone else materialized it meanwhile
         }
         let fid = st.journal.new_file().map_err(VfsError::Cache)?;
         fs::write(st.journal.data_path(fid), &data).map_err(cache_err)?;
         st.add_cache(fid, data.len() as u64, Some(ino))?;
+        let mtime_ns = st.node(ino)?.attr.mtime_ns;
         if let Some(c) = st.caches.get_mut(&fid) {
             c.ready_at = Instant::now() + self.cfg.write_back_delay;
+            c.previous = Some(Previous { cap, mtime_ns });
         }
         let n = st.node_mut(ino)?;
         n.target = Target::File(fid);
@@ -2483,16 +2526,41 @@ impl Inner {
         if batch.is_empty() {
             return Ok(());
         }
-        let files: Vec<Arc<fs::File>> = batch.iter().map(|(_, _, f)| Arc::clone(f)).collect();
+        let files: Vec<(u64, Arc<fs::File>)> =
+            batch.iter().map(|(f, _, c)| (*f, Arc::clone(c))).collect();
+        #[cfg(test)]
+        let gate = self
+            .seal_gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        #[cfg(test)]
+        let g2 = gate.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            for f in files {
+            #[cfg(test)]
+            let note = |s: Option<u64>| {
+                if let Some(g) = &g2 {
+                    g.syncs.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                }
+            };
+            for (_fid, f) in files {
                 f.sync_data()?;
+                #[cfg(test)]
+                note(Some(_fid));
             }
-            fs::File::open(&data_dir)?.sync_all()
+            fs::File::open(&data_dir)?.sync_all()?;
+            #[cfg(test)]
+            note(None);
+            Ok(())
         })
         .await
         .map_err(cache_err)?
         .map_err(cache_err)?;
+        #[cfg(test)]
+        if let Some(g) = gate {
+            g.synced.notify_one();
+            g.resume.notified().await;
+        }
         let st = self.lock();
         let sealed: Vec<(u64, u64)> = batch
             .iter()
@@ -2925,8 +2993,32 @@ impl Inner {
         }
         c.retry_at = None;
         let still_open = c.writers > 0;
+        let cache_ino = c.ino;
+        let ino = cache_ino
+            .filter(|i| {
+                st.nodes
+                    .get(i)
+                    .is_some_and(|n| n.target == Target::File(fid))
+            })
+            .or_else(|| {
+                st.nodes
+                    .iter()
+                    .find(|(_, n)| n.target == Target::File(fid))
+                    .map(|(i, _)| *i)
+            });
         if still_open {
-            c.clean_cap = Some(cap.clone());
+            // The file stays in the cache for its writer; this upload is now the version its
+            // entry falls back to after a power cut (fsync acknowledged it: never undone).
+            let mtime_ns = ino.and_then(|i| st.nodes.get(&i)).map(|n| n.attr.mtime_ns);
+            if let Some(c) = st.caches.get_mut(&fid) {
+                c.clean_cap = Some(cap.clone());
+                if let Some(mtime_ns) = mtime_ns {
+                    c.previous = Some(Previous {
+                        cap: cap.clone(),
+                        mtime_ns,
+                    });
+                }
+            }
         }
         let mut rewrites = Vec::new();
         for m in st.pending.values() {
@@ -2942,6 +3034,7 @@ impl Inner {
                             target: Target::Cap(cap.clone()),
                             metadata: metadata.clone(),
                         };
+                        r2.previous = None;
                         rewrites.push(r2);
                     }
                 }
@@ -2957,19 +3050,6 @@ impl Inner {
             return;
         }
         let size = st.caches.get(&fid).map_or(0, |c| c.size);
-        let ino = st.caches.get(&fid).and_then(|c| c.ino);
-        let ino = ino
-            .filter(|i| {
-                st.nodes
-                    .get(i)
-                    .is_some_and(|n| n.target == Target::File(fid))
-            })
-            .or_else(|| {
-                st.nodes
-                    .iter()
-                    .find(|(_, n)| n.target == Target::File(fid))
-                    .map(|(i, _)| *i)
-            });
         if let Some(n) = ino.and_then(|i| st.nodes.get_mut(&i)) {
             n.target = Target::Cap(cap);
             n.size = size;

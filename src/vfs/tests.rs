@@ -1892,6 +1892,18 @@ fn unsealed_cfg(dir: &std::path::Path, boot: &str) -> Config {
     c
 }
 
+/// A mount of a fresh in-memory grid's root with [`unsealed_cfg`] in boot [`BOOT`]: the grid,
+/// its root cap, the cache directory and the mount.
+async fn unsealed_vfs() -> (MemBackend, String, tempfile::TempDir, Vfs) {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
+        .await
+        .unwrap();
+    (b, root, tmp, v)
+}
+
 /// The test config after a reboot (another boot id).
 fn rebooted_cfg(dir: &std::path::Path) -> Config {
     let mut c = cfg(dir, 3_600_000);
@@ -1933,12 +1945,7 @@ fn recovered_files(dir: &std::path::Path) -> Vec<String> {
 /// version on the grid: its bytes go to `recovered/`, the status says so (name, never a cap).
 #[tokio::test]
 async fn power_cut_does_not_publish_a_torn_unsynced_file_over_the_previous_version() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let t = put(&v, ROOT_INO, "target", b"version 1").await;
     v.fsync(t, 0).await.unwrap();
     let tmpf = put(&v, ROOT_INO, ".target.XXXX", &[2u8; 10_000]).await;
@@ -2019,12 +2026,7 @@ async fn power_cut_publishes_files_sealed_before_it() {
 /// are published by the next mount in the same boot, as before sealing existed.
 #[tokio::test]
 async fn kill_minus_9_still_publishes_unsealed_files() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let t = put(&v, ROOT_INO, "target", b"version 1").await;
     v.fsync(t, 0).await.unwrap();
     let tmpf = put(&v, ROOT_INO, ".target.XXXX", &[2u8; 10_000]).await;
@@ -2051,12 +2053,7 @@ async fn kill_minus_9_still_publishes_unsealed_files() {
 /// `write_now` leaves a sealed file to the path that can wait for the disk.
 #[tokio::test]
 async fn write_after_seal_unseals_durably_first() {
-    let b = MemBackend::new();
-    let root = b.new_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let v = Vfs::new(Arc::new(b.clone()), &root, unsealed_cfg(tmp.path(), BOOT))
-        .await
-        .unwrap();
+    let (b, root, tmp, v) = unsealed_vfs().await;
     let mut inos = Vec::new();
     for name in ["a", "b", "c", "kept"] {
         inos.push(put(&v, ROOT_INO, name, b"version 1").await);
@@ -2112,4 +2109,180 @@ async fn write_after_seal_unseals_durably_first() {
     assert_eq!(got("a", fids[0]).unwrap(), b"VErsion 1");
     assert_eq!(got("b", fids[1]).unwrap(), b"VERSION 2");
     assert_eq!(got("c", fids[2]).unwrap(), b"versION 2");
+}
+
+/// Opens `ino` for writing (`O_WRONLY | flags`), writes `data` at offset 0 and closes it.
+async fn rewrite(v: &Vfs, ino: Ino, flags: i32, data: &[u8]) {
+    let fh = v.open(ino, libc::O_WRONLY | flags).await.unwrap();
+    v.write(ino, fh, 0, data).await.unwrap();
+    v.flush(ino, fh).await.unwrap();
+    v.release(ino, fh).await.unwrap();
+}
+
+/// A power cut of the machine: the daemon stops, and of each data file of `fids` only the first
+/// 3 bytes reached the disk (its record did: the log was fdatasync'd). The next boot then mounts
+/// the same cache and flushes everything it replays.
+async fn power_cut(v: Vfs, b: &MemBackend, root: &str, dir: &std::path::Path, fids: &[u64]) -> Vfs {
+    v.crash().await;
+    for f in fids {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("data").join(f.to_string()))
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+    }
+    let v = Vfs::new(Arc::new(b.clone()), root, rebooted_cfg(dir))
+        .await
+        .unwrap();
+    v.flush_all().await.unwrap();
+    v
+}
+
+/// The attributes of entry `name` of directory `dircap` on the grid.
+fn grid_attr(b: &MemBackend, dircap: &str, name: &str) -> Attr {
+    let l = grid_listing(b, dircap);
+    attr::from_metadata(&l.get(name).expect("entry").metadata, false, (0, 0))
+}
+
+/// A file on the grid is changed (not sealed yet), its mode changed, then renamed, and the
+/// machine loses power. The rename and the mode change replay like every namespace and
+/// attribute change; only the doubtful content goes back to the file's previous version on
+/// the grid, with that version's mtime. The old name's removal must not replay without the
+/// new name: the file would vanish from the grid, its bytes left only in `recovered/`.
+#[tokio::test]
+async fn power_cut_after_renaming_a_changed_file_keeps_its_previous_version_at_the_new_name() {
+    let (b, root, tmp, v) = unsealed_vfs().await;
+    let x = put(&v, ROOT_INO, "x", b"version 1").await;
+    v.fsync(x, 0).await.unwrap();
+    let m1 = grid_attr(&b, &root, "x").mtime_ns;
+    rewrite(&v, x, 0, b"VERSION 2, longer").await;
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    v.setattr(x, chmod).await.unwrap();
+    v.rename(ROOT_INO, os("x"), ROOT_INO, os("y"), 0)
+        .await
+        .unwrap();
+    let fid = fid_of(&v, x);
+    assert!(!v.lock().journal.is_sealed(fid));
+    assert_ne!(v.getattr(x).await.unwrap().mtime_ns, m1);
+    let v = power_cut(v, &b, &root, tmp.path(), &[fid]).await;
+    assert!(grid_listing(&b, &root).get("x").is_none());
+    assert_eq!(grid_file(&b, &root, "y"), Some(b"version 1".to_vec()));
+    let a = grid_attr(&b, &root, "y");
+    assert_eq!((a.perm, a.mtime_ns), (0o600, m1));
+    let y = v.lookup(ROOT_INO, os("y")).await.unwrap();
+    assert_eq!((y.size, y.perm, y.mtime_ns), (9, 0o600, m1));
+    assert_eq!(cat(&v, y.ino).await, b"version 1");
+    // The torn bytes are kept aside, under the name the file had last.
+    assert_eq!(recovered_files(tmp.path()), vec![format!("{fid}-y")]);
+    let kept = tmp.path().join("recovered").join(format!("{fid}-y"));
+    assert_eq!(fs::read(&kept).unwrap(), b"VER");
+    let errs = v.status().last_errors;
+    assert!(
+        errs.iter().any(|e| e.contains("power cut")
+            && e.contains("\"y\"")
+            && e.contains(&kept.display().to_string())),
+        "{errs:?}"
+    );
+    assert!(errs.iter().all(|e| !e.contains("URI:")), "{errs:?}");
+}
+
+/// The same through a chain of renames (within a directory, across directories, then over an
+/// existing entry) of a file emptied by `O_TRUNC` and rewritten: the last name holds the file's
+/// previous version, the entry it replaced and every earlier name are gone, as the renames
+/// said. A changed file renamed and then removed stays removed.
+#[tokio::test]
+async fn power_cut_after_moving_a_changed_file_over_another_keeps_its_previous_version_there() {
+    let (b, root, tmp, v) = unsealed_vfs().await;
+    let da = v.mkdir(ROOT_INO, os("a"), 0o755, 0, 0).await.unwrap().ino;
+    let db = v.mkdir(ROOT_INO, os("b"), 0o755, 0, 0).await.unwrap().ino;
+    let x = put(&v, da, "x", b"x version 1").await;
+    let y = put(&v, db, "y", b"y version 1").await;
+    let g = put(&v, da, "gone", b"gone version 1").await;
+    for i in [x, y, g] {
+        v.fsync(i, 0).await.unwrap();
+    }
+    let cap = |n: &str| child_cap(grid_listing(&b, &root).get(n).unwrap()).unwrap();
+    let (a_cap, b_cap) = (cap("a"), cap("b"));
+    let m1 = grid_attr(&b, &a_cap, "x").mtime_ns;
+    rewrite(&v, x, libc::O_TRUNC, b"x version 2").await;
+    v.rename(da, os("x"), da, os("t"), 0).await.unwrap();
+    v.rename(da, os("t"), db, os("t2"), 0).await.unwrap();
+    v.rename(db, os("t2"), db, os("y"), 0).await.unwrap();
+    rewrite(&v, g, 0, b"gone version 2").await;
+    v.rename(da, os("gone"), da, os("g2"), 0).await.unwrap();
+    v.unlink(da, os("g2")).await.unwrap();
+    let fid = fid_of(&v, x);
+    let v = power_cut(v, &b, &root, tmp.path(), &[fid]).await;
+    let la = grid_listing(&b, &a_cap);
+    let lb = grid_listing(&b, &b_cap);
+    for n in ["x", "t", "gone", "g2"] {
+        assert!(la.get(n).is_none(), "{n}");
+    }
+    assert!(lb.get("t2").is_none());
+    assert_eq!(grid_file(&b, &b_cap, "y"), Some(b"x version 1".to_vec()));
+    assert_eq!(grid_attr(&b, &b_cap, "y").mtime_ns, m1);
+    assert_eq!(recovered_files(tmp.path()), vec![format!("{fid}-y")]);
+    drop(v);
+}
+
+/// What fsync acknowledged is never lost: a file changed and fsync'd while open (the grid has
+/// that version), changed again, closed and renamed before a power cut shows the fsync'd
+/// version at its new name, not the one it was opened from.
+#[tokio::test]
+async fn power_cut_after_renaming_a_file_changed_since_its_fsync_keeps_the_fsynced_version() {
+    let (b, root, tmp, v) = unsealed_vfs().await;
+    let x = put(&v, ROOT_INO, "x", b"version 1").await;
+    v.fsync(x, 0).await.unwrap();
+    let fh = v.open(x, libc::O_WRONLY).await.unwrap();
+    v.write(x, fh, 0, b"version 2").await.unwrap();
+    v.fsync(x, fh).await.unwrap();
+    assert_eq!(grid_file(&b, &root, "x"), Some(b"version 2".to_vec()));
+    let m2 = grid_attr(&b, &root, "x").mtime_ns;
+    v.write(x, fh, 0, b"VERSION 3").await.unwrap();
+    v.flush(x, fh).await.unwrap();
+    v.release(x, fh).await.unwrap();
+    v.rename(ROOT_INO, os("x"), ROOT_INO, os("y"), 0)
+        .await
+        .unwrap();
+    let fid = fid_of(&v, x);
+    let v = power_cut(v, &b, &root, tmp.path(), &[fid]).await;
+    assert!(grid_listing(&b, &root).get("x").is_none());
+    assert_eq!(grid_file(&b, &root, "y"), Some(b"version 2".to_vec()));
+    assert_eq!(grid_attr(&b, &root, "y").mtime_ns, m2);
+    assert_eq!(recovered_files(tmp.path()), vec![format!("{fid}-y")]);
+    drop(v);
+}
+
+/// A seal vouches only for content that was synced: a write landing between the sealer's
+/// fdatasync and its seal frame (here an overwrite of the same length, which the length cannot
+/// reveal) leaves the file unsealed, so a power cut sets it aside instead of publishing bytes
+/// that may never have reached the disk. Before any seal frame the pass has synced the file,
+/// then the data directory (a new file's name must survive the power cut too).
+#[tokio::test]
+async fn write_racing_the_seal_sync_leaves_the_file_unsealed() {
+    let (b, root, tmp, v) = unsealed_vfs().await;
+    let x = put(&v, ROOT_INO, "x", b"version 1").await;
+    let fid = fid_of(&v, x);
+    let gate = Arc::new(SealGate::default());
+    *v.inner.seal_gate.lock().unwrap() = Some(Arc::clone(&gate));
+    let race = async {
+        gate.synced.notified().await;
+        assert_eq!(*gate.syncs.lock().unwrap(), vec![Some(fid), None]);
+        let fh = v.open(x, libc::O_WRONLY).await.unwrap();
+        assert_eq!(v.write(x, fh, 0, b"VERSION 1").await.unwrap(), 9);
+        v.release(x, fh).await.unwrap();
+        gate.resume.notify_one();
+    };
+    let (sealed, ()) = tokio::join!(v.seal_all(), race);
+    sealed.unwrap();
+    assert!(!v.lock().journal.is_sealed(fid));
+    *v.inner.seal_gate.lock().unwrap() = None;
+    let v = power_cut(v, &b, &root, tmp.path(), &[]).await;
+    assert!(grid_listing(&b, &root).get("x").is_none());
+    assert_eq!(recovered_files(tmp.path()), vec![format!("{fid}-x")]);
+    drop(v);
 }
