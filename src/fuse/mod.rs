@@ -28,7 +28,7 @@ pub mod ops;
 pub mod order;
 pub mod status;
 
-pub use backend::GridBackend;
+pub use backend::{GridBackend, ReadCounters};
 
 use crate::vfs::{FileAttr, FileKind, SetAttr, TimeSet, Vfs, VfsError};
 use fuser::{
