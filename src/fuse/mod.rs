@@ -28,7 +28,7 @@ pub mod ops;
 pub mod order;
 pub mod status;
 
-pub use backend::GridBackend;
+pub use backend::{GridBackend, ReadCounters};
 
 use crate::vfs::{FileAttr, FileKind, SetAttr, TimeSet, Vfs, VfsError};
 use fuser::{
@@ -520,8 +520,8 @@ impl Filesystem for LafsFs {
             return;
         };
         self.spawn(move |v| async move {
-            match v.read(ino.0, fh.0, offset, size).await {
-                Ok(d) => reply.data(&d),
+            match v.read_data(ino.0, fh.0, offset, size).await {
+                Ok(d) => reply.data(d.as_slice()),
                 Err(e) => reply.error(errno(&e)),
             }
         });

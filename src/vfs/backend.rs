@@ -101,6 +101,16 @@ pub trait Backend: Send + Sync + 'static {
     fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String>;
     /// Reads `len` bytes at `offset` of the file `cap` (fewer at the end of the file).
     fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>>;
+    /// [`Backend::read_file`] as shared bytes: a backend that already holds the range as one
+    /// buffer hands it out without copying it (the layer's segment cache keeps such buffers).
+    fn read_file_shared<'a>(
+        &'a self,
+        cap: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Arc<Vec<u8>>> {
+        Box::pin(async move { self.read_file(cap, offset, len).await.map(Arc::new) })
+    }
     /// Reads a directory: its plaintext body and version.
     fn read_dir<'a>(&'a self, cap: &'a str) -> BoxFuture<'a, (Vec<u8>, DirVersion)>;
     /// Replaces a directory's body if it is still at `expected`; returns the new version.

@@ -129,6 +129,31 @@ impl Config {
     }
 }
 
+/// Bytes a read returns: its own buffer, or the part of a cached segment it lies in (shared
+/// with the segment cache, not copied).
+#[derive(Clone, Debug)]
+pub enum ReadData {
+    Owned(Vec<u8>),
+    /// The segment's bytes and the range read (inside them).
+    Shared(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
+
+impl ReadData {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared(d, r) => d.get(r.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared(d, r) => d.get(r).unwrap_or_default().to_vec(),
+        }
+    }
+}
+
 /// What `getattr` returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileAttr {
@@ -1182,6 +1207,11 @@ impl Vfs {
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        Ok(self.inner.read(ino, fh, offset, size).await?.into_vec())
+    }
+
+    /// [`Vfs::read`] without a copy when the range lies in one cached segment.
+    pub async fn read_data(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<ReadData> {
         self.inner.read(ino, fh, offset, size).await
     }
 
@@ -2080,7 +2110,7 @@ impl Inner {
         st.record_node(ino)
     }
 
-    async fn read(self: &Arc<Self>, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    async fn read(self: &Arc<Self>, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<ReadData> {
         let (cap, fsize, sequential) = {
             let mut st = self.lock();
             let n = st.node(ino)?;
@@ -2098,7 +2128,7 @@ impl Inner {
                     if let Some(h) = st.handles.get_mut(&fh) {
                         h.last_end = offset + len as u64;
                     }
-                    return Ok(buf);
+                    return Ok(ReadData::Owned(buf));
                 }
                 Target::Cap(c) => (c, n.size, sequential),
                 Target::NewDir(_) => return Err(VfsError::IsDir),
@@ -2106,18 +2136,29 @@ impl Inner {
         };
         let end = (offset + size as u64).min(fsize);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(ReadData::Owned(Vec::new()));
         }
         let seg = self.cfg.segment_size;
         let (first, last) = (offset / seg, (end - 1) / seg);
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for s in first..=last {
-            let data = self.segment(&cap, s, fsize).await?;
+        // The part of segment `s` (its bytes `data`) inside the range.
+        let part = |s: u64, data: &Arc<Vec<u8>>| {
             let seg_start = s * seg;
-            let from = offset.max(seg_start) - seg_start;
-            let to = end.min(seg_start + data.len() as u64) - seg_start;
-            out.extend_from_slice(data.get(from as usize..to as usize).unwrap_or_default());
-        }
+            let from = (offset.max(seg_start) - seg_start) as usize;
+            let to = (end.min(seg_start + data.len() as u64) - seg_start) as usize;
+            from.min(to)..to
+        };
+        let out = if first == last {
+            let data = self.segment(&cap, first, fsize).await?;
+            let r = part(first, &data);
+            ReadData::Shared(data, r)
+        } else {
+            let mut out = Vec::with_capacity((end - offset) as usize);
+            for s in first..=last {
+                let data = self.segment(&cap, s, fsize).await?;
+                out.extend_from_slice(data.get(part(s, &data)).unwrap_or_default());
+            }
+            ReadData::Owned(out)
+        };
         if sequential {
             // Read-ahead: fetch the next segments in the background.
             let nsegs = fsize.div_ceil(seg);
@@ -2136,11 +2177,11 @@ impl Inner {
                 let cap2 = cap.clone();
                 let len = seg.min(fsize - s * seg);
                 tokio::spawn(async move {
-                    let r = me.backend.read_file(&cap2, s * seg, len).await;
+                    let r = me.backend.read_file_shared(&cap2, s * seg, len).await;
                     let mut st = me.lock();
                     st.prefetching.remove(&(cap2.clone(), s));
                     if let Ok(d) = r {
-                        st.segs.insert_prefetched(&cap2, s, Arc::new(d));
+                        st.segs.insert_prefetched(&cap2, s, d);
                     }
                 });
             }
@@ -2157,12 +2198,11 @@ impl Inner {
         }
         let seg = self.cfg.segment_size;
         let len = seg.min(fsize.saturating_sub(s * seg));
-        let d = Arc::new(
-            self.backend
-                .read_file(cap, s * seg, len)
-                .await
-                .map_err(grid)?,
-        );
+        let d = self
+            .backend
+            .read_file_shared(cap, s * seg, len)
+            .await
+            .map_err(grid)?;
         self.lock().segs.insert(cap, s, Arc::clone(&d));
         Ok(d)
     }
