@@ -2925,6 +2925,12 @@ impl Inner {
             }
             (dir, recs)
         };
+        // As for a publish: an entry changed while the creation is under way keeps a record
+        // that will be published over the created entry, and a crash can leave the records
+        // the creation published live (the creation frame is written, their retirements are
+        // not); their `accept` sets must name the created entries, or they would be taken for
+        // another writer's.
+        self.note_intent(&key, &included, &listing).await?;
         let body = listing.pack().map_err(|e| VfsError::Grid(e.to_string()))?;
         self.backend
             .create_dir(&reserved, body)
@@ -3088,9 +3094,10 @@ impl Inner {
         r
     }
 
-    /// Before a publish of `applied` (entries as in `dir`) can reach the grid: adds the entry
-    /// each writes to the `accept` set of the name's live record (the publish may land and a crash
-    /// or a lost reply keep the record pending), and waits until that is durable.
+    /// Before a publish (or the creation) of `applied` (entries as in `dir`) can reach the grid:
+    /// adds the entry each writes to the `accept` set of the name's live record (the write may
+    /// land and a crash, a lost reply or a change made meanwhile keep the record pending), and
+    /// waits until that is durable.
     async fn note_intent(&self, dircap: &str, applied: &[Record], dir: &Directory) -> Result<()> {
         let ticket = {
             let mut st = self.lock();
