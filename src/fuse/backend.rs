@@ -842,7 +842,7 @@ mod tests {
             needed: 2,
             happy: 3,
             total: 4,
-            max_segment_size: STREAM_CUT as usize,
+            max_segment_size: STREAM_CUT,
         };
         let upload = UploadOptions::convergent(params, b"convergence secret");
         let secrets = ClientSecrets::from_lease_secret(&secret);
