@@ -18,11 +18,14 @@
 #      shares in place and only encode), for the ratios; then, for reference, a put of the
 #      mount's own file (shares already there).
 #   5. Peak RSS (VmHWM) of each mount daemon, read just before its unmount.
+#   6. What the storage servers sent during the big read (the sum of `wchar` in /proc/PID/io of
+#      the `lafs run` processes: share data, hash trees, protocol framing), against the file size:
+#      a range fetched twice shows as a ratio well above 1 (benches/mount_reread.sh repeats it).
 #
 # Knobs (environment): FILES (1000), DIRS (FILES/20), SIZE_MIB (1024), NODES (3), K/HAPPY/N (2/3/4: lib_grid's),
-# MOUNT_OPTS (extra -o options), PERF=rsync or PERF=1 / PERF=write / PERF=all (record the daemon
-# with `perf record -g` during the rsync / the big write's dd and sync; the reports go to
-# $OUT/perf-rsync.txt and $OUT/perf-write.txt), OUT (where to keep results, default a new
+# MOUNT_OPTS (extra -o options), PERF=rsync or PERF=1 / PERF=write / PERF=read / PERF=all (record
+# the daemon with `perf record -g` during the rsync / the big write's dd and sync / the big read's
+# dd; the reports go to $OUT/perf-rsync.txt, $OUT/perf-write.txt, $OUT/perf-read.txt), OUT (where to keep results, default a new
 # directory under /tmp), LIB_KEEP=1 (keep the work directory).
 # The machine running it should be quiet: on a shared 2-core box the figures move by ±30%.
 set -euo pipefail
@@ -44,6 +47,7 @@ mkdir -p "$OUT"
 lib_init mount-perf
 command -v rsync >/dev/null || lib_skip "no rsync"
 lib_grid "$NODES" "${K:-2}" "${HAPPY:-3}" "${N:-4}"
+servers=("${lib_pids[@]}")
 mnt="$work/mnt"
 
 results="$OUT/results.txt"
@@ -53,6 +57,15 @@ report() { printf '%-44s %s\n' "$1" "$2" | tee -a "$results"; }
 now() { date +%s.%N; }
 # elapsed START: seconds since START, 3 decimals.
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
+# The bytes all servers have written so far (sockets and files).
+sent() {
+    local p total=0 w
+    for p in "${servers[@]}"; do
+        w="$(awk '/^wchar:/ {print $2}' "/proc/$p/io")"
+        total=$((total + w))
+    done
+    echo "$total"
+}
 mibps() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.1f} MiB/s')" "$1" "$2"; }
 
 # The daemon serving $1 (`lafs -d CLIENT mount --foreground tahoe: MNT -o ...`).
@@ -170,10 +183,16 @@ report "peak RSS after the write" "$(peak_rss "$mnt")"
 lib_umount "$mnt"
 
 lib_mount "$mnt" "cache-dir=$work/cache-fresh${MOUNT_OPTS:+,$MOUNT_OPTS}"
+pid="$(daemon_pid "$mnt")"
+perf_start read
+s0="$(sent)"
 t0="$(now)"
 timeout "$T" dd if="$mnt/big" of=/dev/null bs=1M status=none || fail "dd out of the mount"
 r_mount="$(elapsed "$t0")"
+s1="$(sent)"
+perf_stop read
 report "read $SIZE_MIB MiB, fresh cache" "$r_mount s ($(mibps "$SIZE_MIB" "$r_mount"))"
+report "read: servers sent" "$(python3 -c "print(f'{($s1 - $s0) / 1048576:.0f} MiB ({($s1 - $s0) / 1048576 / $SIZE_MIB:.3f} of the file)')")"
 report "peak RSS after the read" "$(peak_rss "$mnt")"
 timeout "$T" cmp "$big" "$mnt/big" || fail "the file read back differs"
 timeout "$T" diff -r --no-dereference "$src" "$mnt/tree" >/dev/null || fail "the tree read back differs"

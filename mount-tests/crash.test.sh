@@ -61,9 +61,10 @@ closed_writer() { # writes u/I (no fsync), records I once closed
 
 daemon="$(pgrep -f -- "mount --foreground tahoe: $mnt( |\$)")" || fail "no mount daemon found"
 [[ "$daemon" =~ ^[0-9]+$ ]] || fail "more than one mount daemon: $daemon"
-# Paced (--bwlimit, KiB/s: the 3.5 MB tree takes ~35 s) so that it is still running at the kill
-# however fast the mount is: mkdir and writes return at local speed.
-timeout 600 rsync -a --bwlimit=100 "$src/" "$mnt/rs/" >"$work/rsync1.out" 2>&1 &
+# Paced (--bwlimit, KiB/s: the 3.5 MB tree takes ~90 s) so that it is still running at the kill
+# however fast the mount is (mkdir and writes return at local speed), and however slowly the
+# fsyncs waited for below return on a loaded machine (35 s was once not enough).
+timeout 600 rsync -a --bwlimit=40 "$src/" "$mnt/rs/" >"$work/rsync1.out" 2>&1 &
 rs=$!
 synced_writer &
 sw=$!

@@ -11,7 +11,12 @@
 # - access (a mount without default_permissions): root may read a mode-0000 file but not
 #   execute a mode-0644 one; another user (allow_other) gets the others' bits; chdir obeys x.
 # - ioctl: ENOTTY, so `lsattr` fails (EOPNOTSUPP after the kernel's translation) quietly.
+# - names: a name that is not UTF-8 fails with EILSEQ (create, mkdir, rename to it, lookup); a
+#   decomposed name finds the entry made under its composed (NFC) spelling and `ls` shows the NFC
+#   one; 255 bytes is allowed and 256 is ENAMETOOLONG; link(2) fails with EPERM and links nothing.
 # - none of these leaves a "[Not Implemented]" warning in logs/mount.log.
+# - coalescing, on a second mount with the default options: 1,000 files created in one directory
+#   and made durable by one fsyncdir cost at most 5 directory publishes (the status's counter).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=mount-tests/lib.sh
@@ -133,7 +138,75 @@ if timeout $T lsattr "$mnt/open" 2>"$work/lsattr.err"; then fail "lsattr succeed
 grep -Eq "Inappropriate ioctl|Operation not supported" "$work/lsattr.err" \
     || fail "lsattr: $(cat "$work/lsattr.err")"
 
+say "names"
+timeout $T python3 - "$mnt" <<'PY' || fail "names"
+import errno, os, sys, unicodedata
+m = sys.argv[1]
+def fails(errno_, f, *args):
+    try:
+        f(*args)
+    except OSError as e:
+        assert e.errno == errno_, (f.__name__, args, errno.errorcode[e.errno])
+    else:
+        raise AssertionError("%s%r succeeded" % (f.__name__, args))
+bad = os.path.join(m.encode(), b"bad\xffname")
+fails(errno.EILSEQ, os.open, bad, os.O_CREAT | os.O_WRONLY, 0o644)
+fails(errno.EILSEQ, os.mkdir, bad)
+fails(errno.EILSEQ, os.lstat, bad)
+with open(os.path.join(m, "plain"), "w") as f:
+    f.write("p")
+fails(errno.EILSEQ, os.rename, os.path.join(m.encode(), b"plain"), bad)
+composed = "caf\u00e9"                          # NFC: e-acute as one code point
+decomposed = unicodedata.normalize("NFD", composed)
+assert composed != decomposed
+with open(os.path.join(m, composed), "w") as f:
+    f.write("nfc")
+with open(os.path.join(m, decomposed)) as f:    # the same entry
+    assert f.read() == "nfc"
+names = os.listdir(m)
+assert composed in names and decomposed not in names, [n for n in names if n.startswith("caf")]
+with open(os.path.join(m, decomposed), "w") as f:  # O_TRUNC of the same entry, not a second one
+    f.write("again")
+assert [n for n in os.listdir(m) if n.startswith("caf")] == [composed]
+with open(os.path.join(m, composed)) as f:
+    assert f.read() == "again"
+os.close(os.open(os.path.join(m, "n" * 255), os.O_CREAT | os.O_WRONLY, 0o644))
+fails(errno.ENAMETOOLONG, os.open, os.path.join(m, "n" * 256), os.O_CREAT | os.O_WRONLY, 0o644)
+fails(errno.ENAMETOOLONG, os.mkdir, os.path.join(m, "d" * 256))
+fails(errno.EPERM, os.link, os.path.join(m, "plain"), os.path.join(m, "hard"))
+assert not os.path.lexists(os.path.join(m, "hard"))
+assert os.stat(os.path.join(m, "plain")).st_nlink == 1
+PY
+
 # lafs umount waits for the daemon to exit: its log is complete.
 timeout $T "$LAFS" umount "$mnt" || fail "lafs umount"
 if grep "Not Implemented" "$client/logs/mount.log"; then fail "unimplemented requests logged"; fi
+
+say "coalescing: 1,000 creates in one directory (default options)"
+mnt2="$work/mnt2"
+lib_mount "$mnt2"
+publishes() {
+    timeout $T "$LAFS" status --json "$mnt2" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["publishes"])'
+}
+mkdir "$mnt2/many"
+python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$mnt2/many" \
+    || fail "fsyncdir of the new directory"
+before="$(publishes)"
+timeout $T python3 - "$mnt2/many" <<'PY' || fail "1,000 creates and fsyncdir"
+import os, sys
+d = sys.argv[1]
+for i in range(1000):
+    with open(os.path.join(d, "c%04d" % i), "wb") as f:
+        f.write(b"%d" % i)
+fd = os.open(d, os.O_RDONLY)
+os.fsync(fd)  # returns once every entry made above is published
+os.close(fd)
+PY
+after="$(publishes)"
+say "publishes for 1,000 creates: $((after - before))"
+((after - before <= 5)) || fail "1,000 creates cost $((after - before)) publishes"
+timeout $T "$LAFS" -d "$client" ls tahoe:many >"$work/many.ls" || fail "lafs ls many"
+[[ "$(wc -l <"$work/many.ls")" == 1000 ]] || fail "the grid lists $(wc -l <"$work/many.ls") of 1,000"
+timeout $T "$LAFS" umount "$mnt2" || fail "lafs umount (second mount)"
 say "OK"

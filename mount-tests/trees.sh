@@ -1,7 +1,9 @@
 # mount-tests/trees.sh: file trees for the real-mount tests (sourced after lib.sh).
 #
-#   tree_gen DIR NFILES SEED   # a deterministic tree: nested dirs, NFILES regular files of
-#                              # various sizes (empty, LIT-sized, a few 100 KiB+), symlinks
+#   tree_gen DIR NFILES SEED [NDIRS]
+#                              # a deterministic tree: NDIRS (default 60) nested dirs, NFILES
+#                              # regular files of various sizes (empty, LIT-sized, a few
+#                              # 100 KiB+), symlinks
 #                              # (relative, absolute, dangling, to a directory), modes 0600/0640/
 #                              # 0644/0755/0444, directories 0700/0750/0755, mtimes in the past
 #   tree_manifest DIR          # one line per entry: path, type, mode, owner, size, mtime (ns),
@@ -15,13 +17,13 @@ now() { date +%s.%N; }
 elapsed() { python3 -c "import sys,time; print('%.1f' % (time.time() - float(sys.argv[1])))" "$1"; }
 
 tree_gen() {
-    timeout 300 python3 - "$1" "$2" "$3" <<'PY'
+    timeout 300 python3 - "$1" "$2" "$3" "${4:-60}" <<'PY'
 import os, random, sys
-root, nfiles, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+root, nfiles, seed, ndirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rnd = random.Random(seed)
 os.makedirs(root)
 dirs = [root]
-for i in range(60):
+for i in range(ndirs):
     parent = rnd.choice(dirs)
     if os.path.relpath(parent, root).count("/") >= 3:
         parent = root

@@ -48,6 +48,8 @@ start_up 1
 root="$(sed -n 's/^tahoe: //p' "$client/private/aliases")"
 [[ "$root" == URI:DIR2:* ]] || fail "no tahoe: alias in the client"
 grep -qF "$root" "$work/up1.out" || fail "lafs up did not print the root cap"
+ro="$(sed -n 's/^ *read-only (to share it): //p' "$work/up1.out")"
+[[ "$ro" == URI:DIR2-RO:* ]] || fail "lafs up printed no read cap of the root"
 [[ -d "$dir/storage0" && -d "$dir/storage2" && ! -e "$dir/storage3" ]] || fail "not 3 storage servers"
 
 head -c 400000 /dev/urandom >"$work/big.src"
@@ -64,6 +66,11 @@ until [[ "$(json clean)" == "True" ]]; do
     sleep 0.3
 done
 timeout $T "$LAFS" status "$mnt" | grep -q "^state: clean" || fail "human status: not clean"
+# The printed read cap reads the same tree and cannot change it.
+timeout $T "$LAFS" -d "$client" ls "$ro/docs" | grep -qx small.txt || fail "ls of the read cap"
+timeout $T "$LAFS" -d "$client" get "$ro/big.bin" "$work/got" || fail "get through the read cap"
+cmp "$work/big.src" "$work/got" || fail "big.bin through the read cap differs"
+if timeout $T "$LAFS" -d "$client" mkdir "$ro/nope" 2>/dev/null; then fail "mkdir through the read cap"; fi
 
 echo "flushed at umount" >"$work/late.src"
 timeout $T cp "$work/late.src" "$mnt/docs/late.txt" || fail "write docs/late.txt"

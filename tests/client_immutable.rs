@@ -545,6 +545,39 @@ async fn upload_after_a_dead_upload_of_the_same_file_aborts_its_buckets() {
     assert_eq!(got, plain);
 }
 
+/// Regression (fsx.test.sh, CI of stop 13): the daemon was killed just after sending an upload's
+/// last write. The server was still making that share durable when the next daemon's upload of
+/// the same file asked for it, so it answered neither "already have" nor "allocated"; the abort
+/// that followed failed because the share had completed meanwhile, and the upload gave up on
+/// that server: servers-of-happiness not met on a 3-server grid. The upload now asks again for
+/// every such share after the aborts and finds it in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_after_a_dead_upload_that_completed_meanwhile_finds_its_shares() {
+    let grid = TestGrid::start(3).await.unwrap();
+    let set = grid.server_set();
+    let secrets = ClientSecrets::random();
+    let p = params(2, 3, 3);
+    let opts = UploadOptions::convergent(p.clone(), CONVERGENCE);
+    let plain = data(150_000, 33);
+    // The dead process's upload, whose last writes reached the servers.
+    let first = bounded(upload_bytes(&set, &secrets, plain.clone(), &opts))
+        .await
+        .unwrap();
+    for s in &grid.servers {
+        s.faults().finishing_once();
+    }
+    let r = bounded(upload_bytes(&set, &secrets, plain.clone(), &opts))
+        .await
+        .expect("the upload after a dead one whose shares completed meanwhile");
+    assert_eq!(r.cap.to_string(), first.cap.to_string());
+    assert!(r.happiness >= 3, "happiness {}", r.happiness);
+    assert_eq!(r.pushed_shares, 0, "every share was already in place");
+    let (got, _) = download_bytes(&set, &r.cap, &DownloadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(got, plain);
+}
+
 /// Regression: two uploads of the same bytes by one client at the same time. Same content, same
 /// key, same storage index and (deterministic) upload secret: without the per-storage-index turn
 /// in `upload`, each upload aborted the other's unfinished buckets as if a dead predecessor had

@@ -90,7 +90,15 @@ fn seconds(v: &str, what: &str) -> anyhow::Result<Duration> {
 }
 
 pub fn parse_opts(list: &[String]) -> anyhow::Result<Opts> {
+    parse_opts_sloppy(list, false).map(|(o, _)| o)
+}
+
+/// [`parse_opts`], except that with `sloppy` (mount(8)'s `-s`) an option we do not know is
+/// returned in the second list instead of refused. A known option with a bad value is refused
+/// either way.
+fn parse_opts_sloppy(list: &[String], sloppy: bool) -> anyhow::Result<(Opts, Vec<String>)> {
     let mut o = Opts::default();
+    let mut unknown = Vec::new();
     for item in list
         .iter()
         .flat_map(|s| s.split(','))
@@ -124,10 +132,11 @@ pub fn parse_opts(list: &[String]) -> anyhow::Result<Opts> {
             | ("nofail" | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev", None)
             | ("atime" | "noatime" | "relatime" | "async" | "allow_root", None) => {}
             (k, _) if k.starts_with("x-") => {}
+            _ if sloppy => unknown.push(item.to_string()),
             _ => bail!("unknown mount option '{k}'"),
         }
     }
-    Ok(o)
+    Ok((o, unknown))
 }
 
 /// The cache size when `cache-size` is not given: a tenth of the free space of the cache's
@@ -664,6 +673,15 @@ struct HelperArgs {
     fake: bool,
     /// `-N`: the mount namespace to mount in (a PID or a namespace file).
     namespace: Option<OsString>,
+    /// `-s`: unknown options are ignored (with a warning) instead of refused.
+    sloppy: bool,
+}
+
+/// What the helper's arguments ask for.
+enum Helper {
+    /// `-h` or `--help`.
+    Help,
+    Mount(HelperArgs),
 }
 
 const HELPER_USAGE: &str =
@@ -672,16 +690,20 @@ const HELPER_USAGE: &str =
 /// Reads a helper's arguments (`args` without argv[0]). Flags may come before, between or after
 /// the two operands and may be grouped (`-nv`); `-o`, `-t` and `-N` take a value, attached or
 /// as the next argument. `-t` is accepted when it names this filesystem (`lafs`, or a
-/// `TYPE.lafs` subtype such as `fuse.lafs`); `-s` (sloppy), `-n` (no mtab) and `-v` change
-/// nothing for us.
-fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<HelperArgs> {
+/// `TYPE.lafs` subtype such as `fuse.lafs`); `-s` (sloppy) lets unknown `-o` options through with
+/// a warning; `-n` (no mtab) and `-v` change nothing for us. `-h`/`--help` asks for the usage.
+fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<Helper> {
     let mut positional = Vec::new();
     let mut options = Vec::new();
     let mut fake = false;
+    let mut sloppy = false;
     let mut namespace = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let s = a.to_string_lossy().into_owned();
+        if s == "-h" || s == "--help" {
+            return Ok(Helper::Help);
+        }
         if !(s.starts_with('-') && s.len() > 1) {
             positional.push(a);
             continue;
@@ -689,7 +711,8 @@ fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<HelperArgs> {
         for (i, c) in s[1..].char_indices() {
             match c {
                 'f' => fake = true,
-                's' | 'n' | 'v' => {}
+                's' => sloppy = true,
+                'n' | 'v' => {}
                 'o' | 't' | 'N' => {
                     let rest = &s[1 + i + c.len_utf8()..];
                     let value = if rest.is_empty() {
@@ -716,14 +739,31 @@ fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<HelperArgs> {
     }
     let [source, mountpoint] =
         <[OsString; 2]>::try_from(positional).map_err(|_| anyhow::anyhow!("{HELPER_USAGE}"))?;
-    Ok(HelperArgs {
+    Ok(Helper::Mount(HelperArgs {
         source,
         mountpoint: PathBuf::from(mountpoint),
         options,
         fake,
         namespace,
-    })
+        sloppy,
+    }))
 }
+
+/// The options `mount.lafs -o` takes, for `--help`.
+const HELPER_OPTIONS: &str = "\
+options (-o, comma-separated):
+  ro, rw                   mount read-only / read-write (a read cap always mounts read-only)
+  allow_other              let other users in (needs user_allow_other in /etc/fuse.conf)
+  default_permissions      let the kernel check permissions from the modes
+  node-directory=DIR       the Tahoe node directory (default ~/.tahoe)
+  cache-dir=PATH           the write-back and read cache (default NODEDIR/private/mount-cache/...)
+  cache-size=BYTES         the cache's bound (default a tenth of the free space, 256 MiB..64 GiB)
+  write-back-delay=SECS    upload a closed file after this delay (default 5)
+  dir-refresh=SECS         re-read a directory listing after this time (default 30)
+  read-ahead-kb=KB         the kernel's read-ahead for the mount (default: the kernel's)
+  _netdev, noauto, nofail, x-*, ...  accepted and ignored
+flags: -f fake (check, do not mount)  -s sloppy (ignore unknown options)  -n -v (no effect)
+       -N NAMESPACE (mount in that mount namespace)  -t lafs  -h, --help";
 
 /// Mounts `/dev/fuse` at `mountpoint` with mount(2) and the filesystem type `fuse.lafs`, when
 /// the process may (root, or CAP_SYS_ADMIN in its mount namespace); returns the device to
@@ -826,8 +866,26 @@ fn enter_namespace(_ns: &std::ffi::OsStr) -> anyhow::Result<()> {
 /// helper convention, so `mount -t lafs` and fstab lines work): the same as
 /// `lafs mount SOURCE MOUNTPOINT -o OPTIONS`; `-f` (fake) checks everything but mounts nothing.
 pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
-    let h = parse_helper_args(args.into_iter().skip(1).collect())?;
-    let parsed = parse_opts(&h.options)?;
+    let mut h = match parse_helper_args(args.into_iter().skip(1).collect())? {
+        Helper::Help => {
+            use std::io::Write as _;
+            writeln!(std::io::stdout().lock(), "{HELPER_USAGE}\n{HELPER_OPTIONS}")?;
+            return Ok(());
+        }
+        Helper::Mount(h) => h,
+    };
+    let (parsed, unknown) = parse_opts_sloppy(&h.options, h.sloppy)?;
+    if !unknown.is_empty() {
+        let names: Vec<&str> = unknown
+            .iter()
+            .map(|o| o.split_once('=').map_or(o.as_str(), |(k, _)| k))
+            .collect();
+        eprintln!(
+            "mount.lafs: ignoring unknown options (-s): {}",
+            names.join(", ")
+        );
+        h.options = known_options(&h.options, &unknown);
+    }
     if h.fake {
         return Ok(());
     }
@@ -842,6 +900,21 @@ pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
     };
     let basedir = parsed.node_dir.unwrap_or_else(default_node_dir);
     run(Some(basedir), args)
+}
+
+/// The `-o` lists without the items in `unknown`, so that a sloppy mount's options parse again
+/// in the daemon.
+fn known_options(lists: &[String], unknown: &[String]) -> Vec<String> {
+    let kept: Vec<&str> = lists
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|i| !i.is_empty() && !unknown.iter().any(|u| u == i))
+        .collect();
+    if kept.is_empty() {
+        Vec::new()
+    } else {
+        vec![kept.join(",")]
+    }
 }
 
 #[cfg(test)]
@@ -877,7 +950,36 @@ mod tests {
     }
 
     fn helper(args: &[&str]) -> anyhow::Result<HelperArgs> {
-        parse_helper_args(args.iter().map(OsString::from).collect())
+        match parse_helper_args(args.iter().map(OsString::from).collect())? {
+            Helper::Mount(h) => Ok(h),
+            Helper::Help => anyhow::bail!("help"),
+        }
+    }
+
+    #[test]
+    fn helper_help_flag_asks_for_the_usage() {
+        for args in [&["--help"][..], &["-h"], &["a:", "/m", "--help"]] {
+            let r = parse_helper_args(args.iter().map(OsString::from).collect()).unwrap();
+            assert!(matches!(r, Helper::Help), "{args:?}");
+        }
+    }
+
+    /// mount(8)'s `-s`: an option this helper does not know is let through (and dropped from
+    /// the list the daemon parses again); without `-s` it is refused; a known option with a bad
+    /// value is refused even with `-s`.
+    #[test]
+    fn sloppy_flag_lets_unknown_options_through() {
+        let h = helper(&["a:", "/m", "-s", "-o", "ro,frobnicate,zap=1,cache-size=9"]).unwrap();
+        assert!(h.sloppy);
+        let (o, unknown) = parse_opts_sloppy(&h.options, h.sloppy).unwrap();
+        assert!(o.ro);
+        assert_eq!(o.cache_size, Some(9));
+        assert_eq!(unknown, ["frobnicate", "zap=1"]);
+        assert_eq!(known_options(&h.options, &unknown), ["ro,cache-size=9"]);
+        assert!(parse_opts(&h.options).is_err());
+        assert!(!helper(&["a:", "/m", "-o", "frobnicate"]).unwrap().sloppy);
+        assert!(parse_opts_sloppy(&["cache-size=lots".into()], true).is_err());
+        assert!(known_options(&["frobnicate".into()], &["frobnicate".into()]).is_empty());
     }
 
     /// The forms util-linux mount(8) uses: `mount.lafs SPEC DIR [-sfnv] [-N NS] [-o OPTS] [-t

@@ -226,6 +226,15 @@ fn with_grid(
     let cfg_text = std::fs::read_to_string(&cfg_path).unwrap_or_default();
     let web = web_port(&cfg_text).unwrap_or("?").to_string();
     let (k, _, total) = encoding(n);
+    // The read cap, to share the tree read-only; an alias that is not a directory write cap has
+    // none to offer.
+    let read_cap = root
+        .parse::<lafs::cap::Cap>()
+        .ok()
+        .filter(|c| c.is_directory())
+        .and_then(|c| c.readonly())
+        .map(|c| c.to_string())
+        .filter(|c| *c != root);
     let ended = mount::serve(
         rt,
         &client,
@@ -242,6 +251,9 @@ fn with_grid(
             );
             println!("  files are encoded {k}-of-{total}; the root directory (alias tahoe:) is");
             println!("  {root}");
+            if let Some(ro) = &read_cap {
+                println!("  read-only (to share it): {ro}");
+            }
             println!("  mounted at {mnt} (cache {})", m.cache_dir.display());
             println!("  lafs status {mnt};  lafs umount --flush {mnt}");
             println!("  lafs -d {c} ls tahoe:   (put, get, mkdir, ln, mv, rm, check)");

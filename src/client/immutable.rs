@@ -315,7 +315,11 @@ impl Selector {
                         .await;
                     // A share neither held nor granted is being written by another upload.
                     // When that upload is an earlier one of ours that died (same deterministic
-                    // upload secret), aborting it frees the share: ask once more for those.
+                    // upload secret), aborting it frees the share. The abort fails instead when
+                    // the dead upload's last write was still being made durable and has
+                    // completed since: the share is then in place. Either way, ask once more
+                    // for every such share: the answer is then "allocated" or "already have"
+                    // unless someone else really is writing it.
                     if let Ok(resp) = &r {
                         let stuck: BTreeSet<u8> = nums
                             .iter()
@@ -324,22 +328,17 @@ impl Selector {
                                 !resp.already_have.contains(s) && !resp.allocated.contains(s)
                             })
                             .collect();
-                        let mut freed = BTreeSet::new();
                         for &sh in &stuck {
                             let abort = client.abort_upload(&ctx.si, sh, &ctx.upload_secret[..]);
-                            if let Ok(Ok(())) =
-                                tokio::time::timeout(Duration::from_secs(5), abort).await
-                            {
-                                freed.insert(sh);
-                            }
+                            let _ = tokio::time::timeout(Duration::from_secs(5), abort).await;
                         }
-                        if !freed.is_empty() {
+                        if !stuck.is_empty() {
                             let again = client
                                 .allocate_buckets(
                                     &ctx.si,
                                     &lease,
                                     &ctx.upload_secret[..],
-                                    &freed,
+                                    &stuck,
                                     ctx.allocated_size,
                                 )
                                 .await;

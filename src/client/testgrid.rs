@@ -43,6 +43,11 @@ pub struct Faults {
     pub writes: AtomicU64,
     /// Immutable share reads served so far.
     pub reads: AtomicU64,
+    /// Until the next allocation, listings leave out the shares this server holds, and that
+    /// allocation answers neither "already have" nor "allocated" for them: what a server
+    /// answers while another upload's last write of them is being made durable (the share
+    /// completes an instant later).
+    finishing_once: AtomicBool,
 }
 
 impl Faults {
@@ -61,6 +66,13 @@ impl Faults {
     /// Lets `n` more writes succeed, then fails every write.
     pub fn fail_writes_after(&self, n: u64) {
         self.writes_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Until the next allocation, the shares this server holds look like shares another upload
+    /// is still writing: not listed, and neither held nor granted by that allocation. Later
+    /// requests answer normally.
+    pub fn finishing_once(&self) {
+        self.finishing_once.store(true, Ordering::SeqCst);
     }
 
     /// Inverts the bytes `[start, end)` of every immutable share this server returns.
@@ -105,8 +117,13 @@ impl StorageBackend for FaultyBackend {
         allocated_size: u64,
     ) -> Result<AllocateResponse, BackendError> {
         self.faults.check()?;
-        self.inner
-            .allocate_buckets(si, lease, share_numbers, allocated_size)
+        let mut r = self
+            .inner
+            .allocate_buckets(si, lease, share_numbers, allocated_size)?;
+        if self.faults.finishing_once.swap(false, Ordering::SeqCst) {
+            r.already_have.clear();
+        }
+        Ok(r)
     }
 
     fn write(
@@ -136,6 +153,9 @@ impl StorageBackend for FaultyBackend {
 
     fn list_immutable(&self, si: &StorageIndex) -> Result<BTreeSet<ShareNum>, BackendError> {
         self.faults.check()?;
+        if self.faults.finishing_once.load(Ordering::SeqCst) {
+            return Ok(BTreeSet::new());
+        }
         self.inner.list_immutable(si)
     }
 

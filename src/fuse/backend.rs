@@ -32,6 +32,14 @@
 //!   so memory stays bounded by about `MAX_STREAMS * (STREAM_KEEP + STREAM_AHEAD)` plus the
 //!   ranges readers wait on. A stream that fails, or that already dropped the bytes a reader
 //!   wants, leaves that reader to a direct ranged download of its own range.
+//! - Each range is fetched once by the streams, even when reads arrive out of order. A read
+//!   less than `STREAM_KEEP` behind the bytes a stream still holds is a straggler of that
+//!   stream's reader (the kernel's and the layer's reads run concurrently, and a loaded machine
+//!   delays some): it gets a direct download of its own range and opens no stream, so it can
+//!   neither push the stream out of the kept set nor be continued into a second stream to the
+//!   end of the file. A read that more than one stream covers goes to the one furthest along,
+//!   so a stream behind another (a second reader's, caught up) is not driven on to fetch again
+//!   what the other holds. [`GridBackend::read_counters`] counts the bytes fetched for reads.
 //!
 //! Invariants: `publish_dir` is a test-and-write. It publishes against the server map of the
 //! read that produced `expected` (kept per directory), or against a fresh map whose version is
@@ -58,6 +66,7 @@ use crate::vfs::backend::{
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use tokio::sync::watch;
@@ -71,6 +80,10 @@ pub const KEY_POOL: usize = 8;
 /// RSA keys generated ahead at most while announced directories wait for theirs (about 4 KiB of
 /// memory each).
 pub const KEY_AHEAD: usize = 64;
+/// Where a read stream cuts the bytes it receives: at multiples of this (the filesystem layer's
+/// default segment size, [`crate::vfs::Config`]), so a segment read is one chunk, handed out
+/// without a copy. Another segment size still reads correctly, through a copy.
+pub const STREAM_CUT: u64 = 128 * 1024;
 /// Read streams kept at once.
 pub const MAX_STREAMS: usize = 3;
 /// How far a read stream downloads past the furthest byte its readers asked for.
@@ -91,10 +104,34 @@ struct ReadStream {
     task: tokio::task::AbortHandle,
 }
 
+/// What the reads of a [`GridBackend`] fetched so far (all files, all readers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadCounters {
+    /// Plaintext bytes of CHK files downloaded: by read streams and by direct ranged downloads.
+    pub fetched: u64,
+    /// Plaintext bytes handed to readers of CHK files.
+    pub served: u64,
+    /// Read streams opened to the end of a file (a sequential reader found).
+    pub streams_to_end: u64,
+    /// Reads behind the window a stream still holds, served by a direct download.
+    pub stragglers: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    fetched: AtomicU64,
+    served: AtomicU64,
+    streams_to_end: AtomicU64,
+    stragglers: AtomicU64,
+}
+
 /// The bytes of a stream still held, and its flow control.
 struct StreamBuf {
-    /// Received chunks in order, as (absolute offset, bytes).
-    chunks: VecDeque<(u64, Vec<u8>)>,
+    /// Received chunks in order, as (absolute offset, bytes): one per write of the download,
+    /// also cut at multiples of [`STREAM_CUT`] (the layer's segment size; no chunk crosses
+    /// one). The download writes whole CHK segments, so a reader of exactly one such range (the
+    /// layer reads whole segments) gets the chunk itself, shared, not a copy.
+    chunks: VecDeque<(u64, Arc<Vec<u8>>)>,
     /// Absolute offset of the first byte held (bytes below it were dropped).
     held_from: u64,
     /// Absolute end of the bytes received.
@@ -131,11 +168,24 @@ impl StreamBuf {
         }
     }
 
-    /// Bytes `off .. off + len`, all held.
-    fn copy(&self, off: u64, len: u64) -> Option<Vec<u8>> {
+    /// Bytes `off .. off + len`, all held: the chunk itself when it is exactly that range, else
+    /// a copy.
+    fn copy(&self, off: u64, len: u64) -> Option<Arc<Vec<u8>>> {
         let end = off + len;
+        // The first chunk ending after `off` (chunks are in order and contiguous).
+        let first = self
+            .chunks
+            .partition_point(|(c_off, c)| c_off + c.len() as u64 <= off);
+        if let Some((c_off, c)) = self.chunks.get(first) {
+            if *c_off == off && c.len() as u64 == len {
+                return Some(Arc::clone(c));
+            }
+        }
         let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
-        for (c_off, c) in &self.chunks {
+        for (c_off, c) in self.chunks.range(first..) {
+            if *c_off >= end {
+                break;
+            }
             let c_end = c_off + c.len() as u64;
             if c_end <= off || *c_off >= end {
                 continue;
@@ -144,23 +194,37 @@ impl StreamBuf {
             let b = usize::try_from(end.min(c_end) - c_off).ok()?;
             out.extend_from_slice(c.get(a..b)?);
         }
-        (out.len() as u64 == len).then_some(out)
+        (out.len() as u64 == len).then(|| Arc::new(out))
     }
 }
 
 impl ReadStream {
-    fn covers(&self, cap: &str, off: u64, len: u64) -> bool {
+    /// Whether this stream can serve `off .. off + len` of `cap`: if so, how far it has
+    /// received.
+    fn covering(&self, cap: &str, off: u64, len: u64) -> Option<u64> {
+        if self.cap != cap || off + len > self.start + self.len {
+            return None;
+        }
+        let b = self.buf.lock().ok()?;
+        (!b.failed && b.held_from <= off).then_some(b.received)
+    }
+
+    /// Whether `off` of `cap` is a straggler of this stream's reader: inside the stream, behind
+    /// the bytes it still holds, by less than [`STREAM_KEEP`]. (A read further behind is taken
+    /// for another reader of the file.)
+    fn left_behind(&self, cap: &str, off: u64) -> bool {
         self.cap == cap
-            && off + len <= self.start + self.len
+            && self.start <= off
+            && off < self.start + self.len
             && self
                 .buf
                 .lock()
-                .is_ok_and(|b| !b.failed && b.held_from <= off)
+                .is_ok_and(|b| off < b.held_from && off + STREAM_KEEP >= b.held_from)
     }
 
     /// Waits for bytes `off .. off + len` (inside the stream); `None` when the stream failed,
     /// was stopped, or already dropped those bytes.
-    async fn wait(&self, off: u64, len: u64) -> Option<Vec<u8>> {
+    async fn wait(&self, off: u64, len: u64) -> Option<Arc<Vec<u8>>> {
         let need = off + len;
         {
             let mut b = self.buf.lock().ok()?;
@@ -191,6 +255,14 @@ impl ReadStream {
 
 impl Drop for ReadStream {
     fn drop(&mut self) {
+        if let Ok(b) = self.buf.lock() {
+            tracing::debug!(
+                start = self.start,
+                len = self.len,
+                fetched = b.received - self.start,
+                "read stream dropped"
+            );
+        }
         self.task.abort();
     }
 }
@@ -201,6 +273,7 @@ impl Drop for ReadStream {
 struct StreamWriter {
     buf: Arc<Mutex<StreamBuf>>,
     progress: watch::Sender<u64>,
+    counters: Arc<Counters>,
 }
 
 impl tokio::io::AsyncWrite for StreamWriter {
@@ -215,14 +288,23 @@ impl tokio::io::AsyncWrite for StreamWriter {
                     b.waker = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
-                let at = b.received;
-                b.chunks.push_back((at, bytes.to_vec()));
-                b.received += bytes.len() as u64;
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let at = b.received;
+                    let room = STREAM_CUT - at % STREAM_CUT;
+                    let (piece, more) = rest.split_at(rest.len().min(room as usize));
+                    b.chunks.push_back((at, Arc::new(piece.to_vec())));
+                    b.received += piece.len() as u64;
+                    rest = more;
+                }
                 b.trim();
                 b.received
             }
             Err(_) => return Poll::Ready(Err(std::io::Error::other("read stream poisoned"))),
         };
+        self.counters
+            .fetched
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.progress.send_replace(n);
         Poll::Ready(Ok(bytes.len()))
     }
@@ -286,6 +368,7 @@ pub struct GridBackend {
     maps: Mutex<HashMap<String, (DirVersion, ServerMap)>>,
     /// The read streams, oldest first.
     streams: Mutex<VecDeque<Arc<ReadStream>>>,
+    counters: Arc<Counters>,
     lease_secret: [u8; 32],
     /// See [`GridBackend::creator`].
     creator: OnceLock<MutableClient>,
@@ -354,6 +437,7 @@ impl GridBackend {
             happy,
             maps: Mutex::new(HashMap::new()),
             streams: Mutex::new(VecDeque::new()),
+            counters: Arc::default(),
             lease_secret: *lease_secret,
             creator: OnceLock::new(),
         }
@@ -377,8 +461,21 @@ impl GridBackend {
         })
     }
 
-    /// The stream to read `off .. off + len` of `cap` (a CHK file of `size` bytes) from: one
-    /// that covers it, else a new one (longer when it continues an earlier stream).
+    /// What the reads fetched and served so far.
+    pub fn read_counters(&self) -> ReadCounters {
+        let c = &self.counters;
+        ReadCounters {
+            fetched: c.fetched.load(Ordering::Relaxed),
+            served: c.served.load(Ordering::Relaxed),
+            streams_to_end: c.streams_to_end.load(Ordering::Relaxed),
+            stragglers: c.stragglers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The stream to read `off .. off + len` of `cap` (a CHK file of `size` bytes) from: of
+    /// those that cover it, the one furthest along; else a new one (to the end of the file when
+    /// it continues an earlier stream). `None` for a straggler (see the module doc): it reads
+    /// its own range directly.
     fn stream_for(
         &self,
         node: &NodeCap,
@@ -388,11 +485,21 @@ impl GridBackend {
         size: u64,
     ) -> Option<Arc<ReadStream>> {
         let mut streams = self.streams.lock().ok()?;
-        if let Some(i) = streams.iter().position(|s| s.covers(cap, off, len)) {
+        let best = streams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.covering(cap, off, len)?)))
+            .max_by_key(|&(_, received)| received);
+        if let Some((i, _)) = best {
             // Most recently used last: the oldest stream is the one dropped.
             let s = streams.remove(i)?;
             streams.push_back(Arc::clone(&s));
             return Some(s);
+        }
+        if streams.iter().any(|s| s.left_behind(cap, off)) {
+            self.counters.stragglers.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(off, len, "read behind a stream's kept window");
+            return None;
         }
         let continues = streams
             .iter()
@@ -400,11 +507,16 @@ impl GridBackend {
         // A read that continues an earlier stream is sequential: stream to the end of the
         // file (flow control bounds what is fetched ahead). Any other read: its own range.
         let slen = if continues { size - off } else { len };
+        if continues {
+            self.counters.streams_to_end.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(off, len = slen, to_end = continues, "read stream opened");
         let (tx, rx) = watch::channel(0u64);
         let buf = Arc::new(Mutex::new(StreamBuf::new(off, off + len)));
         let mut writer = StreamWriter {
             buf: Arc::clone(&buf),
             progress: tx,
+            counters: Arc::clone(&self.counters),
         };
         let servers = self.servers.clone();
         let opts = self.download.clone();
@@ -569,6 +681,18 @@ impl Backend for GridBackend {
 
     fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>> {
         Box::pin(async move {
+            let d = self.read_file_shared(cap, offset, len).await?;
+            Ok(Arc::try_unwrap(d).unwrap_or_else(|d| d.as_ref().clone()))
+        })
+    }
+
+    fn read_file_shared<'a>(
+        &'a self,
+        cap: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Arc<Vec<u8>>> {
+        Box::pin(async move {
             match Cap::parse(cap) {
                 Cap::File(node @ (NodeCap::Lit(_) | NodeCap::Chk(_))) => {
                     let size = match &node {
@@ -581,6 +705,7 @@ impl Backend for GridBackend {
                     if matches!(node, NodeCap::Chk(_)) && len > 0 {
                         if let Some(s) = self.stream_for(&node, cap, start, len, size) {
                             if let Some(d) = s.wait(start, len).await {
+                                self.counters.served.fetch_add(len, Ordering::Relaxed);
                                 return Ok(d);
                             }
                         }
@@ -597,7 +722,12 @@ impl Backend for GridBackend {
                     )
                     .await
                     .map_err(other)?;
-                    Ok(out)
+                    if matches!(node, NodeCap::Chk(_)) {
+                        let n = out.len() as u64;
+                        self.counters.fetched.fetch_add(n, Ordering::Relaxed);
+                        self.counters.served.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok(Arc::new(out))
                 }
                 Cap::File(NodeCap::MutableWrite(w)) => {
                     let r = self
@@ -606,7 +736,7 @@ impl Backend for GridBackend {
                         .read_writeable(&w, Some((offset, len)))
                         .await
                         .map_err(mutable_error)?;
-                    Ok(r.data)
+                    Ok(Arc::new(r.data))
                 }
                 Cap::File(NodeCap::MutableRead(rc)) => {
                     let r = self
@@ -615,7 +745,7 @@ impl Backend for GridBackend {
                         .read(&rc, Some((offset, len)))
                         .await
                         .map_err(mutable_error)?;
-                    Ok(r.data)
+                    Ok(Arc::new(r.data))
                 }
                 _ => Err(BackendError::Other("not a readable file cap".into())),
             }
@@ -695,6 +825,166 @@ impl Backend for GridBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::mutable::MutableParams;
+    use crate::client::testgrid::TestGrid;
+
+    /// A backend over `grid` (2-of-4, happy 3, 128 KiB segments) and a CHK file of `data`
+    /// uploaded to it, by its cap.
+    async fn grid_file(grid: &TestGrid, data: Vec<u8>) -> (GridBackend, String) {
+        let secret = [7u8; 32];
+        let files = MutableClient::new(
+            grid.server_set(),
+            secret,
+            MutableParams { k: 2, n: 4 },
+            Arc::new(KeyPool::new(0)),
+        );
+        let params = EncodingParams {
+            needed: 2,
+            happy: 3,
+            total: 4,
+            max_segment_size: STREAM_CUT,
+        };
+        let upload = UploadOptions::convergent(params, b"convergence secret");
+        let secrets = ClientSecrets::from_lease_secret(&secret);
+        let r = immutable::upload(
+            &grid.server_set(),
+            &secrets,
+            immutable::VecSource(data),
+            &upload,
+        )
+        .await
+        .unwrap();
+        let b = GridBackend::new(
+            grid.server_set(),
+            DirectoryClient::new(files),
+            upload,
+            &secret,
+            3,
+            MutableFormat::Sdmf,
+        );
+        (b, Cap::File(r.cap).to_string())
+    }
+
+    fn content(size: u64) -> Vec<u8> {
+        (0..size as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    /// Reads segment-sized pieces `from .. to` of `cap` in order and checks them.
+    async fn read_in_order(b: &GridBackend, cap: &str, data: &[u8], from: u64, to: u64) {
+        let mut off = from;
+        while off < to {
+            let d = b.read_file_shared(cap, off, STREAM_CUT).await.unwrap();
+            let end = (off + STREAM_CUT).min(data.len() as u64);
+            assert_eq!(&d[..], &data[off as usize..end as usize], "at {off}");
+            off += STREAM_CUT;
+        }
+    }
+
+    /// Found as a 1 GiB sequential read through the mount for which the servers sent 1.6 GiB.
+    /// Two reads arrived (late, in order) behind what the reader's stream still held: the first
+    /// opened a stream of its own range, the second continued it into a second stream to the end
+    /// of the file, and the reads after took turns between the two streams (each use made the
+    /// other the least recently used, the first found), so both fetched the rest of the file.
+    /// Now such stragglers read their own range directly and open no stream: every byte is
+    /// fetched once by the streams, the stragglers' ranges once more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_behind_a_streams_window_does_not_restart_the_stream() {
+        let grid = TestGrid::start(4).await.unwrap();
+        let size = 24 << 20;
+        let data = content(size);
+        let (b, cap) = grid_file(&grid, data.clone()).await;
+        read_in_order(&b, &cap, &data, 0, 12 << 20).await;
+        // The stream now holds from about 8 MiB (STREAM_KEEP behind the last read): 6 MiB is
+        // behind it, by less than STREAM_KEEP.
+        let late = 6 << 20;
+        read_in_order(&b, &cap, &data, late, late + 2 * STREAM_CUT).await;
+        read_in_order(&b, &cap, &data, 12 << 20, size).await;
+        let c = b.read_counters();
+        assert_eq!(c.served, size + 2 * STREAM_CUT);
+        assert_eq!(c.stragglers, 2);
+        assert_eq!(c.streams_to_end, 1);
+        assert_eq!(c.fetched, size + 2 * STREAM_CUT, "{c:?}");
+    }
+
+    /// A second reader of a file, started far behind where the first stopped (so on a stream
+    /// of its own), that catches up with the first stream's window reads from the first stream
+    /// from then on: its own stream, behind, stops at most STREAM_AHEAD past its last read
+    /// instead of fetching the rest of the file a second time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_catching_up_with_another_stream_does_not_drive_its_own_on() {
+        let grid = TestGrid::start(4).await.unwrap();
+        let size = 40 << 20;
+        let data = content(size);
+        let (b, cap) = grid_file(&grid, data.clone()).await;
+        let first = 20 << 20;
+        read_in_order(&b, &cap, &data, 0, first).await;
+        read_in_order(&b, &cap, &data, 0, size).await;
+        let c = b.read_counters();
+        assert_eq!(c.served, first + size);
+        assert_eq!(c.streams_to_end, 2);
+        // The second reader's stream reads its own until the first's window (which starts
+        // STREAM_KEEP behind the first reader's last read), then runs at most STREAM_AHEAD
+        // further, give or take a download batch (1 MiB).
+        let bound = size + first - STREAM_KEEP + STREAM_AHEAD + (2 << 20);
+        assert!(c.fetched <= bound, "{c:?}, bound {bound}");
+    }
+
+    /// The download writes whole CHK segments (1 MiB by default) while the layer reads
+    /// 128 KiB segments: the stream cuts what it receives at [`STREAM_CUT`] multiples, so an
+    /// aligned segment read is a chunk handed out shared (the same buffer each time), and any
+    /// other range is still its exact bytes.
+    #[test]
+    fn stream_hands_out_aligned_segments_without_copying() {
+        let start = STREAM_CUT;
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let buf = Arc::new(Mutex::new(StreamBuf::new(start, u64::MAX - STREAM_AHEAD)));
+        let (tx, _rx) = watch::channel(0u64);
+        let mut w = StreamWriter {
+            buf: Arc::clone(&buf),
+            progress: tx,
+            counters: Arc::default(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            for piece in [
+                &data[..100_000],
+                &data[100_000..1_200_000],
+                &data[1_200_000..],
+            ] {
+                w.write_all(piece).await.unwrap();
+            }
+        });
+        let b = buf.lock().unwrap();
+        assert_eq!(b.received, start + data.len() as u64);
+        for (off, c) in &b.chunks {
+            let end = off + c.len() as u64;
+            // No chunk crosses a cut (a chunk may end earlier, where a write ended).
+            assert_eq!(off / STREAM_CUT, (end - 1) / STREAM_CUT);
+        }
+        let seg = 4 * STREAM_CUT;
+        let one = b.copy(seg, STREAM_CUT).unwrap();
+        let again = b.copy(seg, STREAM_CUT).unwrap();
+        assert!(Arc::ptr_eq(&one, &again));
+        let rel = (seg - start) as usize;
+        assert_eq!(&one[..], &data[rel..rel + STREAM_CUT as usize]);
+        for (off, len) in [
+            (start, 10u64),
+            (start + 99_990, 20),
+            (seg - 5, STREAM_CUT + 10),
+        ] {
+            let rel = (off - start) as usize;
+            assert_eq!(
+                &b.copy(off, len).unwrap()[..],
+                &data[rel..rel + len as usize]
+            );
+        }
+        assert!(b.copy(b.received - 10, 11).is_none());
+    }
 
     /// The key fed in pieces while a file is written is the key of Tahoe's one pass over the
     /// whole file (`resolve_key`, checked against Tahoe's vectors in the immutable tests), for

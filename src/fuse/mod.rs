@@ -28,7 +28,7 @@ pub mod ops;
 pub mod order;
 pub mod status;
 
-pub use backend::GridBackend;
+pub use backend::{GridBackend, ReadCounters};
 
 use crate::vfs::{FileAttr, FileKind, SetAttr, TimeSet, Vfs, VfsError};
 use fuser::{
@@ -51,7 +51,8 @@ const TTL: Duration = Duration::from_secs(1);
 /// How long an unmount waits for pending uploads.
 pub const FLUSH_AT_UNMOUNT: Duration = Duration::from_secs(120);
 /// How many failed flush rounds in a row end the flush at unmount early (the grid is
-/// unreachable); with the flusher's retry delay between rounds this is about 10 seconds.
+/// unreachable); with the flusher's retry delay between rounds this is about 15 seconds (measured by
+/// `mount-tests/mounting.test.sh`).
 pub const UNMOUNT_FLUSH_ATTEMPTS: u32 = 3;
 /// Requests running at once.
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -519,8 +520,8 @@ impl Filesystem for LafsFs {
             return;
         };
         self.spawn(move |v| async move {
-            match v.read(ino.0, fh.0, offset, size).await {
-                Ok(d) => reply.data(&d),
+            match v.read_data(ino.0, fh.0, offset, size).await {
+                Ok(d) => reply.data(d.as_slice()),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -923,6 +924,71 @@ impl Filesystem for LafsFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The FUSE thread hands requests to tasks without waiting while fewer than MAX_IN_FLIGHT
+    /// run (so a request stuck on the network holds up no other), and waits for a slot, instead
+    /// of queueing without bound, once MAX_IN_FLIGHT run.
+    #[test]
+    fn the_fuse_thread_waits_only_once_max_in_flight_requests_run() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::mpsc;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let b = crate::vfs::MemBackend::new();
+        let root = b.new_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = crate::vfs::Config::new(tmp.path().to_path_buf());
+        let v = rt.block_on(Vfs::new(Arc::new(b), &root, cfg)).unwrap();
+        let fs = LafsFs::new(Arc::new(v), rt.handle().clone());
+        // Requests that run until the test lets them end (one permit each).
+        let release = Arc::new(Semaphore::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let stuck = |fs: &LafsFs| {
+            let (r, s) = (Arc::clone(&release), Arc::clone(&started));
+            fs.spawn(move |_| async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                r.acquire().await.unwrap().forget();
+            });
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                for _ in 0..MAX_IN_FLIGHT {
+                    stuck(&fs);
+                }
+                tx.send("below the bound").unwrap();
+                stuck(&fs);
+                tx.send("one over the bound").unwrap();
+            });
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(20)),
+                Ok("below the bound"),
+                "the FUSE thread waited with fewer than MAX_IN_FLIGHT requests running"
+            );
+            assert!(
+                rx.recv_timeout(Duration::from_millis(300)).is_err(),
+                "a request over the bound was queued without waiting for a slot"
+            );
+            release.add_permits(1);
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(20)),
+                Ok("one over the bound"),
+                "the ended request's slot was not handed on"
+            );
+        });
+        release.add_permits(MAX_IN_FLIGHT);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while started.load(Ordering::SeqCst) < MAX_IN_FLIGHT + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not every request ran"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     #[test]
     fn times_round_trip_through_system_time() {

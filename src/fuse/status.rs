@@ -68,6 +68,9 @@ pub struct StatusReport {
     pub uploads_in_flight: usize,
     pub bytes_dirty: u64,
     pub cache_used: u64,
+    /// Bytes of read-cache segment files; with `cache_used` at most `cache_limit`.
+    #[serde(default)]
+    pub read_cache: u64,
     pub cache_limit: u64,
     pub pending_dir_changes: usize,
     pub uploads_done: u64,
@@ -89,6 +92,7 @@ impl StatusReport {
             uploads_in_flight: s.uploads_in_flight,
             bytes_dirty: s.bytes_dirty,
             cache_used: s.cache_used,
+            read_cache: s.read_cache,
             cache_limit: s.cache_limit,
             pending_dir_changes: s.pending_dir_changes,
             uploads_done: s.uploads_done,
@@ -129,8 +133,9 @@ impl StatusReport {
             self.pending_dir_changes, self.publishes
         ));
         out.push_str(&format!(
-            "cache: {} used of {} in {}\n",
+            "cache: {} written + {} read cache, of {} in {}\n",
             bytes(self.cache_used),
+            bytes(self.read_cache),
             bytes(self.cache_limit),
             m.cache_dir
         ));
@@ -498,6 +503,7 @@ mod tests {
     fn clean_means_nothing_pending_and_the_report_round_trips() {
         let mut s = Status {
             cache_used: 10,
+            read_cache: 20,
             cache_limit: 100,
             ..Status::default()
         };
@@ -527,12 +533,17 @@ mod tests {
         assert_eq!(v["pid"], 7);
         assert_eq!(v["mountpoint"], "/m");
         assert_eq!(v["cache_limit"], 100);
+        assert_eq!(v["read_cache"], 20);
         let back: StatusReport = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
         let h = r.human();
         assert!(h.starts_with("tahoe: on /m (read-write, pid 7)\n"), "{h}");
         assert!(h.contains("  upload of a/b failed\n"), "{h}");
         assert!(h.contains("last flush failed: x\n"), "{h}");
+        assert!(
+            h.contains("cache: 10 B written + 20 B read cache, of 100 B in /c\n"),
+            "{h}"
+        );
     }
 
     #[test]

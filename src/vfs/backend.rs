@@ -101,6 +101,16 @@ pub trait Backend: Send + Sync + 'static {
     fn upload_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, String>;
     /// Reads `len` bytes at `offset` of the file `cap` (fewer at the end of the file).
     fn read_file<'a>(&'a self, cap: &'a str, offset: u64, len: u64) -> BoxFuture<'a, Vec<u8>>;
+    /// [`Backend::read_file`] as shared bytes: a backend that already holds the range as one
+    /// buffer hands it out without copying it (the layer's segment cache keeps such buffers).
+    fn read_file_shared<'a>(
+        &'a self,
+        cap: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Arc<Vec<u8>>> {
+        Box::pin(async move { self.read_file(cap, offset, len).await.map(Arc::new) })
+    }
     /// Reads a directory: its plaintext body and version.
     fn read_dir<'a>(&'a self, cap: &'a str) -> BoxFuture<'a, (Vec<u8>, DirVersion)>;
     /// Replaces a directory's body if it is still at `expected`; returns the new version.
@@ -149,6 +159,19 @@ struct Faults {
     /// The next this-many directory publishes are applied, then fail: a reply lost after the
     /// grid took the write.
     lose_publish_replies: AtomicUsize,
+    /// Holds the reply of the next directory creation ([`MemBackend::hold_next_create`]).
+    create_gate: Mutex<Option<Arc<CreateGate>>>,
+}
+
+/// Where a test holds a directory creation of [`MemBackend`]: the directory is on the grid, its
+/// reply not yet given. Both are one-permit signals ([`tokio::sync::Notify::notify_one`]), so
+/// neither side can miss the other's.
+#[derive(Default)]
+pub struct CreateGate {
+    /// Signalled once the held creation is on the grid.
+    pub landed: tokio::sync::Notify,
+    /// The held creation replies once this is signalled.
+    pub release: tokio::sync::Notify,
 }
 
 /// An in-memory grid. Clones share the same grid. Caps are real Tahoe cap strings (LIT for files of
@@ -235,6 +258,16 @@ impl MemBackend {
     /// The next `n` directory publishes are applied but report a failure (the reply is lost).
     pub fn lose_next_publish_replies(&self, n: usize) {
         self.faults.lose_publish_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// The next directory creation puts the directory on the grid, then waits for the returned
+    /// gate's `release` before it replies (a slow reply, during which the test acts).
+    pub fn hold_next_create(&self) -> Arc<CreateGate> {
+        let gate = Arc::new(CreateGate::default());
+        if let Ok(mut g) = self.faults.create_gate.lock() {
+            *g = Some(Arc::clone(&gate));
+        }
+        gate
     }
 
     /// Every directory publish fails while `on`.
@@ -470,16 +503,28 @@ impl Backend for MemBackend {
             if self.faults.fail_all_creates.load(Ordering::SeqCst) {
                 return Err(BackendError::Other("injected create failure".into()));
             }
-            let mut st = self
-                .state
-                .lock()
-                .map_err(|_| BackendError::Other("poisoned".into()))?;
-            let k = read_key(&key.cap);
-            if st.dirs.contains_key(&k) {
-                return Err(BackendError::Other("directory exists already".into()));
+            {
+                let mut st = self
+                    .state
+                    .lock()
+                    .map_err(|_| BackendError::Other("poisoned".into()))?;
+                let k = read_key(&key.cap);
+                if st.dirs.contains_key(&k) {
+                    return Err(BackendError::Other("directory exists already".into()));
+                }
+                st.dirs.insert(k, (body, 0));
+                self.creates.fetch_add(1, Ordering::SeqCst);
             }
-            st.dirs.insert(k, (body, 0));
-            self.creates.fetch_add(1, Ordering::SeqCst);
+            let gate = self
+                .faults
+                .create_gate
+                .lock()
+                .ok()
+                .and_then(|mut g| g.take());
+            if let Some(gate) = gate {
+                gate.landed.notify_one();
+                gate.release.notified().await;
+            }
             Ok(DirVersion(0u64.to_be_bytes().to_vec()))
         })
     }

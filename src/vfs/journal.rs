@@ -72,11 +72,12 @@
 //! - The files set aside after a power cut are moved, and the moves made durable, before the
 //!   log that retires their records is written: no crash in between can leave them taken for
 //!   garbage.
-//! - Before a publish of ours can reach the grid, the fingerprint of the entry it writes is in
-//!   the `accept` set of the live record of that name, durably (callers' duty: rewrite, then
-//!   [`CommitTicket::wait`], then publish). So after a crash at any point a replayed change finds
-//!   on the grid either an entry it accepts (the one it was based on, or one of our own
-//!   publishes) or another writer's change, never our own change mistaken for another's.
+//! - Before a publish of ours, or the creation of a directory made by mkdir, can reach the grid,
+//!   the fingerprint of each entry it writes is in the `accept` set of the live record of that
+//!   name, durably (callers' duty: rewrite, then [`CommitTicket::wait`], then publish). So
+//!   after a crash at any point, and in a running session, a pending change finds on the grid
+//!   either an entry it accepts (the one it was based on, or one of our own writes) or another
+//!   writer's change, never our own change mistaken for another's.
 
 use super::attr;
 use crate::crypto::hash::tagged_hash;

@@ -87,7 +87,8 @@ type Result<T> = std::result::Result<T, VfsError>;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub cache_dir: PathBuf,
-    /// Bytes of dirty data the cache may hold before writers wait.
+    /// Bytes of dirty data the cache may hold before writers wait; the read cache's segment
+    /// files get what the dirty data leaves of it (one bound for the cache directory).
     pub cache_size: u64,
     pub write_back_delay: Duration,
     pub dir_refresh: Duration,
@@ -124,6 +125,31 @@ impl Config {
             retry_delay: Duration::from_secs(5),
             boot_id: journal::current_boot_id(),
             seal_delay: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Bytes a read returns: its own buffer, or the part of a cached segment it lies in (shared
+/// with the segment cache, not copied).
+#[derive(Clone, Debug)]
+pub enum ReadData {
+    Owned(Vec<u8>),
+    /// The segment's bytes and the range read (inside them).
+    Shared(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
+
+impl ReadData {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared(d, r) => d.get(r.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared(d, r) => d.get(r).unwrap_or_default().to_vec(),
         }
     }
 }
@@ -186,7 +212,11 @@ pub struct Status {
     pub uploads_queued: usize,
     pub uploads_in_flight: usize,
     pub bytes_dirty: u64,
+    /// Bytes of cache files (written data waiting for, or kept after, its upload).
     pub cache_used: u64,
+    /// Bytes of the read cache's segment files on disk (they get what `cache_used` leaves of
+    /// `cache_limit`).
+    pub read_cache: u64,
     pub cache_limit: u64,
     pub pending_dir_changes: usize,
     pub publishes: u64,
@@ -722,6 +752,14 @@ impl State {
         self.caches.values().map(|c| c.size).sum()
     }
 
+    /// One budget for the cache directory: the read cache's disk tier gets what the write-back
+    /// files leave of `cache_size`. Called wherever those files grow or go.
+    fn fit_read_cache(&mut self, cache_size: u64) {
+        let room = cache_size.saturating_sub(self.cache_used());
+        self.segs
+            .set_disk_limit(usize::try_from(room).unwrap_or(usize::MAX));
+    }
+
     fn push_error(&mut self, e: String) {
         tracing::warn!("lafs vfs: {e}");
         self.errors.push_back(e);
@@ -1044,6 +1082,7 @@ impl Vfs {
             c.size = size;
             c.gen += 1;
             c.clean_cap = None;
+            st.fit_read_cache(self.inner.cfg.cache_size);
             let n = st.node_mut(ino)?;
             n.attr.mtime_ns = now;
         }
@@ -1168,6 +1207,11 @@ impl Vfs {
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        Ok(self.inner.read(ino, fh, offset, size).await?.into_vec())
+    }
+
+    /// [`Vfs::read`] without a copy when the range lies in one cached segment.
+    pub async fn read_data(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<ReadData> {
         self.inner.read(ino, fh, offset, size).await
     }
 
@@ -1710,6 +1754,7 @@ impl Vfs {
                 .map(|(_, c)| c.size)
                 .sum(),
             cache_used: st.cache_used(),
+            read_cache: st.segs.disk_used() as u64,
             cache_limit: self.inner.cfg.cache_size,
             pending_dir_changes: st.pending.values().map(BTreeMap::len).sum(),
             publishes: st.publishes,
@@ -2065,7 +2110,7 @@ impl Inner {
         st.record_node(ino)
     }
 
-    async fn read(self: &Arc<Self>, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    async fn read(self: &Arc<Self>, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<ReadData> {
         let (cap, fsize, sequential) = {
             let mut st = self.lock();
             let n = st.node(ino)?;
@@ -2083,7 +2128,7 @@ impl Inner {
                     if let Some(h) = st.handles.get_mut(&fh) {
                         h.last_end = offset + len as u64;
                     }
-                    return Ok(buf);
+                    return Ok(ReadData::Owned(buf));
                 }
                 Target::Cap(c) => (c, n.size, sequential),
                 Target::NewDir(_) => return Err(VfsError::IsDir),
@@ -2091,18 +2136,29 @@ impl Inner {
         };
         let end = (offset + size as u64).min(fsize);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(ReadData::Owned(Vec::new()));
         }
         let seg = self.cfg.segment_size;
         let (first, last) = (offset / seg, (end - 1) / seg);
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for s in first..=last {
-            let data = self.segment(&cap, s, fsize).await?;
+        // The part of segment `s` (its bytes `data`) inside the range.
+        let part = |s: u64, data: &Arc<Vec<u8>>| {
             let seg_start = s * seg;
-            let from = offset.max(seg_start) - seg_start;
-            let to = end.min(seg_start + data.len() as u64) - seg_start;
-            out.extend_from_slice(data.get(from as usize..to as usize).unwrap_or_default());
-        }
+            let from = (offset.max(seg_start) - seg_start) as usize;
+            let to = (end.min(seg_start + data.len() as u64) - seg_start) as usize;
+            from.min(to)..to
+        };
+        let out = if first == last {
+            let data = self.segment(&cap, first, fsize).await?;
+            let r = part(first, &data);
+            ReadData::Shared(data, r)
+        } else {
+            let mut out = Vec::with_capacity((end - offset) as usize);
+            for s in first..=last {
+                let data = self.segment(&cap, s, fsize).await?;
+                out.extend_from_slice(data.get(part(s, &data)).unwrap_or_default());
+            }
+            ReadData::Owned(out)
+        };
         if sequential {
             // Read-ahead: fetch the next segments in the background.
             let nsegs = fsize.div_ceil(seg);
@@ -2121,11 +2177,11 @@ impl Inner {
                 let cap2 = cap.clone();
                 let len = seg.min(fsize - s * seg);
                 tokio::spawn(async move {
-                    let r = me.backend.read_file(&cap2, s * seg, len).await;
+                    let r = me.backend.read_file_shared(&cap2, s * seg, len).await;
                     let mut st = me.lock();
                     st.prefetching.remove(&(cap2.clone(), s));
                     if let Ok(d) = r {
-                        st.segs.insert_prefetched(&cap2, s, Arc::new(d));
+                        st.segs.insert_prefetched(&cap2, s, d);
                     }
                 });
             }
@@ -2142,12 +2198,11 @@ impl Inner {
         }
         let seg = self.cfg.segment_size;
         let len = seg.min(fsize.saturating_sub(s * seg));
-        let d = Arc::new(
-            self.backend
-                .read_file(cap, s * seg, len)
-                .await
-                .map_err(grid)?,
-        );
+        let d = self
+            .backend
+            .read_file_shared(cap, s * seg, len)
+            .await
+            .map_err(grid)?;
         self.lock().segs.insert(cap, s, Arc::clone(&d));
         Ok(d)
     }
@@ -2260,11 +2315,15 @@ impl Inner {
                 }
             }
             // An empty write writes nothing, past the end or not: the size stays.
-            if !data.is_empty() {
-                c.size = c.size.max(offset + data.len() as u64);
+            let grew = !data.is_empty() && offset + data.len() as u64 > c.size;
+            if grew {
+                c.size = offset + data.len() as u64;
             }
             c.gen += 1;
             c.clean_cap = None;
+            if grew {
+                st.fit_read_cache(self.cfg.cache_size);
+            }
         }
         let now = now_ns();
         let n = st.node_mut(ino)?;
@@ -2590,6 +2649,7 @@ impl Inner {
                 st.caches.remove(&g);
                 st.journal.remove_file(g);
             }
+            st.fit_read_cache(self.cfg.cache_size);
             let mut due = Vec::new();
             let paths: Vec<(u64, PathBuf)> = st
                 .caches
@@ -2865,6 +2925,12 @@ impl Inner {
             }
             (dir, recs)
         };
+        // As for a publish: an entry changed while the creation is under way keeps a record
+        // that will be published over the created entry, and a crash can leave the records
+        // the creation published live (the creation frame is written, their retirements are
+        // not); their `accept` sets must name the created entries, or they would be taken for
+        // another writer's.
+        self.note_intent(&key, &included, &listing).await?;
         let body = listing.pack().map_err(|e| VfsError::Grid(e.to_string()))?;
         self.backend
             .create_dir(&reserved, body)
@@ -3016,6 +3082,7 @@ impl Inner {
         }
         st.caches.remove(&fid);
         st.journal.remove_file(fid);
+        st.fit_read_cache(self.cfg.cache_size);
     }
 
     /// Publishes the resolved pending changes of one directory in one test-and-write, merging
@@ -3027,9 +3094,10 @@ impl Inner {
         r
     }
 
-    /// Before a publish of `applied` (entries as in `dir`) can reach the grid: adds the entry
-    /// each writes to the `accept` set of the name's live record (the publish may land and a crash
-    /// or a lost reply keep the record pending), and waits until that is durable.
+    /// Before a publish (or the creation) of `applied` (entries as in `dir`) can reach the grid:
+    /// adds the entry each writes to the `accept` set of the name's live record (the write may
+    /// land and a crash, a lost reply or a change made meanwhile keep the record pending), and
+    /// waits until that is durable.
     async fn note_intent(&self, dircap: &str, applied: &[Record], dir: &Directory) -> Result<()> {
         let ticket = {
             let mut st = self.lock();

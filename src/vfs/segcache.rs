@@ -289,6 +289,22 @@ impl SegCache {
         self.mem.used
     }
 
+    /// Changes the disk tier's bound, deleting its least recently used files until it holds at
+    /// most `limit` bytes. The mount gives the read cache what the write-back cache leaves of
+    /// `cache-size`, so the bound moves as dirty files come and go.
+    pub fn set_disk_limit(&mut self, limit: usize) {
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
+        disk.limit = limit;
+        while disk.lru.used > disk.limit {
+            let Some((k, ())) = disk.lru.pop_oldest() else {
+                break;
+            };
+            let _ = fs::remove_file(disk.path(&k));
+        }
+    }
+
     /// Bytes on disk.
     pub fn disk_used(&self) -> usize {
         self.disk.as_ref().map_or(0, |d| d.lru.used)
@@ -311,6 +327,34 @@ mod tests {
         assert_eq!(c.used(), 8);
         c.insert("b", 0, Arc::new(vec![0; 11])); // larger than the bound: not cached
         assert!(!c.contains("b", 0));
+    }
+
+    #[test]
+    fn lowering_the_disk_limit_deletes_the_oldest_files_and_raising_it_lets_them_in_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("segs");
+        let mut c = SegCache::with_disk(4, dir.clone(), 12);
+        for s in 0..4u8 {
+            c.insert("cap", u64::from(s), Arc::new(vec![s; 4]));
+            assert!(c.get("cap", u64::from(s)).is_some()); // reused: goes to disk on eviction
+        }
+        assert_eq!(c.disk_used(), 12); // 0, 1, 2 on disk, 3 in memory
+        c.set_disk_limit(5);
+        assert_eq!(c.disk_used(), 4);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert!(!c.contains("cap", 0) && !c.contains("cap", 1) && c.contains("cap", 2));
+        c.set_disk_limit(0);
+        assert_eq!((c.disk_used(), fs::read_dir(&dir).unwrap().count()), (0, 0));
+        // Nothing fits now: a reused segment leaving memory is not written.
+        c.insert("cap", 9, Arc::new(vec![9; 4]));
+        assert!(c.get("cap", 9).is_some());
+        assert_eq!(c.disk_used(), 0);
+        c.set_disk_limit(12);
+        c.insert("cap", 10, Arc::new(vec![10; 4]));
+        assert!(c.get("cap", 10).is_some());
+        assert_eq!(c.disk_used(), 4); // 9 (reused) went to disk again
+                                      // 3 left memory while the bound was 0: it was dropped, not written.
+        assert!(c.get("cap", 3).is_none());
     }
 
     #[test]
