@@ -187,6 +187,8 @@ pub struct MemBackend {
     creates: Arc<AtomicUsize>,
     /// Uploads that came with a [`ContentKey`] (each checked against the file's content).
     keyed_uploads: Arc<AtomicUsize>,
+    /// Uploads that failed by an injected fault.
+    failed_uploads: Arc<AtomicUsize>,
 }
 
 /// [`MemBackend`]'s content hash: SHA-256 of the bytes (the key is its first 16 bytes).
@@ -293,6 +295,11 @@ impl MemBackend {
     /// Successful file uploads so far.
     pub fn upload_count(&self) -> usize {
         self.uploads.load(Ordering::SeqCst)
+    }
+
+    /// Uploads failed so far by [`Self::fail_all_uploads`] or [`Self::fail_next_uploads`].
+    pub fn failed_upload_count(&self) -> usize {
+        self.failed_uploads.load(Ordering::SeqCst)
     }
 
     /// Successful uploads so far that came with a (correct) content key.
@@ -414,10 +421,10 @@ impl Backend for MemBackend {
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            if self.faults.fail_all_uploads.load(Ordering::SeqCst) {
-                return Err(BackendError::Other("injected upload failure".into()));
-            }
-            if take_one(&self.faults.fail_uploads) {
+            if self.faults.fail_all_uploads.load(Ordering::SeqCst)
+                || take_one(&self.faults.fail_uploads)
+            {
+                self.failed_uploads.fetch_add(1, Ordering::SeqCst);
                 return Err(BackendError::Other("injected upload failure".into()));
             }
             let data = std::fs::read(path).map_err(|e| BackendError::Other(e.to_string()))?;

@@ -163,10 +163,20 @@ async fn upload_error_reported_by_fsync_and_flush_and_status_then_retried() {
     let e = v.fsync(a.ino, fh).await.unwrap_err();
     assert_eq!(e.to_errno(), libc::EIO);
     assert!(!v.status().last_errors.is_empty());
+    let failed = b.failed_upload_count();
     v.release(a.ino, fh).await.unwrap();
     // Closed: the retry fails again; the close of the next writer reports it. A reader reads
     // the data from the cache and closes without an error, and leaves the report in place.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait (bounded) for that retry to have failed and been recorded (the failure and the end
+    // of the upload are recorded together).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while b.failed_upload_count() == failed || v.status().uploads_in_flight > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retry after the close"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let fh = v.open(a.ino, libc::O_RDONLY).await.unwrap();
     assert_eq!(v.read(a.ino, fh, 0, 200).await.unwrap(), vec![1u8; 100]);
     v.flush(a.ino, fh).await.unwrap();
