@@ -279,3 +279,31 @@ fn create_node_refuses_bad_options() {
     assert!(!out.status.success());
     assert_eq!(std::fs::read(tmp.path().join("keep")).unwrap(), b"x");
 }
+
+/// Regression: `lafs create-node` printed with `println!`, which panics when stdout is a closed
+/// pipe (`lafs create-node ... | true`). It must create the node and fail with a plain error.
+#[test]
+fn create_node_with_stdout_closed_creates_the_node_without_a_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let port = free_port();
+    let out = Command::new(LAFS)
+        .args([
+            "create-node",
+            "--storage",
+            &format!("--port=tcp:{port}:interface=127.0.0.1"),
+            &format!("--location=tcp:127.0.0.1:{port}"),
+            "--webport=none",
+        ])
+        .arg(&dir)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run create-node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    assert!(dir.join("tahoe.cfg").is_file(), "the node was created");
+}
