@@ -50,22 +50,8 @@ lib_grid "$NODES" "${K:-2}" "${HAPPY:-3}" "${N:-4}"
 servers=("${lib_pids[@]}")
 mnt="$work/mnt"
 
-results="$OUT/results.txt"
-: >"$results"
-report() { printf '%-44s %s\n' "$1" "$2" | tee -a "$results"; }
-
-now() { date +%s.%N; }
-# elapsed START: seconds since START, 3 decimals.
-elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
-# The bytes all servers have written so far (sockets and files).
-sent() {
-    local p total=0 w
-    for p in "${servers[@]}"; do
-        w="$(awk '/^wchar:/ {print $2}' "/proc/$p/io")"
-        total=$((total + w))
-    done
-    echo "$total"
-}
+# shellcheck source=support/mount_bench.sh
+source "$here/benches/support/mount_bench.sh"
 mibps() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.1f} MiB/s')" "$1" "$2"; }
 
 # The daemon serving $1 (`lafs -d CLIENT mount --foreground tahoe: MNT -o ...`).

@@ -36,20 +36,8 @@ servers=("${lib_pids[@]}")
 mnt="$work/mnt"
 log="$client/logs/mount.log"
 
-results="$OUT/results.txt"
-: >"$results"
-report() { printf '%-44s %s\n' "$1" "$2" | tee -a "$results"; }
-now() { date +%s.%N; }
-elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(now)"; }
-# The bytes all servers have written so far (sockets and files).
-sent() {
-    local p total=0 w
-    for p in "${servers[@]}"; do
-        w="$(awk '/^wchar:/ {print $2}' "/proc/$p/io")"
-        total=$((total + w))
-    done
-    echo "$total"
-}
+# shellcheck source=support/mount_bench.sh
+source "$here/benches/support/mount_bench.sh"
 # count PATTERN FROM: lines of the daemon log after byte FROM that contain PATTERN.
 count() { tail -c +"$(($2 + 1))" "$log" 2>/dev/null | grep -c -- "$1" || true; }
 

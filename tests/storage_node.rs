@@ -20,20 +20,24 @@ use common::lafs_node::{free_port, LafsNode};
 
 const LAFS: &str = env!("CARGO_BIN_EXE_lafs");
 
+/// `lafs create-node` of a storage node in `dir` listening on loopback `port`.
+fn create_command(dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(LAFS);
+    cmd.args([
+        "create-node",
+        "--storage",
+        &format!("--port=tcp:{port}:interface=127.0.0.1"),
+        &format!("--location=tcp:127.0.0.1:{port}"),
+        "--nickname=test-node",
+        "--webport=none",
+        "--reserved-space=0",
+    ])
+    .arg(dir);
+    cmd
+}
+
 fn create(dir: &Path, port: u16) {
-    let out = Command::new(LAFS)
-        .args([
-            "create-node",
-            "--storage",
-            &format!("--port=tcp:{port}:interface=127.0.0.1"),
-            &format!("--location=tcp:127.0.0.1:{port}"),
-            "--nickname=test-node",
-            "--webport=none",
-            "--reserved-space=0",
-        ])
-        .arg(dir)
-        .output()
-        .expect("run create-node");
+    let out = create_command(dir, port).output().expect("run create-node");
     assert!(
         out.status.success(),
         "create-node failed: {}",
@@ -278,4 +282,23 @@ fn create_node_refuses_bad_options() {
         .unwrap();
     assert!(!out.status.success());
     assert_eq!(std::fs::read(tmp.path().join("keep")).unwrap(), b"x");
+}
+
+/// Regression: `lafs create-node` printed with `println!`, which panics when stdout is a closed
+/// pipe (`lafs create-node ... | true`). It must create the node and fail with a plain error.
+#[test]
+fn create_node_with_stdout_closed_creates_the_node_without_a_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("node");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = create_command(&dir, free_port())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run create-node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    assert!(dir.join("tahoe.cfg").is_file(), "the node was created");
 }

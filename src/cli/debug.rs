@@ -54,7 +54,8 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::Encode(args) => {
             let cap = encode(&args)?;
-            println!("{cap}");
+            use std::io::Write as _;
+            writeln!(std::io::stdout().lock(), "{cap}")?;
             Ok(())
         }
     }

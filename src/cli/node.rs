@@ -5,6 +5,7 @@
 //! NURL, then `ready`. Those lines carry the swissnum, which is why they go to stdout for the
 //! operator (like Tahoe's `private/storage.furl`) and never into the log.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -91,9 +92,10 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<()> {
             };
             let files = create_node(&a.dir, &opts)
                 .with_context(|| format!("creating a node in {}", a.dir.display()))?;
-            println!("Node created in {}", a.dir.display());
-            println!("server-id: {}", files.server_id());
-            println!("Run it with: lafs run {}", a.dir.display());
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "Node created in {}", a.dir.display())?;
+            writeln!(out, "server-id: {}", files.server_id())?;
+            writeln!(out, "Run it with: lafs run {}", a.dir.display())?;
             Ok(())
         }
         NodeCommand::Announcement(a) => {
@@ -101,7 +103,7 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("loading {}", a.dir.display()))?;
             let files = NodeFiles::load(&a.dir, &node.config)
                 .context("the node has not been created or run yet")?;
-            println!("{}", files.announcement_yaml()?);
+            writeln!(std::io::stdout().lock(), "{}", files.announcement_yaml()?)?;
             Ok(())
         }
         NodeCommand::Run(a) => {

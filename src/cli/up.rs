@@ -148,7 +148,7 @@ pub fn run(a: UpArgs) -> anyhow::Result<()> {
     }
     rt.shutdown_timeout(service::SHUTDOWN_GRACE);
     res?;
-    println!("lafs up: stopped");
+    show("lafs up: stopped\n");
     Ok(())
 }
 
@@ -245,30 +245,41 @@ fn with_grid(
         |m| {
             let c = client.display();
             let mnt = mountpoint.display();
-            println!(
-                "lafs up: {n} storage servers on loopback, storing in {}",
+            let mut t = format!(
+                "lafs up: {n} storage servers on loopback, storing in {}\n",
                 dir.display()
             );
-            println!("  files are encoded {k}-of-{total}; the root directory (alias tahoe:) is");
-            println!("  {root}");
+            t += &format!(
+                "  files are encoded {k}-of-{total}; the root directory (alias tahoe:) is\n"
+            );
+            t += &format!("  {root}\n");
             if let Some(ro) = &read_cap {
-                println!("  read-only (to share it): {ro}");
+                t += &format!("  read-only (to share it): {ro}\n");
             }
-            println!("  mounted at {mnt} (cache {})", m.cache_dir.display());
-            println!("  lafs status {mnt};  lafs umount --flush {mnt}");
-            println!("  lafs -d {c} ls tahoe:   (put, get, mkdir, ln, mv, rm, check)");
-            println!("  real Tahoe: tahoe run {c}   (web API on 127.0.0.1:{web}), then");
-            println!("              tahoe -d {c} ls tahoe:");
-            println!("  Ctrl-C unmounts (after uploading what is pending) and stops the servers.");
-            println!("lafs up: ready");
+            t += &format!("  mounted at {mnt} (cache {})\n", m.cache_dir.display());
+            t += &format!("  lafs status {mnt};  lafs umount --flush {mnt}\n");
+            t += &format!("  lafs -d {c} ls tahoe:   (put, get, mkdir, ln, mv, rm, check)\n");
+            t += &format!("  real Tahoe: tahoe run {c}   (web API on 127.0.0.1:{web}), then\n");
+            t += &format!("              tahoe -d {c} ls tahoe:\n");
+            t += "  Ctrl-C unmounts (after uploading what is pending) and stops the servers.\n";
+            t += "lafs up: ready\n";
+            show(&t);
         },
         stopper.wait(),
     )?;
     if ended == Ended::Unmounted {
-        println!("lafs up: unmounted; the grid keeps running until Ctrl-C");
+        show("lafs up: unmounted; the grid keeps running until Ctrl-C\n");
         rt.block_on(stopper.wait());
     }
     Ok(())
+}
+
+/// Writes a status message to stdout. A closed or broken stdout (`lafs up | head -3`) is
+/// ignored: the grid and the mount must keep running, and `println!` would panic instead.
+fn show(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 #[cfg(test)]

@@ -182,14 +182,12 @@ impl StreamBuf {
             }
         }
         let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
+        // From `first` on every chunk ends after `off`; stop at the first that starts at `end`.
         for (c_off, c) in self.chunks.range(first..) {
             if *c_off >= end {
                 break;
             }
             let c_end = c_off + c.len() as u64;
-            if c_end <= off || *c_off >= end {
-                continue;
-            }
             let a = usize::try_from(off.max(*c_off) - c_off).ok()?;
             let b = usize::try_from(end.min(c_end) - c_off).ok()?;
             out.extend_from_slice(c.get(a..b)?);

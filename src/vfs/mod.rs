@@ -655,17 +655,32 @@ impl State {
         Ok(())
     }
 
-    /// Records the removal of `name` from `parent`; when the grid listing never had the name,
-    /// the pending record is simply dropped (nothing to publish).
+    /// Records the removal of `name` from `parent` when the grid may have the name; only when
+    /// it cannot is the pending record simply dropped (nothing to publish). The grid may have
+    /// it when the listing the changes are based on has it (or none was read), when a publish
+    /// of the directory is in flight, or when an earlier publish of ours of the name may have
+    /// landed: the pending record's `accept` set then names an entry, or is unknown. A publish
+    /// whose reply was lost leaves the base listing without the name but its entry in that set
+    /// ([`Inner::note_intent`]), and the grid may well have the entry.
     fn record_remove(&mut self, parent: Ino, name: &str) -> Result<()> {
         let dir = self.dir_cap(parent)?;
+        let ours_may_be_there = self
+            .pending
+            .get(&dir)
+            .and_then(|m| m.get(name))
+            .is_some_and(|(r, _)| {
+                r.accept
+                    .as_ref()
+                    .is_none_or(|a| a.iter().any(|f| f != journal::ABSENT))
+            });
         let on_grid = self
             .node(parent)?
             .dir
             .as_ref()
             .and_then(|d| d.base.as_ref())
             .is_none_or(|b| b.contains(name))
-            || self.publishing.contains(&dir);
+            || self.publishing.contains(&dir)
+            || ours_may_be_there;
         if on_grid {
             self.put_record(&dir, name, Op::Remove)
         } else {

@@ -2022,6 +2022,338 @@ async fn entry_changed_while_its_new_dir_was_created_is_not_taken_for_another_wr
     }
 }
 
+/// Everything the layer shows below `ino`: path -> the file's bytes, `None` for a directory.
+async fn local_tree(v: &Vfs, ino: Ino) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![(ino, String::new())];
+    while let Some((d, prefix)) = todo.pop() {
+        for e in v.readdir(d).await.unwrap() {
+            if e.name == "." || e.name == ".." {
+                continue;
+            }
+            let path = format!("{prefix}{}", e.name);
+            let a = v.lookup(d, os(&e.name)).await.unwrap();
+            if a.kind == FileKind::Dir {
+                out.insert(path.clone(), None);
+                todo.push((a.ino, format!("{path}/")));
+            } else {
+                out.insert(path, Some(cat(v, a.ino).await));
+            }
+        }
+    }
+    out
+}
+
+/// [`local_tree`] as another client reads it from the grid alone.
+fn grid_tree(b: &MemBackend, cap: &str) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![(cap.to_string(), String::new())];
+    while let Some((d, prefix)) = todo.pop() {
+        for (name, child) in grid_listing(b, &d).iter() {
+            let path = format!("{prefix}{name}");
+            let c = child_cap(child).expect("an entry with a cap");
+            if Cap::parse(&c).is_directory() {
+                out.insert(path.clone(), None);
+                todo.push((c, format!("{path}/")));
+            } else {
+                out.insert(
+                    path,
+                    Some(b.get_bytes(&c).expect("the file is on the grid")),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Where a test of a lost publish reply kills the daemon (kill -9) and remounts on the same
+/// cache: the journal's replay must then do what the session would have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrashAt {
+    Never,
+    /// After the lost reply, before the local change.
+    BeforeChange,
+    /// After the local change, before anything more is published.
+    AfterChange,
+}
+
+const CRASHES: [CrashAt; 3] = [CrashAt::Never, CrashAt::BeforeChange, CrashAt::AfterChange];
+
+async fn crash_and_remount_if(
+    yes: bool,
+    v: Vfs,
+    b: &MemBackend,
+    root: &str,
+    dir: &std::path::Path,
+) -> Vfs {
+    if !yes {
+        return v;
+    }
+    v.crash().await;
+    mount(b, root, dir).await
+}
+
+/// The fsync of a test marks the root urgent while it waits, so after its error a retry may be
+/// under way or due (the test makes it fail). Waits until none is: the test's next change then
+/// meets what a lost reply leaves, the change pending and no publish in flight (a removal made
+/// during a publish is recorded whatever the listing says).
+async fn wait_until_no_publish_is_under_way_or_due(v: &Vfs) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        {
+            let st = v.lock();
+            if st.publishing.is_empty() && st.urgent_dirs.is_empty() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "a publish still in flight");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Publishes the root's pending changes (among them the entry of `name`, whose file or
+/// directory the caller made) with the publish's reply lost: the grid has the entry, the
+/// daemon does not know and keeps the change pending. Publishes then fail until
+/// [`assert_grid_is_the_local_view`], so no retry (the fsync may have left the root urgent)
+/// tells the daemon before the test's local change.
+async fn publish_losing_the_reply(v: &Vfs, b: &MemBackend, root: &str, name: &str) {
+    let ino = v.lookup(ROOT_INO, os(name)).await.unwrap().ino;
+    let publishes = b.publish_count();
+    b.lose_next_publish_replies(1);
+    assert_eq!(v.fsync(ino, 0).await.unwrap_err().to_errno(), libc::EIO);
+    b.fail_all_publishes(true);
+    assert_eq!(b.publish_count(), publishes + 1, "the publish landed");
+    assert!(
+        grid_listing(b, root).get(name).is_some(),
+        "the grid has {name}"
+    );
+    wait_until_no_publish_is_under_way_or_due(v).await;
+    assert!(
+        v.status().pending_dir_changes > 0,
+        "the daemon does not know"
+    );
+}
+
+/// After a flush, the grid holds exactly `want` (the view the layer showed right after the
+/// local change), the layer still shows it, a mount with a fresh cache (which sees only the
+/// grid) shows it too, and no conflict was reported.
+async fn assert_grid_is_the_local_view(
+    v: &Vfs,
+    b: &MemBackend,
+    root: &str,
+    want: &BTreeMap<String, Option<Vec<u8>>>,
+    case: &str,
+) {
+    b.fail_all_publishes(false);
+    let flushed = v.flush_all().await;
+    assert!(flushed.is_ok(), "{case}: {:?}", v.status().last_errors);
+    assert!(
+        !conflict_reported(v),
+        "{case}: {:?}",
+        v.status().last_errors
+    );
+    assert_eq!(&grid_tree(b, root), want, "{case}: the grid");
+    assert_eq!(&local_tree(v, ROOT_INO).await, want, "{case}: the layer");
+    let fresh = tempfile::tempdir().unwrap();
+    let other = mount(b, root, fresh.path()).await;
+    assert_eq!(
+        &local_tree(&other, ROOT_INO).await,
+        want,
+        "{case}: a fresh mount"
+    );
+}
+
+/// A file whose entry was published with the reply lost, then unlinked before the next
+/// publish: the pending change must become a removal (the grid may have the entry), not be
+/// dropped as if the name had never left the daemon, which left the entry on the grid.
+#[tokio::test]
+async fn unlink_after_a_lost_publish_reply_removes_the_entry_from_the_grid() {
+    for crash in CRASHES {
+        let case = format!("{crash:?}");
+        let b = MemBackend::new();
+        let root = b.new_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let v = mount(&b, &root, tmp.path()).await;
+        let keep = put(&v, ROOT_INO, "keep", b"kept").await;
+        v.fsync(keep, 0).await.unwrap();
+        put(&v, ROOT_INO, "x", b"published, reply lost").await;
+        publish_losing_the_reply(&v, &b, &root, "x").await;
+        let v =
+            crash_and_remount_if(crash == CrashAt::BeforeChange, v, &b, &root, tmp.path()).await;
+        v.unlink(ROOT_INO, os("x")).await.unwrap();
+        let want = local_tree(&v, ROOT_INO).await;
+        assert_eq!(want.keys().collect::<Vec<_>>(), vec!["keep"], "{case}");
+        let v = crash_and_remount_if(crash == CrashAt::AfterChange, v, &b, &root, tmp.path()).await;
+        assert_grid_is_the_local_view(&v, &b, &root, &want, &case).await;
+    }
+}
+
+/// As [`unlink_after_a_lost_publish_reply_removes_the_entry_from_the_grid`], for a directory
+/// made by mkdir: created on the grid, linked by the publish whose reply was lost, then
+/// removed by rmdir.
+#[tokio::test]
+async fn rmdir_after_a_lost_publish_reply_removes_the_entry_from_the_grid() {
+    for crash in CRASHES {
+        let case = format!("{crash:?}");
+        let b = MemBackend::new();
+        let root = b.new_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let v = mount(&b, &root, tmp.path()).await;
+        let keep = put(&v, ROOT_INO, "keep", b"kept").await;
+        v.fsync(keep, 0).await.unwrap();
+        v.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).await.unwrap();
+        publish_losing_the_reply(&v, &b, &root, "d").await;
+        assert_eq!(b.create_count(), 1, "{case}");
+        let v =
+            crash_and_remount_if(crash == CrashAt::BeforeChange, v, &b, &root, tmp.path()).await;
+        v.rmdir(ROOT_INO, os("d")).await.unwrap();
+        let want = local_tree(&v, ROOT_INO).await;
+        assert_eq!(want.keys().collect::<Vec<_>>(), vec!["keep"], "{case}");
+        let v = crash_and_remount_if(crash == CrashAt::AfterChange, v, &b, &root, tmp.path()).await;
+        assert_grid_is_the_local_view(&v, &b, &root, &want, &case).await;
+    }
+}
+
+/// A name published with the reply lost, then renamed away before the next publish (to a new
+/// name in the same directory, into another directory, over another entry): the old name must
+/// leave the grid, or the entry shows twice.
+#[tokio::test]
+async fn rename_away_after_a_lost_publish_reply_removes_the_old_name_from_the_grid() {
+    for (to_dir, to_name) in [("", "y"), ("sub", "x"), ("", "z")] {
+        for crash in CRASHES {
+            let case = format!("to {to_dir}/{to_name}, {crash:?}");
+            let b = MemBackend::new();
+            let root = b.new_dir();
+            let tmp = tempfile::tempdir().unwrap();
+            let v = mount(&b, &root, tmp.path()).await;
+            let sub = v.mkdir(ROOT_INO, os("sub"), 0o755, 0, 0).await.unwrap();
+            let z = put(&v, ROOT_INO, "z", b"replaced").await;
+            v.fsync(z, 0).await.unwrap();
+            v.fsyncdir(sub.ino).await.unwrap();
+            put(&v, ROOT_INO, "x", b"published, reply lost").await;
+            publish_losing_the_reply(&v, &b, &root, "x").await;
+            let v = crash_and_remount_if(crash == CrashAt::BeforeChange, v, &b, &root, tmp.path())
+                .await;
+            let dst = if to_dir.is_empty() {
+                ROOT_INO
+            } else {
+                v.lookup(ROOT_INO, os(to_dir)).await.unwrap().ino
+            };
+            v.rename(ROOT_INO, os("x"), dst, os(to_name), 0)
+                .await
+                .unwrap();
+            let want = local_tree(&v, ROOT_INO).await;
+            assert!(!want.contains_key("x"), "{case}");
+            let moved = if to_dir.is_empty() {
+                to_name.to_string()
+            } else {
+                format!("{to_dir}/{to_name}")
+            };
+            assert_eq!(
+                want.get(&moved),
+                Some(&Some(b"published, reply lost".to_vec())),
+                "{case}"
+            );
+            let v =
+                crash_and_remount_if(crash == CrashAt::AfterChange, v, &b, &root, tmp.path()).await;
+            assert_grid_is_the_local_view(&v, &b, &root, &want, &case).await;
+        }
+    }
+}
+
+/// Another entry renamed over a name published with the reply lost: the name's new entry
+/// replaces ours on the grid (not taken for another writer's change), and the source name goes.
+#[tokio::test]
+async fn rename_over_a_name_published_with_a_lost_reply_replaces_it_on_the_grid() {
+    for crash in CRASHES {
+        let case = format!("{crash:?}");
+        let b = MemBackend::new();
+        let root = b.new_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let v = mount(&b, &root, tmp.path()).await;
+        let y = put(&v, ROOT_INO, "y", b"moved over x").await;
+        v.fsync(y, 0).await.unwrap();
+        put(&v, ROOT_INO, "x", b"published, reply lost").await;
+        publish_losing_the_reply(&v, &b, &root, "x").await;
+        let v =
+            crash_and_remount_if(crash == CrashAt::BeforeChange, v, &b, &root, tmp.path()).await;
+        v.rename(ROOT_INO, os("y"), ROOT_INO, os("x"), 0)
+            .await
+            .unwrap();
+        let want = local_tree(&v, ROOT_INO).await;
+        let mut expect = BTreeMap::new();
+        expect.insert("x".to_string(), Some(b"moved over x".to_vec()));
+        assert_eq!(want, expect, "{case}");
+        let v = crash_and_remount_if(crash == CrashAt::AfterChange, v, &b, &root, tmp.path()).await;
+        assert_grid_is_the_local_view(&v, &b, &root, &want, &case).await;
+    }
+}
+
+/// A name published with the reply lost, unlinked, then made again before the next publish:
+/// the new entry replaces ours on the grid. Were the unlink to drop the pending change, the
+/// new one would be based on the old listing (no such name), take our landed entry for
+/// another writer's, and keep the new file aside as `x.conflict`, the old one at `x`.
+#[tokio::test]
+async fn name_made_again_after_a_lost_publish_reply_and_an_unlink_is_not_a_conflict() {
+    for crash in CRASHES {
+        let case = format!("{crash:?}");
+        let b = MemBackend::new();
+        let root = b.new_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let v = mount(&b, &root, tmp.path()).await;
+        put(&v, ROOT_INO, "x", b"published, reply lost").await;
+        publish_losing_the_reply(&v, &b, &root, "x").await;
+        let v =
+            crash_and_remount_if(crash == CrashAt::BeforeChange, v, &b, &root, tmp.path()).await;
+        v.unlink(ROOT_INO, os("x")).await.unwrap();
+        put(&v, ROOT_INO, "x", b"made again").await;
+        let want = local_tree(&v, ROOT_INO).await;
+        let mut expect = BTreeMap::new();
+        expect.insert("x".to_string(), Some(b"made again".to_vec()));
+        assert_eq!(want, expect, "{case}");
+        let v = crash_and_remount_if(crash == CrashAt::AfterChange, v, &b, &root, tmp.path()).await;
+        assert_grid_is_the_local_view(&v, &b, &root, &want, &case).await;
+    }
+}
+
+/// The reverse: the removal of a name published with the reply lost (the grid no longer has
+/// the name, the listing the changes are based on still does), then the name made again, and
+/// removed again or kept. The grid ends as the local view: the removal is not lost, and the new
+/// entry is not taken for another writer's.
+#[tokio::test]
+async fn removal_published_with_a_lost_reply_is_neither_lost_nor_taken_for_a_conflict() {
+    for remove_again in [false, true] {
+        for crash in CRASHES {
+            let case = format!("remove_again={remove_again} {crash:?}");
+            let b = MemBackend::new();
+            let root = b.new_dir();
+            let tmp = tempfile::tempdir().unwrap();
+            let v = mount(&b, &root, tmp.path()).await;
+            let x = put(&v, ROOT_INO, "x", b"old").await;
+            v.fsync(x, 0).await.unwrap();
+            v.unlink(ROOT_INO, os("x")).await.unwrap();
+            b.lose_next_publish_replies(1);
+            let e = v.fsyncdir(ROOT_INO).await.unwrap_err();
+            assert_eq!(e.to_errno(), libc::EIO, "{case}");
+            b.fail_all_publishes(true);
+            assert!(grid_listing(&b, &root).get("x").is_none(), "{case}");
+            wait_until_no_publish_is_under_way_or_due(&v).await;
+            assert_eq!(v.status().pending_dir_changes, 1, "{case}");
+            let v = crash_and_remount_if(crash == CrashAt::BeforeChange, v, &b, &root, tmp.path())
+                .await;
+            put(&v, ROOT_INO, "x", b"made again").await;
+            if remove_again {
+                v.unlink(ROOT_INO, os("x")).await.unwrap();
+            }
+            let want = local_tree(&v, ROOT_INO).await;
+            assert_eq!(want.contains_key("x"), !remove_again, "{case}");
+            let v =
+                crash_and_remount_if(crash == CrashAt::AfterChange, v, &b, &root, tmp.path()).await;
+            assert_grid_is_the_local_view(&v, &b, &root, &want, &case).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn statfs_reports_name_max_and_counts_cache_use_and_nodes() {
     let b = MemBackend::new();
