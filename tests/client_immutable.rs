@@ -461,6 +461,39 @@ async fn many_segments_roundtrip_and_range() {
     .await;
 }
 
+/// A download of many batches reuses the buffers of batches already written for the next ones:
+/// every batch, the short last one included, must come out with only its own bytes (a reused
+/// buffer holds the previous batch's plaintext).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_buffers_reused_across_many_batches_hold_only_their_batch() {
+    bounded(async {
+        let grid = TestGrid::start(5).await.unwrap();
+        let set = grid.server_set();
+        let mut p = params(3, 5, 5);
+        p.max_segment_size = 4096;
+        let plain = data(300_001, 13);
+        let opts = UploadOptions::convergent(p, CONVERGENCE);
+        let r = upload_bytes(&set, &ClientSecrets::random(), plain.clone(), &opts)
+            .await
+            .unwrap();
+        // Two segments' worth of bytes per batch: 74 segments make dozens of batches, the last
+        // one shorter than the others.
+        let dl = DownloadOptions {
+            batch_bytes: 8192,
+            ..DownloadOptions::default()
+        };
+        let (got, report) = download_bytes(&set, &r.cap, &dl).await.unwrap();
+        assert!(got == plain);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let mut out = Vec::new();
+        download_range(&set, &r.cap, 5000, 290_000, &mut out, &dl)
+            .await
+            .unwrap();
+        assert!(out[..] == plain[5000..295_000]);
+    })
+    .await;
+}
+
 /// Regression (found by mount-tests/crash.test.sh and fsx.test.sh): an upload whose process died
 /// (kill -9) leaves allocated, unfinished buckets on every server; servers refuse to allocate a
 /// share another upload is still writing, so the next upload of the same file failed

@@ -911,7 +911,8 @@ impl PlaintextSource for FileSource {
 #[derive(Clone, Debug)]
 pub struct DownloadOptions {
     pub preferred: Vec<String>,
-    /// Batches of segments fetched ahead of the one being written.
+    /// Batches of segments fetched ahead of the one being written (fewer, but at least two,
+    /// when the hash engine's lanes make batches larger than `batch_bytes`).
     pub window: usize,
     /// Plaintext bytes per batch (at least one segment): a batch is fetched with one block
     /// read per share and verified in one go.
@@ -978,6 +979,9 @@ fn fmt_issues(p: &[ShareIssue]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// Plaintext bytes decrypted and written at a time: well within a core's L2 cache.
+const WRITE_PIECE: usize = 512 << 10;
 
 /// Segments whose hash tree nodes are fetched together.
 const NODE_RUN: u64 = 64;
@@ -1174,10 +1178,14 @@ fn chain_of(nodes: &BTreeMap<usize, Hash>, needed: &BTreeSet<usize>) -> BTreeMap
 /// consecutive segments are contiguous in a share), and the segments' untrusted tree chains.
 type ShareBatch = (Bytes, Vec<(BTreeMap<usize, Hash>, BTreeMap<usize, Hash>)>);
 
-/// Fetches, verifies, decodes and decrypts segments `first..first+count` with `shares`
+/// Buffers for batches' crypttext, kept between batches.
+type Spare = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// Fetches, verifies and decodes segments `first..first+count` with `shares`
 /// (exactly k): one block read per share for the whole batch, then every block hash and every
-/// crypttext segment hash of the batch computed together (two SHA-256 lanes), on a blocking
-/// thread. Returns the batch's plaintext.
+/// crypttext segment hash of the batch computed together (one set of SHA-256 lanes), on a blocking
+/// thread. Returns the batch's verified crypttext (the writer decrypts it piece by piece) in a
+/// buffer taken from `spare` when one is there.
 #[allow(clippy::too_many_arguments)]
 async fn fetch_batch(
     first: u64,
@@ -1187,7 +1195,7 @@ async fn fetch_batch(
     decoder: Arc<Decoder>,
     file: Arc<FileInfo>,
     si: StorageIndex,
-    key: [u8; 16],
+    spare: Spare,
 ) -> Result<Vec<u8>, Vec<Blame>> {
     let geom = &file.geom;
     let nseg = geom.num_segments;
@@ -1250,7 +1258,58 @@ async fn fetch_batch(
                 refs.push(block_of(geom, base, batch, seg));
             }
         }
-        let hashes = multihash::tagged_hash_many(tags::BLOCK, &refs);
+        // Every segment but the tail decodes to exactly segment_size (a multiple of k) bytes;
+        // the tail's padding is cut off at the end. Blocks are decoded before they are
+        // verified so that their hashes and the crypttext segment hashes run in one set of
+        // SHA-256 lanes; nothing decoded is used unless every block of the batch verifies.
+        let decoded_len: u64 = (first..=end_seg)
+            .map(|s| k as u64 * geom.block_len(s))
+            .sum();
+        let mut out = spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default();
+        out.clear();
+        out.reserve(decoded_len as usize);
+        let mut decoded = true;
+        for i in 0..count as usize {
+            let seg_refs = &refs[i * shares.len()..(i + 1) * shares.len()];
+            if decoder.decode_append(seg_refs, &mut out).is_err() {
+                decoded = false;
+                break;
+            }
+        }
+        let plain_len: u64 = (first..=end_seg).map(|s| geom.segment_len(s)).sum();
+        out.truncate(plain_len as usize);
+        // Segment s of the batch starts at (s - first) * segment_size; a geometry that would
+        // put it past the decoded bytes is refused rather than indexed.
+        let mut segs: Vec<&[u8]> = Vec::with_capacity(count as usize);
+        if decoded {
+            for s in first..=end_seg {
+                let a = (geom.segment_offset(s) - geom.segment_offset(first)) as usize;
+                match out.get(a..a + geom.segment_len(s) as usize) {
+                    Some(seg) => segs.push(seg),
+                    None => {
+                        decoded = false;
+                        segs.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        let mut hashes = multihash::tagged_hash_groups(&[
+            (tags::BLOCK, &refs),
+            (tags::CRYPTTEXT_SEGMENT, &segs),
+        ]);
+        let leaves = hashes.pop().unwrap_or_default();
+        let hashes = hashes.pop().unwrap_or_default();
+        if hashes.len() != refs.len() {
+            return Err(vec![Blame {
+                pos: 0,
+                fault: ShareFault::Unavailable,
+            }]);
+        }
         let mut blame = Vec::new();
         for (i, seg) in (first..=end_seg).enumerate() {
             for (pos, (sh, (_, chains))) in shares.iter().zip(&fetched).enumerate() {
@@ -1266,44 +1325,12 @@ async fn fetch_batch(
         if !blame.is_empty() {
             return Err(blame);
         }
-        // Every segment but the tail decodes to exactly segment_size (a multiple of k) bytes;
-        // the tail's padding is cut off at the end.
-        let decoded_len: u64 = (first..=end_seg)
-            .map(|s| k as u64 * geom.block_len(s))
-            .sum();
-        let mut out = vec![0u8; decoded_len as usize];
-        let mut at = 0usize;
-        for (i, seg) in (first..=end_seg).enumerate() {
-            let bl = geom.block_len(seg) as usize;
-            let seg_refs = &refs[i * shares.len()..(i + 1) * shares.len()];
-            let region = &mut out[at..at + k * bl];
-            let mut outputs: Vec<&mut [u8]> = region.chunks_exact_mut(bl.max(1)).collect();
-            if decoder.decode(seg_refs, &mut outputs).is_err() {
-                return Err(vec![Blame {
-                    pos: 0,
-                    fault: ShareFault::Unavailable,
-                }]);
-            }
-            at += k * bl;
+        if !decoded || leaves.len() != count as usize {
+            return Err(vec![Blame {
+                pos: 0,
+                fault: ShareFault::Unavailable,
+            }]);
         }
-        let plain_len: u64 = (first..=end_seg).map(|s| geom.segment_len(s)).sum();
-        out.truncate(plain_len as usize);
-        // Segment s of the batch starts at (s - first) * segment_size; a geometry that would
-        // put it past the decoded bytes is refused rather than indexed.
-        let mut segs: Vec<&[u8]> = Vec::with_capacity(count as usize);
-        for s in first..=end_seg {
-            let a = (geom.segment_offset(s) - geom.segment_offset(first)) as usize;
-            match out.get(a..a + geom.segment_len(s) as usize) {
-                Some(seg) => segs.push(seg),
-                None => {
-                    return Err(vec![Blame {
-                        pos: 0,
-                        fault: ShareFault::Unavailable,
-                    }])
-                }
-            }
-        }
-        let leaves = multihash::tagged_hash_many(tags::CRYPTTEXT_SEGMENT, &segs);
         // The crypttext nodes of any share will do; a share whose nodes fail is blamed, and
         // the batch fails only if no share's nodes verify a segment.
         for (i, seg) in (first..=end_seg).enumerate() {
@@ -1334,7 +1361,6 @@ async fn fetch_batch(
             }
         }
         drop(segs);
-        AesCtr::at(&key, geom.segment_offset(first)).apply(&mut out);
         Ok(out)
     };
     tokio::task::spawn_blocking(verify)
@@ -1374,6 +1400,11 @@ struct Fetcher {
     file: Option<Arc<FileInfo>>,
     report: DownloadReport,
     advisories: JoinSet<()>,
+    /// Crypttext buffers of batches already written, reused by the next batches: a download
+    /// allocates its few batch buffers once, not once per batch on whichever blocking thread
+    /// decodes it, where each thread's allocator arena would keep freed batch buffers of its
+    /// own and so raise peak RSS.
+    spare: Spare,
 }
 
 impl Fetcher {
@@ -1406,6 +1437,7 @@ impl Fetcher {
             file: None,
             report: DownloadReport::default(),
             advisories: JoinSet::new(),
+            spare: Spare::default(),
         })
     }
 
@@ -1591,7 +1623,7 @@ impl Fetcher {
             decoder,
             file,
             self.si,
-            self.cap.key,
+            self.spare.clone(),
         ));
         Ok((shares, h))
     }
@@ -1621,15 +1653,35 @@ impl Fetcher {
         // the batch's crypttext segment hashes pair up in the two SHA-256 lanes: segment sizes
         // are multiples of k, so 1 MiB holds 7 segments of 128 KiB + 1 byte for k = 3, and the
         // seventh segment hash ran alone at half speed.
-        let per_batch = if per_batch > 1 {
+        let by_bytes = if per_batch > 1 {
             per_batch + per_batch % 2
         } else {
             per_batch
         };
+        // Enough segments that their hashes start in every lane of the SHA-256 engine: a
+        // segment brings k block hashes and one crypttext segment hash, so with W lanes,
+        // ceil(W / (k + 1)) segments fill them (4 of Tahoe's 1 MiB segments for k = 3 and the
+        // sixteen-lane engine). One segment alone left 12 of 16 lanes idle, so its hashes ran on
+        // the two-lane engine at a third of the wide engine's speed. More segments would keep
+        // the lanes full to the end of the batch, but each batch in flight holds its blocks and
+        // its decoded crypttext at once, so memory grows with the batch: `lafs get` must stream
+        // in well under 100 MiB.
+        let fill = (multihash::lanes() as u64).div_ceil(geom.needed as u64 + 1);
+        let per_batch = by_bytes.max(fill);
+        // Batches made larger than `batch_bytes` by the lane count hold more bytes each: fewer
+        // of them in flight keep about `window * batch_bytes` fetched ahead (and memory about
+        // the same), but at least two, so one is fetched while the other is verified.
+        let window = if per_batch > by_bytes {
+            let batch_len = per_batch.saturating_mul(geom.segment_size).max(1);
+            let ahead = (opts.window as u64).saturating_mul(opts.batch_bytes as u64);
+            (ahead.div_ceil(batch_len) as usize).clamp(opts.window.min(2), opts.window.max(1))
+        } else {
+            opts.window.max(1)
+        };
         let mut inflight: VecDeque<(u64, u64, ShareSet, SegmentTask)> = VecDeque::new();
         let mut next = first;
         loop {
-            while inflight.len() < opts.window.max(1) && next <= last {
+            while inflight.len() < window && next <= last {
                 let count = per_batch.min(last - next + 1);
                 let (shares, h) = self.spawn_batch(next, count, last).await?;
                 inflight.push_back((next, count, shares, h));
@@ -1639,14 +1691,27 @@ impl Fetcher {
                 break;
             };
             match h.await {
-                Ok(Ok(plain)) => {
+                Ok(Ok(mut crypttext)) => {
                     let start = geom.segment_offset(batch);
                     let a = (offset.max(start) - start) as usize;
-                    let b = (end.min(start + plain.len() as u64) - start) as usize;
-                    let part = plain.get(a..b).ok_or_else(|| {
+                    let b = (end.min(start + crypttext.len() as u64) - start) as usize;
+                    let part = crypttext.get_mut(a..b).ok_or_else(|| {
                         DownloadError::Task("segment shorter than expected".into())
                     })?;
-                    out.write_all(part).await.map_err(DownloadError::Output)?;
+                    // Decrypted a piece at a time just before the piece is written, so that
+                    // the write copies bytes still in the CPU cache: a batch of several MiB
+                    // decrypted in one go has left the cache by the time it is written.
+                    let mut ctr = AesCtr::at(&self.cap.key, start + a as u64);
+                    for piece in part.chunks_mut(WRITE_PIECE) {
+                        ctr.apply(piece);
+                        out.write_all(piece).await.map_err(DownloadError::Output)?;
+                    }
+                    // No more buffers are kept than batches can be in flight at once.
+                    if let Ok(mut spare) = self.spare.lock() {
+                        if spare.len() < window {
+                            spare.push(crypttext);
+                        }
+                    }
                 }
                 Ok(Err(blame)) => {
                     self.drop_blamed(&shares, blame);

@@ -251,6 +251,42 @@ impl Decoder {
         }
         Ok(())
     }
+
+    /// Rebuilds the k primary pieces from `blocks` like [`Decoder::decode`], appended to `out`
+    /// one after the other (`k * len` bytes). Pieces whose share is among `blocks` are copied
+    /// straight in; only the missing ones are zero-filled before the kernel writes them, so a
+    /// caller building a segment in a `Vec` does not clear bytes that are overwritten at once.
+    pub fn decode_append(&self, blocks: &[&[u8]], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        if blocks.len() != self.k {
+            return Err(CodecError::WrongBlockCount {
+                expected: self.k,
+                got: blocks.len(),
+            });
+        }
+        let len = blocks[0].len();
+        if blocks.iter().any(|b| b.len() != len) {
+            return Err(CodecError::UnequalBlocks);
+        }
+        let start = out.len();
+        out.reserve(self.k * len);
+        for j in 0..self.k {
+            match self.present[j] {
+                Some(pos) => out.extend_from_slice(blocks[pos]),
+                None => out.resize(out.len() + len, 0),
+            }
+        }
+        if let (Some(plan), true) = (&self.plan, len > 0) {
+            let mut pieces: Vec<&mut [u8]> = out[start..].chunks_exact_mut(len).collect();
+            let mut miss: Vec<&mut [u8]> = Vec::with_capacity(self.missing.len());
+            for (j, piece) in pieces.iter_mut().enumerate() {
+                if self.present[j].is_none() {
+                    miss.push(&mut **piece);
+                }
+            }
+            (self.kernel)(plan, blocks, &mut miss);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -489,7 +525,12 @@ mod tests {
             let mut out = vec![vec![0u8; bl]; k];
             let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|v| &mut v[..]).collect();
             dec.decode(&blocks, &mut outs).unwrap();
-            prop_assert_eq!(out.concat(), data);
+            prop_assert_eq!(out.concat(), data.clone());
+            // Appended after bytes already in the vector, which stay as they were.
+            let mut appended = vec![0xA5u8; 3];
+            dec.decode_append(&blocks, &mut appended).unwrap();
+            prop_assert_eq!(&appended[..3], &[0xA5u8; 3][..]);
+            prop_assert_eq!(&appended[3..], &data[..]);
         }
 
         #[test]

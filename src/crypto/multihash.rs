@@ -74,6 +74,23 @@ pub fn sha256d_many(prefix: &[u8], messages: &[&[u8]]) -> Vec<Hash> {
     sha256d_many_with(Engine::detect(), prefix, messages)
 }
 
+/// `tagged_hash(tag, m)` for every message of every group `(tag, messages)`: one result list per
+/// group, in order. Every message of every group shares the same lanes, so a batch of a few
+/// messages per tag (the k block hashes and the crypttext segment hash of one segment) keeps
+/// the lanes as busy as one batch of all of them would.
+pub fn tagged_hash_groups(groups: &[(&[u8], &[&[u8]])]) -> Vec<Vec<Hash>> {
+    let prefixes: Vec<Vec<u8>> = groups
+        .iter()
+        .map(|(tag, _)| netstring::netstring(tag))
+        .collect();
+    let groups: Vec<(&[u8], &[&[u8]])> = prefixes
+        .iter()
+        .zip(groups)
+        .map(|(p, (_, m))| (p.as_slice(), *m))
+        .collect();
+    sha256d_groups_with(Engine::detect(), &groups)
+}
+
 /// How many messages a batch should hold to keep this machine's engine busy: 16 with the
 /// AVX-512 engine, else 2. Callers that can choose how to group their hashes use it.
 pub fn lanes() -> usize {
@@ -507,15 +524,30 @@ fn run_narrow(engine: Engine, lanes: Vec<Lane<'_>>, mut done: impl FnMut(usize, 
 }
 
 fn sha256d_many_with(engine: Engine, prefix: &[u8], messages: &[&[u8]]) -> Vec<Hash> {
-    let prefix = Prefix::new(engine, prefix);
-    let mut inner = vec![[0u8; 32]; messages.len()];
-    let lanes = messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Lane::new(Job::new(&prefix, m), prefix.midstate, i))
-        .collect();
+    sha256d_groups_with(engine, &[(prefix, messages)])
+        .pop()
+        .unwrap_or_default()
+}
+
+/// `SHA256(SHA256(prefix ‖ m))` for every message of every group `(prefix, messages)`, all
+/// messages in one set of lanes (each lane starts from its own group's prefix midstate).
+fn sha256d_groups_with(engine: Engine, groups: &[(&[u8], &[&[u8]])]) -> Vec<Vec<Hash>> {
+    let prefixes: Vec<Prefix> = groups.iter().map(|(p, _)| Prefix::new(engine, p)).collect();
+    let total: usize = groups.iter().map(|(_, m)| m.len()).sum();
+    let mut inner = vec![[0u8; 32]; total];
+    let mut lanes = Vec::with_capacity(total);
+    for (prefix, (_, messages)) in prefixes.iter().zip(groups) {
+        for m in messages.iter() {
+            let i = lanes.len();
+            lanes.push(Lane::new(Job::new(prefix, m), prefix.midstate, i));
+        }
+    }
     run_lanes(engine, lanes, |i, state| inner[i] = digest_bytes(state));
-    outer_many(engine, &inner)
+    let mut outer = outer_many(engine, &inner).into_iter();
+    groups
+        .iter()
+        .map(|(_, m)| outer.by_ref().take(m.len()).collect())
+        .collect()
 }
 
 /// `SHA256(inner)` for every 32-byte digest, sixteen at a time with the wide engine, then two
@@ -826,6 +858,43 @@ mod tests {
             for e in engines() {
                 prop_assert_eq!(sha256d_many_with(e, &prefix, &refs), want.clone(), "{:?}", e);
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Groups under different tags hashed in one set of lanes give each group's own
+        /// tagged hashes, whatever the group sizes (empty groups included) and lengths.
+        #[test]
+        fn groups_match_tagged_hash_per_group(
+            groups in prop::collection::vec(
+                (
+                    prop::collection::vec(any::<u8>(), 0..80),
+                    prop::collection::vec(
+                        prop_oneof![0usize..200, 500usize..3000, prop::sample::select(vec![55usize, 64, 119, 4096])],
+                        0..20,
+                    ),
+                ),
+                0..4,
+            ),
+            seed in any::<u8>(),
+        ) {
+            let data: Vec<u8> = (0..4200u32).map(|i| (i as u8).wrapping_mul(seed | 1) ^ (i >> 5) as u8).collect();
+            let msgs: Vec<Vec<&[u8]>> = groups
+                .iter()
+                .enumerate()
+                .map(|(g, (_, lens))| {
+                    lens.iter().enumerate().map(|(j, &l)| &data[(j + g) % 97..(j + g) % 97 + l]).collect()
+                })
+                .collect();
+            let want: Vec<Vec<Hash>> = groups.iter().zip(&msgs).map(|((tag, _), m)| reference(tag, m)).collect();
+            let prefixes: Vec<Vec<u8>> = groups.iter().map(|(tag, _)| netstring::netstring(tag)).collect();
+            let input: Vec<(&[u8], &[&[u8]])> = prefixes.iter().zip(&msgs).map(|(p, m)| (p.as_slice(), m.as_slice())).collect();
+            for e in engines() {
+                prop_assert_eq!(sha256d_groups_with(e, &input), want.clone(), "{:?}", e);
+            }
+            let tagged: Vec<(&[u8], &[&[u8]])> = groups.iter().zip(&msgs).map(|((t, _), m)| (t.as_slice(), m.as_slice())).collect();
+            prop_assert_eq!(tagged_hash_groups(&tagged), want);
         }
     }
 

@@ -557,25 +557,19 @@ impl StorageClient {
             }
         };
         let (parts, body) = response.into_parts();
-        let limited = http_body_util::Limited::new(body, call.limit);
-        let body = match limited.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) => {
-                return Err(Attempt::Failed(
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        ClientError::TooLarge {
-                            endpoint,
-                            limit: call.limit,
-                        }
-                    } else {
-                        ClientError::Http {
-                            endpoint,
-                            reason: e.to_string(),
-                        }
-                    },
-                ))
+        let body = match collect_body(body, call.limit).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return Err(Attempt::Failed(ClientError::TooLarge {
+                    endpoint,
+                    limit: call.limit,
+                }))
+            }
+            Err(BodyError::Http(e)) => {
+                return Err(Attempt::Failed(ClientError::Http {
+                    endpoint,
+                    reason: e.to_string(),
+                }))
             }
         };
         self.put_idle(sender);
@@ -1042,9 +1036,90 @@ fn parse_response_content_range(s: &str) -> Option<(u64, u64)> {
     Some((a, b.checked_add(1)?))
 }
 
+/// Why a response body could not be read.
+#[derive(Debug)]
+enum BodyError<E> {
+    TooLarge,
+    Http(E),
+}
+
+/// Reads a response body of at most `limit` bytes into one buffer. The buffer is sized from the
+/// body's announced length (refused above `limit`) and each frame is copied into it as it
+/// arrives, so a large body (a share read of several MiB) is held once, not once as frames
+/// and again as their concatenation.
+async fn collect_body<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError<B::Error>>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let hint = body.size_hint().lower();
+    if hint > limit as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(hint as usize);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(BodyError::Http)?.into_data() {
+            // buf.len() <= limit: checked before every extend.
+            if data.len() > limit - buf.len() {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body of the given frames, announcing `hint` bytes.
+    struct Frames(std::collections::VecDeque<Bytes>, u64);
+
+    impl hyper::body::Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            let mut h = hyper::body::SizeHint::new();
+            h.set_lower(self.1);
+            h
+        }
+    }
+
+    fn frames(parts: &[&[u8]], hint: u64) -> Frames {
+        Frames(
+            parts.iter().map(|p| Bytes::copy_from_slice(p)).collect(),
+            hint,
+        )
+    }
+
+    #[tokio::test]
+    async fn collect_body_joins_frames_up_to_the_limit() {
+        let got = collect_body(frames(&[b"abc", b"", b"defg"], 7), 7)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], b"abcdefg");
+        // An announced length below the real one only sizes the first allocation.
+        let got = collect_body(frames(&[b"abc", b"defg"], 2), 7)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], b"abcdefg");
+    }
+
+    #[tokio::test]
+    async fn collect_body_refuses_a_body_over_the_limit() {
+        // Announced over the limit: refused before anything is read.
+        let r = collect_body(frames(&[b"abcdefgh"], 8), 7).await;
+        assert!(matches!(r, Err(BodyError::TooLarge)), "{r:?}");
+        // Not announced, and the frames go one byte past the limit.
+        let r = collect_body(frames(&[b"abcd", b"efgh"], 0), 7).await;
+        assert!(matches!(r, Err(BodyError::TooLarge)), "{r:?}");
+    }
 
     #[test]
     fn content_range_forms() {
