@@ -67,10 +67,28 @@ if timeout $T mount -t lafs -o "node-directory=$client,cache-dir=$work/c1,frobni
     2>/dev/null; then
     fail "mount -t lafs took an unknown option"
 fi
+# -f (fake) checks without mounting: a missing node directory (not created) or mount point fails.
+if timeout $T "$helper" -f tahoe: "$m1" -o "node-directory=$work/nonode" 2>/dev/null; then
+    fail "mount.lafs -f accepted a missing node directory"
+fi
+[[ ! -e "$work/nonode" ]] || fail "mount.lafs created the missing node directory"
+if timeout $T "$helper" -f tahoe: "$work/nodir" -o "node-directory=$client" 2>/dev/null; then
+    fail "mount.lafs -f accepted a missing mount point"
+fi
+if timeout $T "$helper" -f nosuchalias: "$m1" -o "node-directory=$client" 2>/dev/null; then
+    fail "mount.lafs -f accepted an unknown alias"
+fi
+timeout $T "$helper" -f tahoe: "$m1" -o "node-directory=$client" || fail "mount.lafs -f of a good mount"
+! mountpoint -q "$m1" || fail "mount.lafs -f mounted"
 timeout $T mount -s -t lafs \
-    -o "node-directory=$client,cache-dir=$work/c1,_netdev,x-systemd.automount,frobnicate" \
+    -o "node-directory=$client,cache-dir=$work/c1,_netdev,x-systemd.automount,frobnicate,noexec" \
     tahoe: "$m1" || fail "mount -s -t lafs"
 mountpoint -q "$m1" || fail "not mounted after mount -t lafs returned"
+findmnt -n -o OPTIONS "$m1" | grep -qE '(^|,)noexec(,|$)' || fail "noexec is not in the mount table"
+printf '#!/bin/sh\necho ran\n' >"$m1/x.sh"
+chmod 0755 "$m1/x.sh"
+if "$m1/x.sh" >/dev/null 2>&1; then fail "a program ran from a noexec mount"; fi
+rm "$m1/x.sh"
 # As root the mount is made with mount(2) directly: its type must still name the subtype, so
 # `findmnt -t fuse.lafs` and `umount -a -t fuse.lafs` find it.
 fstype="$(findmnt -n -o FSTYPE,SOURCE "$m1")"
@@ -118,6 +136,10 @@ FSTAB
 lib_mounts+=("$m3" "$m4")
 timeout $T mount -T "$work/fstab" "$m3" || fail "mount -T fstab (read cap)"
 timeout $T mount -T "$work/fstab" "$m4" || fail "mount -T fstab (alias:path)"
+# A cap is a secret: the daemon's command line (world-readable in /proc) must not hold it.
+pid="$(daemon_pid "$m3")"
+[[ -n "$pid" ]] || fail "no daemon pid for the read-cap mount"
+if tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'URI:'; then fail "the cap is in the daemon's command line"; fi
 findmnt -n -o OPTIONS "$m3" | grep -qE '(^|,)ro(,|$)' || fail "the read-cap mount is not ro in the mount table"
 same "$work/a.src" "$m3/a.bin" "a.bin through the read cap"
 python3 - "$m3" <<'PY' || fail "read-cap mount accepted a change"

@@ -17,6 +17,8 @@
 # - none of these leaves a "[Not Implemented]" warning in logs/mount.log.
 # - coalescing, on a second mount with the default options: 1,000 files created in one directory
 #   and made durable by one fsyncdir cost at most 5 directory publishes (the status's counter).
+# - cache bound: with cache-size=8000000, writing 40 MiB in 1 MiB files and reading them back
+#   keeps the cache directory's data and read-cache files within the bound plus 2 MiB.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=mount-tests/lib.sh
@@ -209,4 +211,33 @@ say "publishes for 1,000 creates: $((after - before))"
 timeout $T "$LAFS" -d "$client" ls tahoe:many >"$work/many.ls" || fail "lafs ls many"
 [[ "$(wc -l <"$work/many.ls")" == 1000 ]] || fail "the grid lists $(wc -l <"$work/many.ls") of 1,000"
 timeout $T "$LAFS" umount "$mnt2" || fail "lafs umount (second mount)"
+
+say "cache bound: cache-size=8000000; 40 MiB written in 1 MiB files, then read back"
+mnt3="$work/mnt3"
+lib_mount "$mnt3" "cache-size=8000000,write-back-delay=0"
+# The bound covers written files (data/) and the read cache (segs/); sampled every 0.1 s.
+(
+    while :; do
+        du -sb "$mnt3.cache/data" "$mnt3.cache/segs" 2>/dev/null | awk '{s += $1} END {print s + 0}'
+        sleep 0.1
+    done
+) >"$work/cache-du.log" &
+sampler=$!
+head -c $((40 << 20)) /dev/urandom >"$work/rand40"
+for i in $(seq 0 39); do
+    timeout $T dd if="$work/rand40" of="$mnt3/f$i" bs=1M skip="$i" count=1 status=none \
+        || { kill "$sampler"; fail "writing f$i"; }
+done
+for i in $(seq 0 39); do
+    timeout $T cmp <(dd if="$work/rand40" bs=1M skip="$i" count=1 status=none) "$mnt3/f$i" \
+        || { kill "$sampler"; fail "f$i read back differs"; }
+done
+kill "$sampler"
+wait "$sampler" 2>/dev/null || true
+max="$(sort -n "$work/cache-du.log" | tail -1)"
+# One open file (1 MiB) may go past the bound while it is written (SEMANTICS "write"); 1 MiB
+# more for a segment being stored as the sample is taken.
+say "cache directory peak: $max bytes in $(wc -l <"$work/cache-du.log") samples (bound 8000000)"
+((max <= 8000000 + (2 << 20))) || fail "the cache grew to $max bytes with cache-size=8000000"
+timeout $T "$LAFS" umount --flush "$mnt3" || fail "lafs umount --flush (third mount)"
 say "OK"

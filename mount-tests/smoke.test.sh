@@ -43,6 +43,22 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["source"]=
     "$work/status.json" || fail "status json: $(cat "$work/status.json")"
 grep -q "URI:" "$work/status.json" && fail "a cap in the status file"
 [[ -r "$mnt/.lafs-status" && ! -e "$mnt/sub/.lafs-status" ]] || fail "status file placement"
+# The virtual names are reserved in the root: a change naming them fails with EPERM and touches
+# no grid entry (a grid entry of that name would be hidden behind the virtual file).
+python3 - "$mnt" <<'PY' || fail "changes naming the virtual files"
+import errno, os, sys
+m = sys.argv[1]
+for f, args in [(os.rename, (m + "/small.txt", m + "/.lafs-status")),
+                (os.rename, (m + "/.lafs-control", m + "/moved")),
+                (os.unlink, (m + "/.lafs-status",))]:
+    try:
+        f(*args)
+    except OSError as e:
+        assert e.errno == errno.EPERM, (f.__name__, args, e)
+    else:
+        raise AssertionError((f.__name__, args, "succeeded"))
+assert sorted(os.listdir(m)) == ["big.bin", "small.txt", "sub"], os.listdir(m)
+PY
 
 say "unmounting with lafs umount"
 timeout $T "$LAFS" umount "$mnt" || fail "lafs umount"

@@ -47,6 +47,7 @@ pub enum Command {
     /// A local grid (storage servers, a client, a root directory), mounted: the main job.
     Up(up::UpArgs),
     /// Mounts a directory with FUSE.
+    #[command(after_help = mount::MOUNT_OPTIONS)]
     Mount(mount::MountArgs),
     /// Unmounts a lafs mount (--flush: once everything written is on the grid).
     Umount(ctl::UmountArgs),
@@ -115,6 +116,24 @@ mod tests {
         }
         for name in ["lafs", "/usr/bin/lafs", "mount.lafs.old", "mount-lafs", ""] {
             assert_eq!(personality(name.as_ref()), Personality::Lafs, "{name}");
+        }
+    }
+
+    #[test]
+    fn lafs_mount_help_lists_the_mount_options() {
+        use clap::CommandFactory as _;
+        let mut cli = Cli::command();
+        let mount = cli
+            .find_subcommand_mut("mount")
+            .expect("a mount subcommand");
+        let help = mount.render_long_help().to_string();
+        for option in [
+            "cache-size=BYTES",
+            "write-back-delay=SECS",
+            "allow_root",
+            "noexec",
+        ] {
+            assert!(help.contains(option), "{option} missing from:\n{help}");
         }
     }
 }

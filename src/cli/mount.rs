@@ -7,7 +7,8 @@
 //! readiness line, which it does right after fuser's mount succeeded; when the daemon fails
 //! first, the starter reports its exit status and the tail of its log. The daemon serves FUSE
 //! until unmounted (`lafs umount`, `fusermount3 -u`) or SIGINT/SIGTERM (it unmounts itself),
-//! then flushes pending uploads (bounded by [`FLUSH_AT_UNMOUNT`]; what is left stays in the
+//! then flushes pending uploads (while they progress, bounded by [`FLUSH_AT_UNMOUNT`] without
+//! progress; what is left stays in the
 //! cache and goes up at the next mount with that cache) and exits.
 //!
 //! The write-back cache (the layer's journal) defaults to `NODEDIR/private/mount-cache/ID` with
@@ -25,7 +26,7 @@ use clap::Args;
 use lafs::cap::{Cap, NodeCap};
 use lafs::client::immutable::UploadOptions;
 use lafs::fuse::status::{Control, MountInfo};
-use lafs::fuse::{GridBackend, LafsFs, FLUSH_AT_UNMOUNT};
+use lafs::fuse::{FlushProgress, GridBackend, LafsFs, FLUSH_AT_UNMOUNT};
 use lafs::vfs::{Config, Vfs};
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
@@ -45,6 +46,11 @@ pub struct MountArgs {
     /// Comma-separated mount options (may be repeated).
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
+    /// Internal (the background daemon): SOURCE is a placeholder; the real one is in the
+    /// environment variable LAFS_MOUNT_SOURCE, so that a cap never shows in the daemon's
+    /// command line, which every local user can read in /proc.
+    #[arg(long, hide = true)]
+    pub source_from_env: bool,
 }
 
 /// The options we read; everything else standard is accepted and ignored where it does not
@@ -59,6 +65,12 @@ pub struct Opts {
     pub ro: bool,
     pub allow_other: bool,
     pub default_permissions: bool,
+    /// `noexec` (the last of `exec`/`noexec` wins).
+    pub noexec: bool,
+    /// `allow_root`: root may use the mount besides its owner (`allow_other` wins).
+    pub allow_root: bool,
+    /// macFUSE's `noapplexattr` and `noappledouble`, passed to macFUSE on macOS only.
+    pub macos: Vec<String>,
     /// `read-ahead-kb`: the kernel's read-ahead for the mount (0: leave the kernel's).
     pub read_ahead_kb: Option<u32>,
 }
@@ -127,10 +139,15 @@ fn parse_opts_sloppy(list: &[String], sloppy: bool) -> anyhow::Result<(Opts, Vec
             ("rw", None) => o.ro = false,
             ("allow_other", None) => o.allow_other = true,
             ("default_permissions", None) => o.default_permissions = true,
-            // Standard options with no meaning for us.
+            ("exec", None) => o.noexec = false,
+            ("noexec", None) => o.noexec = true,
+            ("allow_root", None) => o.allow_root = true,
+            ("noapplexattr" | "noappledouble", None) => o.macos.push(k.to_string()),
+            // Standard options with no meaning for us. The mount is always nodev and nosuid
+            // (device nodes are entries only), so `dev` and `suid` cannot be granted.
             ("_netdev" | "noauto" | "auto" | "user" | "nouser" | "users" | "defaults", None)
-            | ("nofail" | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev", None)
-            | ("atime" | "noatime" | "relatime" | "async" | "allow_root", None) => {}
+            | ("nofail" | "suid" | "nosuid" | "dev" | "nodev", None)
+            | ("atime" | "noatime" | "relatime" | "async", None) => {}
             (k, _) if k.starts_with("x-") => {}
             _ if sloppy => unknown.push(item.to_string()),
             _ => bail!("unknown mount option '{k}'"),
@@ -166,19 +183,18 @@ fn free_space(dir: &Path) -> Option<u64> {
     Some(avail.saturating_mul(frsize))
 }
 
-pub fn run(node_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
-    let opts = parse_opts(&args.options)?;
-    if !args.mountpoint.is_dir() {
-        bail!(
-            "mount point {} is not a directory",
-            args.mountpoint.display()
-        );
+pub fn run(node_dir: Option<PathBuf>, mut args: MountArgs) -> anyhow::Result<()> {
+    if args.source_from_env {
+        args.source = std::env::var(SOURCE_ENV)
+            .with_context(|| format!("--source-from-env: {SOURCE_ENV} is not set"))?;
     }
+    let opts = parse_opts(&args.options)?;
     let basedir = opts
         .node_dir
         .clone()
         .or(node_dir)
         .unwrap_or_else(default_node_dir);
+    preflight(&basedir, &args)?;
     if args.foreground {
         super::node::init_tracing();
         let notify = std::env::var_os(NOTIFY_ENV).is_some();
@@ -208,9 +224,56 @@ pub fn run(node_dir: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
     background(&basedir, &args)
 }
 
+/// What can be checked before anything is created or started: the mount point is a directory,
+/// the node directory exists and loads, and SOURCE parses against its aliases. A mistyped
+/// `node-directory` must not be created (the daemon's log goes into it), and `mount.lafs -f`
+/// promises this check.
+fn preflight(basedir: &Path, args: &MountArgs) -> anyhow::Result<()> {
+    if !args.mountpoint.is_dir() {
+        bail!(
+            "mount point {} is not a directory",
+            args.mountpoint.display()
+        );
+    }
+    if !basedir.is_dir() {
+        bail!("node directory {} does not exist", basedir.display());
+    }
+    let node = lafs::config::NodeDir::load(basedir)
+        .with_context(|| format!("loading node directory {}", basedir.display()))?;
+    parse_location(&node.aliases, &args.source)?;
+    Ok(())
+}
+
 /// Set in the environment of the daemon `background` starts: it writes [`READY_LINE`] on its
 /// stdout once the mount is up.
 const NOTIFY_ENV: &str = "LAFS_MOUNT_NOTIFY";
+/// Carries a cap SOURCE to the daemon `background` starts (see `MountArgs::source_from_env`):
+/// /proc/PID/environ is readable by the owner only, /proc/PID/cmdline by everyone.
+const SOURCE_ENV: &str = "LAFS_MOUNT_SOURCE";
+
+/// The daemon's command line after `lafs -d DIR`: the source itself when it is an alias path,
+/// a placeholder when it holds a cap (then `background` passes it in [`SOURCE_ENV`]).
+fn daemon_args(args: &MountArgs) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec!["mount".into(), "--foreground".into()];
+    if holds_cap(&args.source) {
+        v.push("--source-from-env".into());
+        v.push("-".into());
+    } else {
+        v.push(args.source.clone().into());
+    }
+    v.push(args.mountpoint.clone().into());
+    for o in &args.options {
+        v.push("-o".into());
+        v.push(o.into());
+    }
+    v
+}
+
+/// Whether a mount source contains a cap (a bare cap, `CAP/path`): anything with `URI:` in it is
+/// treated as secret.
+fn holds_cap(source: &str) -> bool {
+    source.contains("URI:")
+}
 const READY_LINE: &str = "mounted\n";
 /// How long `background` waits for the daemon's readiness line (it opens the root directory on
 /// the grid first).
@@ -277,14 +340,9 @@ fn background(basedir: &Path, args: &MountArgs) -> anyhow::Result<()> {
         .context("opening logs/mount.log")?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("-d")
-        .arg(basedir)
-        .arg("mount")
-        .arg("--foreground")
-        .arg(&args.source)
-        .arg(&args.mountpoint);
-    for o in &args.options {
-        cmd.arg("-o").arg(o);
+    cmd.arg("-d").arg(basedir).args(daemon_args(args));
+    if holds_cap(&args.source) {
+        cmd.env(SOURCE_ENV, &args.source);
     }
     use std::os::unix::process::CommandExt;
     cmd.process_group(0)
@@ -501,10 +559,18 @@ pub fn serve(
     if opts.default_permissions {
         mopts.push(fuser::MountOption::DefaultPermissions);
     }
+    if opts.noexec {
+        mopts.push(fuser::MountOption::NoExec);
+    }
+    if cfg!(target_os = "macos") {
+        mopts.extend(opts.macos.iter().cloned().map(fuser::MountOption::CUSTOM));
+    }
     let mut config = fuser::Config::default();
     config.mount_options = mopts;
     if opts.allow_other {
         config.acl = fuser::SessionACL::All;
+    } else if opts.allow_root {
+        config.acl = fuser::SessionACL::RootAndOwner;
     }
     let abs_mountpoint = mountpoint
         .canonicalize()
@@ -513,7 +579,7 @@ pub fn serve(
         pid: std::process::id(),
         exits_on_unmount,
         mountpoint: abs_mountpoint.to_string_lossy().into_owned(),
-        source: if source.starts_with("URI:") {
+        source: if holds_cap(source) {
             "(a directory cap)".to_string()
         } else {
             source.to_string()
@@ -522,7 +588,8 @@ pub fn serve(
         cache_dir: mounted.cache_dir.to_string_lossy().into_owned(),
     };
     let control = Arc::new(Control::new(info, meta.uid(), meta.gid()));
-    let fs = LafsFs::new(Arc::new(vfs), rt.handle().clone()).with_control(control);
+    let vfs = Arc::new(vfs);
+    let fs = LafsFs::new(Arc::clone(&vfs), rt.handle().clone()).with_control(control);
     let session = match mount_typed(mountpoint, meta.mode(), &mounted, opts) {
         Some(fd) => fuser::Session::from_fd(fs, fd, config.acl, config.clone())
             .and_then(fuser::Session::spawn)
@@ -560,10 +627,19 @@ pub fn serve(
                 tracing::warn!("unmounting: {e:#}");
             }
         }
-        // The session ends once the kernel lets go (destroy flushes first, bounded).
-        let deadline = Instant::now() + FLUSH_AT_UNMOUNT + Duration::from_secs(30);
-        while !session.guard.is_finished() && Instant::now() < deadline {
+        // The session ends once the kernel lets go (destroy flushes first, bounded by its
+        // progress). Waited for as long as uploads progress, with a margin over destroy's own
+        // bound; if the kernel never lets go, what is pending stays in the cache.
+        let mut progress = FlushProgress::new(&vfs.status());
+        let mut polls = 0u32;
+        while !session.guard.is_finished() {
             std::thread::sleep(Duration::from_millis(50));
+            polls += 1;
+            if polls % 20 == 0
+                && progress.idle(&vfs.status()) > FLUSH_AT_UNMOUNT + Duration::from_secs(30)
+            {
+                break;
+            }
         }
     }
     tracing::info!(mountpoint = %abs_mountpoint.display(), "unmounted");
@@ -749,11 +825,17 @@ fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<Helper> {
     }))
 }
 
-/// The options `mount.lafs -o` takes, for `--help`.
-const HELPER_OPTIONS: &str = "\
+/// The `-o` options of `lafs mount` and `mount.lafs`, for their `--help` (a macro so that
+/// `concat!` can build [`HELPER_OPTIONS`] from it).
+macro_rules! mount_options {
+    () => {
+        "\
 options (-o, comma-separated):
   ro, rw                   mount read-only / read-write (a read cap always mounts read-only)
   allow_other              let other users in (needs user_allow_other in /etc/fuse.conf)
+  allow_root               let root in besides the owner (the same fuse.conf setting)
+  noexec, exec             forbid / allow executing files (default exec; always nodev,nosuid)
+  noapplexattr, noappledouble  macFUSE's options (macOS only; ignored elsewhere)
   default_permissions      let the kernel check permissions from the modes
   node-directory=DIR       the Tahoe node directory (default ~/.tahoe)
   cache-dir=PATH           the write-back and read cache (default NODEDIR/private/mount-cache/...)
@@ -761,9 +843,20 @@ options (-o, comma-separated):
   write-back-delay=SECS    upload a closed file after this delay (default 5)
   dir-refresh=SECS         re-read a directory listing after this time (default 30)
   read-ahead-kb=KB         the kernel's read-ahead for the mount (default: the kernel's)
-  _netdev, noauto, nofail, x-*, ...  accepted and ignored
+  _netdev, noauto, nofail, x-*, ...  accepted and ignored"
+    };
+}
+
+/// The options of `lafs mount -o`, shown after its `--help`.
+pub const MOUNT_OPTIONS: &str = mount_options!();
+
+/// The options and flags of `mount.lafs`, for its `--help`.
+const HELPER_OPTIONS: &str = concat!(
+    mount_options!(),
+    "
 flags: -f fake (check, do not mount)  -s sloppy (ignore unknown options)  -n -v (no effect)
-       -N NAMESPACE (mount in that mount namespace)  -t lafs  -h, --help";
+       -N NAMESPACE (mount in that mount namespace)  -t lafs  -h, --help"
+);
 
 /// Mounts `/dev/fuse` at `mountpoint` with mount(2) and the filesystem type `fuse.lafs`, when
 /// the process may (root, or CAP_SYS_ADMIN in its mount namespace); returns the device to
@@ -796,12 +889,17 @@ fn mount_typed(
     if opts.default_permissions {
         data.push_str(",default_permissions");
     }
-    if opts.allow_other {
+    // The kernel knows only allow_other; `allow_root` narrows it to root and the owner in the
+    // session's own check of each request (fuser's `SessionACL::RootAndOwner`).
+    if opts.allow_other || opts.allow_root {
         data.push_str(",allow_other");
     }
     let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
     if mounted.read_only {
         flags |= libc::MS_RDONLY;
+    }
+    if opts.noexec {
+        flags |= libc::MS_NOEXEC;
     }
     let target = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).ok()?;
     let data = std::ffi::CString::new(data).ok()?;
@@ -886,9 +984,6 @@ pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
         );
         h.options = known_options(&h.options, &unknown);
     }
-    if h.fake {
-        return Ok(());
-    }
     if let Some(ns) = &h.namespace {
         enter_namespace(ns)?;
     }
@@ -897,8 +992,12 @@ pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
         mountpoint: h.mountpoint,
         foreground: false,
         options: h.options,
+        source_from_env: false,
     };
     let basedir = parsed.node_dir.unwrap_or_else(default_node_dir);
+    if h.fake {
+        return preflight(&basedir, &args);
+    }
     run(Some(basedir), args)
 }
 
@@ -947,6 +1046,71 @@ mod tests {
         assert!(parse_opts(&["read-ahead-kb=-1".into()]).is_err());
         assert!(parse_opts(&["frobnicate".into()]).is_err());
         assert!(parse_opts(&["write-back-delay=-1".into()]).is_err());
+    }
+
+    #[test]
+    fn noexec_allow_root_and_macfuse_options_are_kept_not_dropped() {
+        let o = parse_opts(&["noexec,allow_root,noapplexattr,noappledouble".into()]).unwrap();
+        assert!(o.noexec && o.allow_root && !o.allow_other);
+        assert_eq!(o.macos, ["noapplexattr", "noappledouble"]);
+        let o = parse_opts(&["noexec".into(), "exec".into()]).unwrap();
+        assert!(!o.noexec);
+    }
+
+    fn mount_args(source: &str) -> MountArgs {
+        MountArgs {
+            source: source.into(),
+            mountpoint: "/mnt/x".into(),
+            foreground: false,
+            options: vec!["ro".into()],
+            source_from_env: false,
+        }
+    }
+
+    #[test]
+    fn a_cap_source_stays_out_of_the_daemons_command_line() {
+        let cap = "URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        for source in [cap.to_string(), format!("{cap}/sub/dir")] {
+            let argv = daemon_args(&mount_args(&source));
+            assert!(
+                argv.iter().all(|a| !a.to_string_lossy().contains("URI:")),
+                "{argv:?}"
+            );
+            assert!(argv.contains(&OsString::from("--source-from-env")));
+        }
+        let argv = daemon_args(&mount_args("tahoe:sub"));
+        let want: Vec<OsString> = ["mount", "--foreground", "tahoe:sub", "/mnt/x", "-o", "ro"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(argv, want);
+    }
+
+    #[test]
+    fn the_daemons_command_line_parses_back_to_the_same_mount() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: Cmd,
+        }
+        #[derive(clap::Subcommand)]
+        enum Cmd {
+            Mount(MountArgs),
+        }
+        let cap = "URI:DIR2:aaaaaaaaaaaaaaaaaaaaaaaaaa:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        for source in [cap, "tahoe:sub"] {
+            let argv =
+                std::iter::once(OsString::from("lafs")).chain(daemon_args(&mount_args(source)));
+            let Cmd::Mount(m) = Cli::try_parse_from(argv).unwrap().cmd;
+            assert!(m.foreground);
+            assert_eq!(m.source_from_env, holds_cap(source));
+            if !m.source_from_env {
+                assert_eq!(m.source, source);
+            }
+            assert_eq!(m.mountpoint, PathBuf::from("/mnt/x"));
+            assert_eq!(m.options, ["ro"]);
+        }
     }
 
     fn helper(args: &[&str]) -> anyhow::Result<HelperArgs> {

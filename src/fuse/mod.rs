@@ -48,7 +48,8 @@ use tokio::sync::Semaphore;
 
 /// How long the kernel may cache attributes and entries. Short: other writers change the grid.
 const TTL: Duration = Duration::from_secs(1);
-/// How long an unmount waits for pending uploads.
+/// How long an unmount waits for pending uploads without progress ([`FlushProgress`]): a flush
+/// that keeps completing uploads goes on, however large the backlog.
 pub const FLUSH_AT_UNMOUNT: Duration = Duration::from_secs(120);
 /// How many failed flush rounds in a row end the flush at unmount early (the grid is
 /// unreachable); with the flusher's retry delay between rounds this is about 15 seconds (measured by
@@ -56,6 +57,36 @@ pub const FLUSH_AT_UNMOUNT: Duration = Duration::from_secs(120);
 pub const UNMOUNT_FLUSH_ATTEMPTS: u32 = 3;
 /// Requests running at once.
 pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Tells whether a flush makes progress: an upload or a directory publish completed, or fewer
+/// bytes wait for the grid, since the last time it did.
+pub struct FlushProgress {
+    mark: (u64, u64, u64),
+    since: std::time::Instant,
+}
+
+impl FlushProgress {
+    pub fn new(s: &crate::vfs::Status) -> FlushProgress {
+        FlushProgress {
+            mark: Self::mark(s),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn mark(s: &crate::vfs::Status) -> (u64, u64, u64) {
+        (s.uploads_done, s.publishes, u64::MAX - s.bytes_dirty)
+    }
+
+    /// Takes the current status; returns how long it has been since the last progress.
+    pub fn idle(&mut self, s: &crate::vfs::Status) -> Duration {
+        let now = Self::mark(s);
+        if now.0 > self.mark.0 || now.1 > self.mark.1 || now.2 > self.mark.2 {
+            self.since = std::time::Instant::now();
+        }
+        self.mark = now;
+        self.since.elapsed()
+    }
+}
 
 /// The one place where a layer error becomes an errno.
 ///
@@ -154,6 +185,13 @@ impl LafsFs {
             order: Arc::new(order::InodeOrder::default()),
             control: None,
         }
+    }
+
+    /// Whether `n` in `parent` names one of the virtual files ([`status`]). The names are
+    /// reserved in the root: a change naming them answers EPERM, where it would otherwise
+    /// reach a grid entry of that name, which the mount hides behind the virtual file.
+    fn reserved(&self, parent: INodeNo, n: &OsStr) -> bool {
+        self.control.is_some() && status::lookup_virtual(parent.0, n).is_some()
     }
 
     /// Runs `f(vfs)` on a tokio task holding one in-flight slot.
@@ -292,8 +330,9 @@ impl Filesystem for LafsFs {
 
     fn destroy(&mut self) {
         // Unmount: give pending uploads their chance (what cannot be uploaded stays journaled
-        // and goes up at the next mount). Bounded twice: by time, so a slow grid cannot hang
-        // the unmount, and by failures: the flusher retries a failed upload or publish after
+        // and goes up at the next mount). Bounded twice: by progress, so a grid that stopped
+        // answering cannot hang the unmount while a large backlog that keeps going up is
+        // finished, and by failures: the flusher retries a failed upload or publish after
         // its retry delay, so one error (a transient one) does not end the flush, but
         // UNMOUNT_FLUSH_ATTEMPTS failed rounds in a row mean the grid is not there (offline):
         // waiting out the whole bound would gain nothing.
@@ -305,10 +344,23 @@ impl Filesystem for LafsFs {
                 if let Err(e) = vfs.seal_all().await {
                     tracing::warn!("unmount: sealing the cache failed: {e}");
                 }
-                let deadline = tokio::time::Instant::now() + FLUSH_AT_UNMOUNT;
+                let mut progress = FlushProgress::new(&vfs.status());
+                let stalled = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if progress.idle(&vfs.status()) >= FLUSH_AT_UNMOUNT {
+                            return;
+                        }
+                    }
+                };
+                tokio::pin!(stalled);
                 let mut failures = 0;
                 loop {
-                    match tokio::time::timeout_at(deadline, vfs.flush_all()).await {
+                    let flush = tokio::select! {
+                        r = vfs.flush_all() => Ok(r),
+                        () = &mut stalled => Err(()),
+                    };
+                    match flush {
                         Ok(Ok(())) => return,
                         Ok(Err(e)) => {
                             failures += 1;
@@ -321,9 +373,11 @@ impl Filesystem for LafsFs {
                             }
                             tracing::warn!("unmount: {e}; flushing on");
                         }
-                        Err(_) => {
+                        Err(()) => {
                             tracing::warn!(
-                                "unmount: pending uploads left in the cache for the next mount"
+                                "unmount: no upload completed for {} s: pending uploads left in \
+                                 the cache for the next mount",
+                                FLUSH_AT_UNMOUNT.as_secs()
                             );
                             return;
                         }
@@ -407,6 +461,9 @@ impl Filesystem for LafsFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        if self.reserved(parent, n) {
+            return reply.error(Errno::EPERM);
+        }
         let (n, uid, gid) = (name(n), req.uid(), req.gid());
         let mode = mode & !(umask & 0o777);
         self.spawn(move |v| async move {
@@ -426,6 +483,9 @@ impl Filesystem for LafsFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        if self.reserved(parent, n) {
+            return reply.error(Errno::EPERM);
+        }
         let (n, uid, gid) = (name(n), req.uid(), req.gid());
         let mode = mode & !umask;
         self.spawn(move |v| async move {
@@ -434,11 +494,17 @@ impl Filesystem for LafsFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        if self.reserved(parent, n) {
+            return reply.error(Errno::EPERM);
+        }
         let n = name(n);
         self.spawn(move |v| async move { reply_empty(v.unlink(parent.0, &n).await, reply) });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        if self.reserved(parent, n) {
+            return reply.error(Errno::EPERM);
+        }
         let n = name(n);
         self.spawn(move |v| async move { reply_empty(v.rmdir(parent.0, &n).await, reply) });
     }
@@ -451,6 +517,9 @@ impl Filesystem for LafsFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        if self.reserved(parent, link_name) {
+            return reply.error(Errno::EPERM);
+        }
         let (n, t, uid, gid) = (
             name(link_name),
             target.as_os_str().to_os_string(),
@@ -472,6 +541,9 @@ impl Filesystem for LafsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if self.reserved(parent, n) || self.reserved(newparent, newname) {
+            return reply.error(Errno::EPERM);
+        }
         let (n, nn) = (name(n), name(newname));
         let flags = flags.bits();
         self.spawn(move |v| async move {
@@ -487,6 +559,9 @@ impl Filesystem for LafsFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        if self.reserved(newparent, newname) {
+            return reply.error(Errno::EPERM);
+        }
         let nn = name(newname);
         self.spawn(
             move |v| async move { reply_entry(v.link(ino.0, newparent.0, &nn).await, reply) },
@@ -904,6 +979,9 @@ impl Filesystem for LafsFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.reserved(parent, n) {
+            return reply.error(Errno::EPERM);
+        }
         let (n, uid, gid) = (name(n), req.uid(), req.gid());
         let mode = mode & !(umask & 0o777);
         self.spawn(move |v| async move {
@@ -924,6 +1002,31 @@ impl Filesystem for LafsFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flush_progress_is_a_completed_upload_or_publish_or_fewer_dirty_bytes() {
+        let pause = Duration::from_millis(30);
+        let mut s = crate::vfs::Status {
+            bytes_dirty: 100,
+            ..Default::default()
+        };
+        let mut p = FlushProgress::new(&s);
+        std::thread::sleep(pause);
+        assert!(p.idle(&s) >= pause, "nothing changed");
+        s.bytes_dirty = 50;
+        assert!(p.idle(&s) < pause, "fewer dirty bytes");
+        std::thread::sleep(pause);
+        s.bytes_dirty = 80;
+        assert!(
+            p.idle(&s) >= pause,
+            "more dirty bytes (a writer) is not progress"
+        );
+        s.uploads_done = 1;
+        assert!(p.idle(&s) < pause, "an upload completed");
+        std::thread::sleep(pause);
+        s.publishes = 1;
+        assert!(p.idle(&s) < pause, "a publish completed");
+    }
 
     /// The FUSE thread hands requests to tasks without waiting while fewer than MAX_IN_FLIGHT
     /// run (so a request stuck on the network holds up no other), and waits for a slot, instead

@@ -780,6 +780,40 @@ async fn dir_refresh_shows_other_writers_entries() {
     assert_eq!(cat(&v, n.ino).await, b"hi");
 }
 
+/// SEMANTICS "Other writers": a lookup of a name the expired listing has is answered from it at
+/// once while the re-read runs in the background (rsync's `lstat` of unchanged entries never
+/// waits on the grid); a name it lacks waits for the re-read, and finds the other writer's entry.
+#[tokio::test]
+async fn lookup_in_an_expired_listing_answers_at_once_and_a_missing_name_waits_for_the_reread() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    let mut l = grid_listing(&b, &root);
+    l.insert("old", child_for(&b.put_bytes(b"old"), Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 0);
+    c.dir_refresh = Duration::from_millis(30);
+    let v = Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap();
+    v.lookup(ROOT_INO, os("old")).await.unwrap();
+    let mut l = grid_listing(&b, &root);
+    l.insert("new", child_for(&b.put_bytes(b"new"), Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The re-read the next lookup starts takes 3 s.
+    let stall = Duration::from_secs(3);
+    b.stall_next_dir_reads(1, stall);
+    let t = std::time::Instant::now();
+    let old = v.lookup(ROOT_INO, os("old")).await.unwrap();
+    assert!(
+        t.elapsed() < stall / 2,
+        "a name the expired listing has waited {:?} for the re-read",
+        t.elapsed()
+    );
+    assert_eq!(cat(&v, old.ino).await, b"old");
+    let new = v.lookup(ROOT_INO, os("new")).await.unwrap();
+    assert_eq!(cat(&v, new.ino).await, b"new");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Property test: random operation sequences against a reference model of a POSIX tree, with
 // simulated crashes (the Vfs dropped without flushing, a new one on the same cache directory).
