@@ -713,6 +713,7 @@ fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<Helper> {
                 'f' => fake = true,
                 's' => sloppy = true,
                 'n' | 'v' => {}
+                'h' => return Ok(Helper::Help),
                 'o' | 't' | 'N' => {
                     let rest = &s[1 + i + c.len_utf8()..];
                     let value = if rest.is_empty() {
@@ -958,10 +959,12 @@ mod tests {
 
     #[test]
     fn helper_help_flag_asks_for_the_usage() {
-        for args in [&["--help"][..], &["-h"], &["a:", "/m", "--help"]] {
+        for args in [&["--help"][..], &["-h"], &["a:", "/m", "--help"], &["-vh"]] {
             let r = parse_helper_args(args.iter().map(OsString::from).collect()).unwrap();
             assert!(matches!(r, Helper::Help), "{args:?}");
         }
+        // What `mount.lafs -h` runs: it prints the usage and succeeds (exit status 0).
+        assert!(mount_helper(vec!["mount.lafs".into(), "-h".into()]).is_ok());
     }
 
     /// mount(8)'s `-s`: an option this helper does not know is let through (and dropped from
