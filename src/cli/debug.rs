@@ -2,6 +2,10 @@
 //!
 //! `lafs debug encode` computes the CHK (or LIT) cap Tahoe 1.20 would give a file, without
 //! uploading anything: the shares are encoded and discarded.
+//!
+//! `lafs debug man OUTDIR` (hidden) writes the man pages of `lafs` and of each of its
+//! subcommands, generated from the clap definitions, so they say what `--help` says. The pages
+//! are committed in `man/`; a unit test fails when they differ from freshly generated ones.
 
 use anyhow::{bail, Context};
 use base64::Engine;
@@ -14,6 +18,12 @@ use std::path::PathBuf;
 pub enum DebugCommand {
     /// Print the immutable cap of FILE (convergent encryption), without uploading.
     Encode(EncodeArgs),
+    /// Write the man pages of lafs and its subcommands (lafs.1, lafs-put.1, ...) into OUTDIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them (created if missing).
+        outdir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -58,7 +68,66 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
             writeln!(std::io::stdout().lock(), "{cap}")?;
             Ok(())
         }
+        DebugCommand::Man { outdir } => {
+            std::fs::create_dir_all(&outdir)
+                .with_context(|| format!("creating {}", outdir.display()))?;
+            for (name, page) in man_pages()? {
+                let path = outdir.join(&name);
+                std::fs::write(&path, page)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// The man pages of `lafs` and of every visible subcommand, recursively, as (file name, roff
+/// text), in a fixed order: what `clap_mangen::generate_to` writes, rendered in memory, with
+/// the title line of [`title_line`]. No date goes into a page, so the output depends on the
+/// clap definitions and the version only.
+pub fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+        let man = clap_mangen::Man::new(cmd.clone());
+        let mut page = Vec::new();
+        man.render(&mut page)?;
+        let page = String::from_utf8_lossy(&page);
+        let name = cmd.get_display_name().unwrap_or_else(|| cmd.get_name());
+        let text: String = page
+            .lines()
+            .map(|l| {
+                if l.starts_with(".TH ") {
+                    title_line(name)
+                } else {
+                    l.to_string()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        out.push((man.get_filename(), text.into_bytes()));
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, out)?;
+        }
+        Ok(())
+    }
+    use clap::CommandFactory as _;
+    let mut cmd = super::Cli::command().disable_help_subcommand(true);
+    // Building gives each subcommand its display name (`lafs-put`), the page's name.
+    cmd.build();
+    let mut out = Vec::new();
+    walk(&cmd, &mut out).context("rendering the man pages")?;
+    Ok(out)
+}
+
+/// The `.TH` line of the page of command `name` (`lafs-put`): its title in capitals, section 1,
+/// no date, and `lafs VERSION` as the source for every page. clap_mangen's own line writes an
+/// empty date as nothing, so man(7) reads the next field (the source) as the date, and gives a
+/// subcommand's page the subcommand's name as its source.
+fn title_line(name: &str) -> String {
+    format!(
+        ".TH {} 1 \"\" \"lafs {}\"",
+        name.to_uppercase().replace('-', "\\-"),
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// Decodes the convergence secret from the argument given.
@@ -121,4 +190,44 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<String> {
         &KeySource::Convergent(secret),
     )?;
     Ok(cap.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed pages in `man/` are exactly what the clap definitions generate: a changed
+    /// help text, option or version without regenerated pages fails here, and so does a page
+    /// left behind by a removed subcommand.
+    #[test]
+    fn committed_man_pages_match_the_clap_definitions() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+        let fix = "regenerate them: cargo run --bin lafs -- debug man man/";
+        let pages = man_pages().unwrap();
+        let names: std::collections::BTreeSet<&str> =
+            pages.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains("lafs.1") && names.contains("lafs-put.1"));
+        assert!(names.contains("lafs-debug-encode.1"));
+        assert!(!names
+            .iter()
+            .any(|n| n.contains("help") || n.contains("-man")));
+        let put = &pages.iter().find(|(n, _)| n == "lafs-put.1").unwrap().1;
+        let title = format!(
+            ".TH LAFS\\-PUT 1 \"\" \"lafs {}\"\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(String::from_utf8_lossy(put).contains(&title));
+        for (name, page) in &pages {
+            let committed = std::fs::read(dir.join(name)).unwrap_or_default();
+            assert!(committed == *page, "man/{name} is missing or stale; {fix}");
+        }
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let generated = name.starts_with("lafs") && name.ends_with(".1");
+            assert!(
+                !generated || names.contains(name.as_str()),
+                "man/{name} is not generated any more: remove it; {fix}"
+            );
+        }
+    }
 }

@@ -44,6 +44,11 @@ pub struct MountArgs {
     #[arg(long, short = 'F')]
     pub foreground: bool,
     /// Comma-separated mount options (may be repeated).
+    ///
+    /// ro, rw, allow_other, default_permissions, node-directory=DIR, cache-dir=PATH,
+    /// cache-size=BYTES, write-back-delay=SECONDS, dir-refresh=SECONDS, read-ahead-kb=KB; the
+    /// options of mount(8) and systemd (_netdev, noauto, nofail, x-*, ...) are accepted and
+    /// ignored. `mount.lafs --help` and mount.lafs(8) say what each does and its default.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// Internal (the background daemon): SOURCE is a placeholder; the real one is in the
@@ -789,6 +794,7 @@ fn parse_helper_args(args: Vec<OsString>) -> anyhow::Result<Helper> {
                 'f' => fake = true,
                 's' => sloppy = true,
                 'n' | 'v' => {}
+                'h' => return Ok(Helper::Help),
                 'o' | 't' | 'N' => {
                     let rest = &s[1 + i + c.len_utf8()..];
                     let value = if rest.is_empty() {
@@ -1122,10 +1128,12 @@ mod tests {
 
     #[test]
     fn helper_help_flag_asks_for_the_usage() {
-        for args in [&["--help"][..], &["-h"], &["a:", "/m", "--help"]] {
+        for args in [&["--help"][..], &["-h"], &["a:", "/m", "--help"], &["-vh"]] {
             let r = parse_helper_args(args.iter().map(OsString::from).collect()).unwrap();
             assert!(matches!(r, Helper::Help), "{args:?}");
         }
+        // What `mount.lafs -h` runs: it prints the usage and succeeds (exit status 0).
+        assert!(mount_helper(vec!["mount.lafs".into(), "-h".into()]).is_ok());
     }
 
     /// mount(8)'s `-s`: an option this helper does not know is let through (and dropped from
