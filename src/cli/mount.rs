@@ -43,12 +43,7 @@ pub struct MountArgs {
     /// Stay attached (serve in this process until unmounted).
     #[arg(long, short = 'F')]
     pub foreground: bool,
-    /// Comma-separated mount options (may be repeated).
-    ///
-    /// ro, rw, allow_other, default_permissions, node-directory=DIR, cache-dir=PATH,
-    /// cache-size=BYTES, write-back-delay=SECONDS, dir-refresh=SECONDS, read-ahead-kb=KB; the
-    /// options of mount(8) and systemd (_netdev, noauto, nofail, x-*, ...) are accepted and
-    /// ignored. `mount.lafs --help` and mount.lafs(8) say what each does and its default.
+    /// Comma-separated mount options (may be repeated): listed below, and in mount.lafs(8).
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// Internal (the background daemon): SOURCE is a placeholder; the real one is in the
