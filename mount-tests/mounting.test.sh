@@ -10,6 +10,8 @@
 #   change), and `alias:path` of a subdirectory, whose writes land in that subdirectory;
 # - user extended attributes through the kernel (set, get, list, remove, XATTR_CREATE,
 #   size-0 queries and ERANGE, `trusted.*` refused), still there after a fresh-cache remount;
+# - the mount root's mode, mtime and a user xattr, kept by a remount with the same cache, and
+#   an rsync -a into the root that changes nothing when run again after a remount;
 # - with every server stopped (SIGSTOP), a read that needs the grid waits while stat, listing,
 #   status, a cached read and a new write are answered; the read completes once they go on;
 # - with the grid down: `lafs umount --flush` fails and leaves the mount up, with the error in
@@ -233,6 +235,37 @@ assert os.getxattr(os.path.join(m, "xd"), "user.on-dir") == b"yes"
 PY
 timeout $T "$LAFS" umount "$m6" || fail "lafs umount (xattrs remount)"
 say "extended attributes (kernel paths, and from the grid): ok"
+
+# 4b. The mount root's attributes (it has no entry in a parent directory: they are kept in the
+# cache's journal) survive an unmount and a remount with the same cache: mode, mtime, a user
+# xattr; and an rsync -a of a tree into the root, run again after a remount, changes nothing
+# (it sets the root's mode and times on every run).
+m9="$work/m9"
+lib_mount "$m9" "cache-dir=$work/c9"
+chmod 0750 "$m9" || fail "chmod of the mount root"
+touch -d @1000000000 "$m9" || fail "touch -d of the mount root"
+python3 -c 'import os,sys; os.setxattr(sys.argv[1], "user.k", b"v")' "$m9" || fail "setxattr on the mount root"
+timeout $T "$LAFS" umount "$m9" || fail "lafs umount (root attributes)"
+lib_mount "$m9" "cache-dir=$work/c9"
+got="$(stat -c '%a %Y' "$m9")"
+[[ "$got" == "750 1000000000" ]] || fail "the mount root after a remount: mode and mtime '$got', want '750 1000000000'"
+python3 - "$m9" <<'PY' || fail "the mount root's xattr after a remount"
+import os, sys
+assert os.listxattr(sys.argv[1]) == ["user.k"], os.listxattr(sys.argv[1])
+assert os.getxattr(sys.argv[1], "user.k") == b"v"
+PY
+rsrc="$work/rootsrc"
+tree_gen "$rsrc" 40 3 5 || fail "generating the tree for the root"
+chmod 0711 "$rsrc"
+touch -d '2011-02-03 04:05:06.123456789' "$rsrc"
+timeout 300 rsync -a "$rsrc/" "$m9/" || fail "rsync -a into the mount root"
+timeout $T "$LAFS" umount "$m9" || fail "lafs umount after the rsync into the root"
+lib_mount "$m9" "cache-dir=$work/c9"
+out="$(timeout 300 rsync -a --itemize-changes "$rsrc/" "$m9/")" || fail "rsync -a into the root after a remount"
+[[ -z "$out" ]] || fail "rsync -a into the mount root after a remount with the same cache changed things:
+$(head -n 20 <<<"$out")"
+timeout $T "$LAFS" umount "$m9" || fail "lafs umount (root rsync)"
+say "mount root attributes kept across a remount with the same cache, rsync rerun a no-op: ok"
 
 # 5a. A hung grid does not hang the mount: with every server stopped (SIGSTOP: connections hang
 # instead of failing), a read that needs the grid waits, but requests answered from memory or

@@ -9,7 +9,8 @@
 //!   retirement `{"retire": seq}`, a creation `{"created": id, "cap": cap}`, the boot the
 //!   writer runs in `{"boot": id}` (first in every compacted log), a seal
 //!   `{"sealed": fid, "len": L}` (data file `fid` is durable with `L` bytes), or its withdrawal
-//!   `{"unsealed": fid}`.
+//!   `{"unsealed": fid}`, or the attributes of the mount root `{"root": metadata}` (the root has
+//!   no entry in a parent directory to hold them; the last such frame wins).
 //! - Directories made by `mkdir` are created on the grid later (write-back), so until then they
 //!   have no cap: such a directory is named by a local id. Its entry in its parent is a record
 //!   whose target is `{"newdir": id}` ([`Target::NewDir`]), and its own entries are records whose
@@ -30,7 +31,7 @@
 //! compacted into a fresh log (tmp + fsync + rename + directory fsync), which also drops the
 //! torn tail. The log is compacted again the same way when it grows past 4 times its live bytes.
 //! A compaction writes the boot frame, one seal frame per sealed data file a live record names,
-//! then the live records.
+//! the root's attributes frame when there is one, then the live records.
 //!
 //! Power cuts: a record naming a data file is durable with the log, the file's content only once
 //! it is sealed. When the last boot frame of the log differs from the running boot, the page
@@ -257,6 +258,8 @@ pub struct Journal {
     committer: Option<std::thread::JoinHandle<()>>,
     /// Files set aside by the replay after a power cut (taken by [`Journal::take_recovered`]).
     recovered: Vec<Recovered>,
+    /// The mount root's attributes the replay found (taken by [`Journal::take_root`]).
+    root_md: Option<Metadata>,
 }
 
 /// A data file the replay after a power cut did not publish: not sealed (or not at the sealed
@@ -341,6 +344,8 @@ struct LogState {
     boot: Option<String>,
     /// Sealed data files: fid -> the length that was fdatasync'd (what a compaction rewrites).
     sealed: BTreeMap<u64, u64>,
+    /// The payload of the latest root attributes frame (what a compaction rewrites).
+    root: Option<Vec<u8>>,
 }
 
 fn io(e: std::io::Error) -> String {
@@ -619,6 +624,7 @@ impl Journal {
         // The boot of the last session that wrote the log, and the sealed data files.
         let mut log_boot: Option<&str> = None;
         let mut sealed: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut root_md: Option<Metadata> = None;
         for v in &parsed {
             if let Some(seq) = v.get("retire").and_then(Value::as_u64) {
                 retired.insert(seq);
@@ -632,6 +638,11 @@ impl Journal {
                 sealed.insert(fid, len);
             } else if let Some(fid) = v.get("unsealed").and_then(Value::as_u64) {
                 sealed.remove(&fid);
+            } else if let Some(md) = v.get("root").and_then(Value::as_str) {
+                // A frame that does not parse (never written so) leaves the previous one.
+                if let Ok(md) = Metadata::from_json(md.as_bytes()) {
+                    root_md = Some(md);
+                }
             } else if let Some(mut rec) = Record::from_json(v) {
                 max_seq = max_seq.max(rec.seq);
                 let ids: Vec<u64> = rec.dir_ids().collect();
@@ -772,9 +783,16 @@ impl Journal {
             .map(|r| Ok((r.seq, serde_json::to_vec(&r.to_json()).map_err(io_json)?)))
             .collect::<Result<_, String>>()?;
         let live_bytes = live.values().map(|p| p.len() as u64 + 12).sum();
+        let root_frame = root_md.as_ref().map(root_payload);
         // Compact now: drops retired records, superseded versions and any torn tail, and
         // names the running boot.
-        let (file, log_bytes) = write_log(&jdir, boot.as_deref(), &sealed, &live)?;
+        let (file, log_bytes) = write_log(
+            &jdir,
+            boot.as_deref(),
+            &sealed,
+            root_frame.as_deref(),
+            &live,
+        )?;
         for p in obsolete {
             let _ = fs::remove_file(p);
         }
@@ -793,6 +811,7 @@ impl Journal {
                 compact_min: COMPACT_MIN,
                 boot,
                 sealed,
+                root: root_frame,
             }),
             cv: Condvar::new(),
         });
@@ -810,6 +829,7 @@ impl Journal {
                 shared,
                 committer: Some(committer),
                 recovered,
+                root_md,
             },
             recs,
         ))
@@ -922,6 +942,7 @@ impl Journal {
                 &self.root.join("journal"),
                 st.boot.as_deref(),
                 &st.sealed,
+                st.root.as_deref(),
                 &st.live,
             )?;
             st.file = Arc::new(file);
@@ -1020,6 +1041,21 @@ impl Journal {
         st.synced == st.written
     }
 
+    /// Records the attributes of the mount root (entry metadata, as a parent's entry would hold
+    /// them): one frame, replacing any earlier one. Durable as [`Journal::write`] is: seen by a
+    /// restart after a daemon crash once this returns, against a power cut after the next
+    /// commit.
+    pub fn set_root(&self, md: &Metadata) -> Result<(), String> {
+        let payload = root_payload(md);
+        let kept = payload.clone();
+        self.append_with(&[&payload], Vec::new(), |st| st.root = Some(kept))
+    }
+
+    /// The mount root's attributes the replay found (once): `None` when no frame recorded them.
+    pub fn take_root(&mut self) -> Option<Metadata> {
+        self.root_md.take()
+    }
+
     /// The data files the replay set aside after a power cut (once).
     pub fn take_recovered(&mut self) -> Vec<Recovered> {
         std::mem::take(&mut self.recovered)
@@ -1062,12 +1098,14 @@ fn io_json(e: serde_json::Error) -> String {
     e.to_string()
 }
 
-/// Writes a fresh log holding the boot frame, the seal frames of `sealed` and the records
-/// `live` (tmp + fsync + rename + directory fsync); returns it open for appending, and its size.
+/// Writes a fresh log holding the boot frame, the seal frames of `sealed`, the root's
+/// attributes frame `root` and the records `live` (tmp + fsync + rename + directory fsync);
+/// returns it open for appending, and its size.
 fn write_log(
     jdir: &Path,
     boot: Option<&str>,
     sealed: &BTreeMap<u64, u64>,
+    root: Option<&[u8]>,
     live: &BTreeMap<u64, Vec<u8>>,
 ) -> Result<(fs::File, u64), String> {
     let tmp = jdir.join("log.tmp");
@@ -1077,6 +1115,9 @@ fn write_log(
     }
     for (fid, len) in sealed {
         buf.extend_from_slice(&frame(seal_payload(*fid, *len).as_slice()));
+    }
+    if let Some(r) = root {
+        buf.extend_from_slice(&frame(r));
     }
     for p in live.values() {
         buf.extend_from_slice(&frame(p));
@@ -1092,6 +1133,10 @@ fn write_log(
         .open(jdir.join(LOG))
         .map_err(io)?;
     Ok((f, buf.len() as u64))
+}
+
+fn root_payload(md: &Metadata) -> Vec<u8> {
+    json!({ "root": md.to_json() }).to_string().into_bytes()
 }
 
 fn seal_payload(fid: u64, len: u64) -> Vec<u8> {
@@ -1647,6 +1692,45 @@ mod tests {
         let (mut j, recs) = Journal::open(tmp.path(), Some("boot-2")).unwrap();
         assert_eq!(names(&recs), vec!["sealed", "resealed"]);
         assert!(j.take_recovered().is_empty());
+    }
+
+    /// The mount root's attributes have no record of their own (no directory holds the root):
+    /// their frame must be kept by every compaction, the last one written winning, and must
+    /// replay whatever the boot.
+    #[test]
+    fn compaction_keeps_the_root_attributes_frame() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), BOOT).unwrap();
+        assert!(j.take_root().is_none(), "a new cache has none");
+        j.log_state().compact_min = 2_000;
+        let md = |mode: u64| {
+            let mut m = Metadata::new();
+            m.set_int("st_mode", mode);
+            m
+        };
+        j.set_root(&md(0o40700)).unwrap();
+        j.set_root(&md(0o40750)).unwrap();
+        let before = j.log_state().gen;
+        for i in 0..200u64 {
+            let s = j.next_seq();
+            j.write(&rec(s, &format!("n{}", i % 3), set_cap("URI:LIT:xx")))
+                .unwrap();
+            j.delete(s);
+        }
+        assert!(j.log_state().gen > before, "compacted");
+        std::mem::forget(j);
+        // Replayed after a daemon crash (the first open compacts again), read back from the
+        // compacted log, and after a power cut.
+        for boot in [BOOT, BOOT, Some("boot-2")] {
+            let (mut j, recs) = Journal::open(tmp.path(), boot).unwrap();
+            assert!(recs.is_empty());
+            assert_eq!(
+                j.take_root().map(|m| m.to_json()),
+                Some(md(0o40750).to_json()),
+                "{boot:?}"
+            );
+            assert!(j.take_root().is_none(), "taken once");
+        }
     }
 
     #[test]

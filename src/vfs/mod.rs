@@ -6,7 +6,8 @@
 //! Design:
 //! - The namespace is a tree of `Node`s (one parent each: no hard links). A directory's view is
 //!   its grid listing (cached, refreshed after `dir_refresh`) overlaid with the pending changes of
-//!   the journal; every attribute lives in the directory entry's metadata ([`attr`]).
+//!   the journal; every attribute lives in the directory entry's metadata ([`attr`]), except
+//!   the mount root's, which has no entry: they live in the journal ([`Journal::set_root`]).
 //! - Every namespace or attribute change becomes a journal record `(dir cap, name) -> set | remove`
 //!   ([`journal`]), written durably before the call returns; file data goes to a per-file cache
 //!   file. One background task (the flusher) uploads closed files after `write_back_delay`, then
@@ -636,10 +637,16 @@ impl State {
         Ok(())
     }
 
-    /// Records the current entry of `ino` in its parent.
+    /// Records the current entry of `ino` in its parent; for the mount root, which has no
+    /// entry, its attributes in the journal's root frame ([`Journal::set_root`]). An unlinked
+    /// node has nowhere to record them: nothing is written.
     fn record_node(&mut self, ino: Ino) -> Result<()> {
         let n = self.node(ino)?;
         let Some(parent) = n.parent else {
+            if ino == ROOT_INO {
+                let md = attr::to_metadata(&n.attr, &n.md);
+                self.journal.set_root(&md).map_err(VfsError::Cache)?;
+            }
             return Ok(());
         };
         let op = Op::Set {
@@ -884,12 +891,20 @@ impl Vfs {
             Journal::open(&cfg.cache_dir, cfg.boot_id.as_deref()).map_err(VfsError::Cache)?;
         let recovered = journal.take_recovered();
         let writable = matches!(parsed, Cap::Dir(NodeCap::MutableWrite(_)));
-        let now = now_ns();
+        // The root's attributes as last recorded in this cache, else the defaults (0755, the
+        // mounting user, the time of the mount).
+        let (root_attr, root_md) = match journal.take_root() {
+            Some(md) => (attr::from_metadata(&md, true, (cfg.uid, cfg.gid)), md),
+            None => (
+                Attr::new(FileKind::Dir, 0o755, cfg.uid, cfg.gid, now_ns()),
+                Metadata::new(),
+            ),
+        };
         let root = Node {
             parent: None,
             name: String::new(),
-            attr: Attr::new(FileKind::Dir, 0o755, cfg.uid, cfg.gid, now),
-            md: Metadata::new(),
+            attr: root_attr,
+            md: root_md,
             target: Target::Cap(root_cap.to_string()),
             size: 0,
             lookups: 1,
@@ -1287,12 +1302,31 @@ impl Vfs {
     /// Returns when the file's data and its entry (and the entries on its path up to the root)
     /// are published, or with the error that prevented it.
     pub async fn fsync(&self, ino: Ino, _fh: u64) -> Result<()> {
-        self.inner.wait_synced(ino, false).await
+        let root = self.root_ticket(ino);
+        self.inner.wait_synced(ino, false).await?;
+        Self::wait_root(root).await
     }
 
-    /// Returns when every change of the directory made before the call is published.
+    /// Returns when every change of the directory made before the call is published (for the
+    /// mount root, also when its attributes are durable in the journal).
     pub async fn fsyncdir(&self, ino: Ino) -> Result<()> {
-        self.inner.wait_synced(ino, true).await
+        let root = self.root_ticket(ino);
+        self.inner.wait_synced(ino, true).await?;
+        Self::wait_root(root).await
+    }
+
+    /// For an fsync of the mount root: the wait for every journal frame written before the
+    /// call, its attributes frame included (they are on no grid entry, so the journal on the
+    /// local disk is where they are durable).
+    fn root_ticket(&self, ino: Ino) -> Option<journal::CommitTicket> {
+        (ino == ROOT_INO).then(|| self.lock().journal.ticket())
+    }
+
+    async fn wait_root(ticket: Option<journal::CommitTicket>) -> Result<()> {
+        match ticket {
+            Some(t) => wait_durable(t).await,
+            None => Ok(()),
+        }
     }
 
     pub async fn create(
@@ -1726,10 +1760,20 @@ impl Vfs {
         f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> Result<()>,
     ) -> Result<()> {
         let mut st = self.lock();
-        let p = st.node(ino)?.parent.ok_or(VfsError::NotSupported(
-            "attributes of the root are not stored",
-        ))?;
-        st.writable_dir(p)?;
+        match st.node(ino)?.parent {
+            Some(p) => {
+                st.writable_dir(p)?;
+            }
+            // The mount root's attributes live in the journal ([`State::record_node`]).
+            None if ino == ROOT_INO => {
+                st.writable_dir(ino)?;
+            }
+            None => {
+                return Err(VfsError::NotSupported(
+                    "extended attributes of an unlinked file are not stored",
+                ))
+            }
+        }
         let n = st.node_mut(ino)?;
         f(&mut n.attr.xattrs)?;
         n.attr.ctime_ns = now_ns();

@@ -686,6 +686,22 @@ async fn read_only_cap_mounts_read_only() {
         r.unlink(ROOT_INO, os("f")).await.unwrap_err().to_errno(),
         libc::EROFS
     );
+    // The root's attributes too (they live in the journal, which a read cap never changes).
+    let chmod = SetAttr {
+        mode: Some(0o700),
+        ..Default::default()
+    };
+    assert_eq!(
+        r.setattr(ROOT_INO, chmod).await.unwrap_err().to_errno(),
+        libc::EROFS
+    );
+    for e in [
+        r.setxattr(ROOT_INO, os("user.k"), b"v", 0).await,
+        r.removexattr(ROOT_INO, os("user.k")).await,
+    ] {
+        assert_eq!(e.unwrap_err().to_errno(), libc::EROFS);
+    }
+    assert!(r.listxattr(ROOT_INO).await.unwrap().is_empty());
 }
 
 /// The model test found it: after a restart, the first listing of a directory raced the
@@ -2807,4 +2823,123 @@ async fn write_racing_the_seal_sync_leaves_the_file_unsealed() {
     assert!(grid_listing(&b, &root).get("x").is_none());
     assert_eq!(recovered_files(tmp.path()), vec![format!("{fid}-x")]);
     drop(v);
+}
+
+/// The mount root has no entry in a parent directory, so its attributes used to live in memory
+/// only: chmod, chown and utimens of the root were lost at the next mount (and rsync -a set
+/// them again on every run), and its extended attributes failed with EOPNOTSUPP. They are kept
+/// in the cache's journal: a restart on the same cache shows them, clean or after kill -9 (with
+/// an earlier change superseded across a crash), and a fresh cache starts from the defaults.
+#[tokio::test]
+async fn root_attributes_and_xattrs_survive_a_restart_on_the_same_cache() {
+    for crash in CRASHES {
+        let case = format!("{crash:?}");
+        let b = MemBackend::new();
+        let root = b.new_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let v = mount(&b, &root, tmp.path()).await;
+        // An earlier change, superseded below.
+        v.setattr(
+            ROOT_INO,
+            SetAttr {
+                mode: Some(0o700),
+                mtime: Some(TimeSet::At(5)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        v.setxattr(ROOT_INO, os("user.old"), b"1", 0).await.unwrap();
+        let v =
+            crash_and_remount_if(crash == CrashAt::BeforeChange, v, &b, &root, tmp.path()).await;
+        v.setattr(
+            ROOT_INO,
+            SetAttr {
+                mode: Some(0o2750),
+                uid: Some(7),
+                gid: Some(8),
+                atime: Some(TimeSet::At(1_000_000_000_123_456_789)),
+                mtime: Some(TimeSet::At(1_000_000_000_987_654_321)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        v.setxattr(ROOT_INO, os("user.k"), b"v\x00\xff", 0)
+            .await
+            .unwrap();
+        v.removexattr(ROOT_INO, os("user.old")).await.unwrap();
+        assert_eq!(
+            v.setxattr(ROOT_INO, os("user.k"), b"x", XATTR_CREATE)
+                .await
+                .unwrap_err()
+                .to_errno(),
+            libc::EEXIST,
+            "{case}"
+        );
+        let want = v.getattr(ROOT_INO).await.unwrap();
+        assert_eq!(
+            (want.perm, want.uid, want.gid, want.mtime_ns),
+            (0o2750, 7, 8, 1_000_000_000_987_654_321),
+            "{case}"
+        );
+        let v = if crash == CrashAt::AfterChange {
+            crash_and_remount_if(true, v, &b, &root, tmp.path()).await
+        } else {
+            // A clean unmount: everything flushed and sealed, then the daemon exits.
+            v.flush_all().await.unwrap();
+            v.seal_all().await.unwrap();
+            crash_and_remount_if(true, v, &b, &root, tmp.path()).await
+        };
+        // Every field as it was, ctime included (exact nanoseconds).
+        assert_eq!(v.getattr(ROOT_INO).await.unwrap(), want, "{case}");
+        assert_eq!(
+            v.listxattr(ROOT_INO).await.unwrap(),
+            vec!["user.k".to_string()],
+            "{case}"
+        );
+        assert_eq!(
+            v.getxattr(ROOT_INO, os("user.k")).await.unwrap(),
+            b"v\x00\xff",
+            "{case}"
+        );
+        // Kept by the next restart too (the first one compacted the log).
+        let v = crash_and_remount_if(true, v, &b, &root, tmp.path()).await;
+        assert_eq!(v.getattr(ROOT_INO).await.unwrap(), want, "{case}");
+        // Nothing of it is on the grid: another cache starts from the defaults.
+        let fresh = tempfile::tempdir().unwrap();
+        let other = mount(&b, &root, fresh.path()).await;
+        let a = other.getattr(ROOT_INO).await.unwrap();
+        assert_eq!((a.perm, a.uid, a.gid), (0o755, 1000, 1000), "{case}");
+        assert!(a.mtime_ns > 1_000_000_000_987_654_321, "{case}: mount time");
+        assert!(
+            other.listxattr(ROOT_INO).await.unwrap().is_empty(),
+            "{case}"
+        );
+        drop(v);
+    }
+}
+
+/// fsyncdir (and fsync) of the root returns once the root's attributes are durable in the
+/// journal: they survive a power cut right after it.
+#[tokio::test]
+async fn root_attributes_fsynced_survive_a_power_cut() {
+    let (b, root, tmp, v) = unsealed_vfs().await;
+    v.setattr(
+        ROOT_INO,
+        SetAttr {
+            mode: Some(0o750),
+            mtime: Some(TimeSet::At(1_000_000_000_000_000_000)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    v.setxattr(ROOT_INO, os("user.k"), b"v", 0).await.unwrap();
+    v.fsyncdir(ROOT_INO).await.unwrap();
+    assert!(v.lock().journal.all_durable());
+    let want = v.getattr(ROOT_INO).await.unwrap();
+    let v = power_cut(v, &b, &root, tmp.path(), &[]).await;
+    assert_eq!(v.getattr(ROOT_INO).await.unwrap(), want);
+    assert_eq!(v.getxattr(ROOT_INO, os("user.k")).await.unwrap(), b"v");
 }
