@@ -635,7 +635,7 @@ pub fn serve(
         while !session.guard.is_finished() {
             std::thread::sleep(Duration::from_millis(50));
             polls += 1;
-            if polls % 20 == 0
+            if polls.is_multiple_of(20)
                 && progress.idle(&vfs.status()) > FLUSH_AT_UNMOUNT + Duration::from_secs(30)
             {
                 break;
