@@ -5,14 +5,18 @@
 //! without the vectors or without Tahoe still gets a green `cargo test`), except when the
 //! environment has `CI=true`, where absence is a failure so that CI can never pass by skipping.
 //!
-//! Each integration test is its own crate and uses only some of these helpers, hence the
-//! `dead_code` allowance.
-#![allow(dead_code)]
+//! Submodules: `lafs_node` (a `lafs run` storage node), `grid` (the loopback Tahoe grid of
+//! `tests/interop/tahoe_grid.py`), `nodes` (Tahoe and lafs storage nodes for mixed grids).
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+pub mod grid;
+pub mod lafs_node;
+pub mod nodes;
 
 /// True when running in CI (`CI=true`): missing inputs fail instead of skipping.
 pub fn ci() -> bool {
@@ -54,7 +58,18 @@ pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
     }
     found
 }
-pub mod lafs_node;
+
+/// Held for the whole of each heavy test: those that run real Tahoe-LAFS nodes (loopback grids,
+/// storage servers, Python's zfec and storage code), the private Tor network, and the vector
+/// tests that keep every core busy. All integration tests share one process and run on parallel
+/// test threads; two heavy ones at once on a 2-core machine would stretch each other's bounded
+/// waits (grid start-up, Tor bootstrap), so they take turns, as they did when each was a test
+/// binary of its own. Light tests still run beside them.
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    // The guarded `()` holds no state a panicking test could leave half-updated.
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Runs a command to completion with a deadline, feeding it `stdin` and collecting its output;
 /// the child is killed past the deadline (then `timed_out` is true).
