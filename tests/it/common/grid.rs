@@ -263,12 +263,6 @@ impl Grid {
         out.trim().to_string()
     }
 
-    /// Every share file of `cap` on the grid's servers, with the storage index from
-    /// `tahoe debug dump-cap` (Tahoe's own derivation; costs a Tahoe process start).
-    pub fn shares_of_cap(&self, cap: &str, timeout: Duration) -> Vec<ShareFile> {
-        self.shares_by(&["--cap", cap], timeout)
-    }
-
     /// Every share file of storage index `si` (lowercase base32) on the grid's servers.
     pub fn shares_of_si(&self, si: &str, timeout: Duration) -> Vec<ShareFile> {
         self.shares_by(&["--si", si], timeout)

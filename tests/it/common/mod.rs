@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: where the external inputs live (Tahoe's conformance
-//! vectors, the Tahoe-LAFS 1.20 venv made by `.ci/setup`) and the rule for when they are missing.
+//! Helpers shared by the integration tests: where the Tahoe-LAFS 1.20 venv made by `.ci/setup`
+//! lives, and the rule for when an external input (that venv, Tahoe's conformance vectors) is
+//! missing.
 //!
 //! The rule: a test whose input is absent prints a clear message and returns (a developer box
 //! without the vectors or without Tahoe still gets a green `cargo test`), except when the
@@ -23,16 +24,6 @@ pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// The directory holding `tahoe-1.20-test_vectors.yaml`: `$LAFS_VECTORS_DIR`, else
-/// `$CARGO_MANIFEST_DIR/../shared/vectors`. `None` when that directory does not exist.
-pub fn vectors_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("LAFS_VECTORS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"),
-    };
-    dir.is_dir().then_some(dir)
-}
-
 /// The Tahoe-LAFS 1.20 venv made by `.ci/setup`: `$LAFS_TAHOE_VENV`, else
 /// `$HOME/.cache/lafs/tahoe-venv` (possibly a symlink). `None` unless `bin/tahoe` and
 /// `bin/python3` exist in it.
@@ -46,7 +37,7 @@ pub fn tahoe_venv() -> Option<PathBuf> {
 
 /// Returns `found` when it is `Some`. When it is `None`, prints why the test is skipped and
 /// returns `None`, or panics under `CI=true`. Use as
-/// `let Some(dir) = common::require("the test vectors", common::vectors_dir()) else { return };`.
+/// `let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else { return };`.
 pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
     if found.is_none() {
         let msg =
@@ -127,6 +118,8 @@ pub fn run_bounded_timed(
 }
 
 /// [`run_bounded_timed`] without the flag: a killed child shows as its (signal) exit status.
+// Only the Tor test (feature `tor`) uses it.
+#[cfg_attr(not(feature = "tor"), allow(dead_code))]
 pub fn run_bounded(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     run_bounded_timed(cmd, stdin, timeout).0
 }
