@@ -10,12 +10,10 @@
 //!
 //! Every process is killed at the end (guards, also on panic); every wait is bounded.
 
-mod common;
+use crate::common;
+use crate::common::grid;
+use crate::common::nodes;
 use common::lafs_node::{free_port, LafsNode};
-#[path = "interop/grid.rs"]
-mod grid;
-#[path = "interop/nodes.rs"]
-mod nodes;
 use nodes::{
     connected_servers, count_share_files, create_lafs_node, data, lafs, servers_yaml, TahoeNode,
 };
@@ -112,6 +110,7 @@ fn lafs_get(client: &Path, cap: &str, tmp: &Path) -> Vec<u8> {
 
 #[test]
 fn mixed_grid_survives_one_server_of_each_kind_stopping() {
+    let _heavy = common::heavy();
     let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else {
         return;
     };

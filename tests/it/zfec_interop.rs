@@ -70,6 +70,7 @@ fn zfec_encode(py: &PathBuf, k: usize, m: usize, pieces: &[u8]) -> Vec<u8> {
 
 #[test]
 fn shares_match_python_zfec() {
+    let _heavy = crate::common::heavy();
     let Some(py) = python() else {
         return skip_or_fail("no Tahoe venv python found");
     };

@@ -15,7 +15,7 @@ use lafs::protocol::messages::{
 };
 use lafs::protocol::LeaseSecrets;
 
-mod common;
+use crate::common;
 use common::lafs_node::{free_port, LafsNode};
 
 const LAFS: &str = env!("CARGO_BIN_EXE_lafs");

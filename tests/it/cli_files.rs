@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 use common::lafs_node::{free_port, LafsNode};
 
 const LAFS: &str = env!("CARGO_BIN_EXE_lafs");

@@ -72,6 +72,7 @@ fn run(py: &Path, mode: &str, dir: &Path) -> serde_json::Value {
 
 #[test]
 fn tahoe_and_lafs_read_each_others_shares() {
+    let _heavy = crate::common::heavy();
     let Some(py) = python() else {
         let msg =
             "Tahoe venv not found ($HOME/.cache/lafs/tahoe-venv); skipping storage interop test";

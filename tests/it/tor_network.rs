@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-mod common;
+use crate::common;
 use common::lafs_node::{free_port, LafsNode};
 use common::run_bounded;
 
@@ -425,6 +425,7 @@ fn lafs(client: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn put_and_get_through_a_private_tor_network() {
+    let _heavy = common::heavy();
     let started = Instant::now();
     let (Some(tor), Some(gencert)) = (find_tool("tor"), find_tool("tor-gencert")) else {
         let msg = "tor / tor-gencert not installed (Debian package `tor`; .ci/setup installs it)";

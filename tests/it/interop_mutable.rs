@@ -25,9 +25,8 @@
 //! Needs the venv from `.ci/setup` (skips with a message without it, fails under CI=true).
 //! Bounded: the grid start, every command and web request, and the shutdown have deadlines.
 
-mod common;
-#[path = "interop/grid.rs"]
-mod grid;
+use crate::common;
+use crate::common::grid;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -512,6 +511,7 @@ const NON_ASCII_NAME: &str = "caf\u{e9} \u{fc}ber \u{65e5}\u{672c}\u{8a9e} \u{26
 
 #[test]
 fn tahoe_mutable_files_and_directories_interoperate() {
+    let _heavy = common::heavy();
     let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else {
         return;
     };

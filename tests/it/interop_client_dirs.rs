@@ -12,9 +12,8 @@
 //! Needs the venv from `.ci/setup` (skips with a message without it, fails under CI=true). Every
 //! step is bounded.
 
-mod common;
-#[path = "interop/grid.rs"]
-mod grid;
+use crate::common;
+use crate::common::grid;
 
 use grid::{ClientSpec, Grid};
 use lafs::cap::{Cap, MutableFormat, NodeCap};
@@ -74,6 +73,7 @@ fn tahoe_read(g: &Grid, cap: &str, path: &str) -> Vec<u8> {
 
 #[test]
 fn lafs_directories_and_mutable_files_on_a_tahoe_grid() {
+    let _heavy = common::heavy();
     let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else {
         return;
     };

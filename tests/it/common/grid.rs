@@ -1,5 +1,5 @@
 //! Rust side of the loopback Tahoe grid: drives `tests/interop/tahoe_grid.py` (see its docstring)
-//! for the interop tests. Include it with `#[path = "interop/grid.rs"] mod grid;`.
+//! for the interop tests (`use crate::common::grid;`).
 //!
 //! Invariants:
 //! - every wait is bounded: the grid start, each command (killed at its deadline) and the
@@ -7,7 +7,6 @@
 //! - the grid never outlives the test: the supervisor (`tahoe_grid.py up`) reads our pipe as its
 //!   stdin and stops all nodes when it closes, which happens in `Drop`, on a panic, or when the
 //!   test process dies; `--lifetime` is a last-resort bound should the pipe stay open.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -262,12 +261,6 @@ impl Grid {
             timeout + Duration::from_secs(30),
         );
         out.trim().to_string()
-    }
-
-    /// Every share file of `cap` on the grid's servers, with the storage index from
-    /// `tahoe debug dump-cap` (Tahoe's own derivation; costs a Tahoe process start).
-    pub fn shares_of_cap(&self, cap: &str, timeout: Duration) -> Vec<ShareFile> {
-        self.shares_by(&["--cap", cap], timeout)
     }
 
     /// Every share file of storage index `si` (lowercase base32) on the grid's servers.

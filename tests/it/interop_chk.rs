@@ -13,9 +13,8 @@
 //! Needs the venv from `.ci/setup` (skips with a message without it, fails under CI=true). The
 //! whole test is bounded: grid start, each command and the shutdown have deadlines.
 
-mod common;
-#[path = "interop/grid.rs"]
-mod grid;
+use crate::common;
+use crate::common::grid;
 
 use std::time::{Duration, Instant};
 
@@ -180,6 +179,7 @@ struct Case {
 
 #[test]
 fn tahoe_chk_shares_equal_ours() {
+    let _heavy = common::heavy();
     let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else {
         return;
     };

@@ -28,6 +28,8 @@ impl LafsNode {
 
     /// [`LafsNode::start`] with the node's log (stderr) appended to `log`, filtered by
     /// `rust_log`.
+    // Only the Tor test (feature `tor`) uses it.
+    #[cfg_attr(not(feature = "tor"), allow(dead_code))]
     pub fn start_logging(dir: &Path, log: &Path, rust_log: &str) -> LafsNode {
         let file = std::fs::OpenOptions::new()
             .create(true)

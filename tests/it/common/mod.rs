@@ -1,32 +1,27 @@
-//! Helpers shared by the integration tests: where the external inputs live (Tahoe's conformance
-//! vectors, the Tahoe-LAFS 1.20 venv made by `.ci/setup`) and the rule for when they are missing.
+//! Helpers shared by the integration tests: where the Tahoe-LAFS 1.20 venv made by `.ci/setup`
+//! lives, and the rule for when an external input (that venv, Tahoe's conformance vectors) is
+//! missing.
 //!
 //! The rule: a test whose input is absent prints a clear message and returns (a developer box
 //! without the vectors or without Tahoe still gets a green `cargo test`), except when the
 //! environment has `CI=true`, where absence is a failure so that CI can never pass by skipping.
 //!
-//! Each integration test is its own crate and uses only some of these helpers, hence the
-//! `dead_code` allowance.
-#![allow(dead_code)]
+//! Submodules: `lafs_node` (a `lafs run` storage node), `grid` (the loopback Tahoe grid of
+//! `tests/interop/tahoe_grid.py`), `nodes` (Tahoe and lafs storage nodes for mixed grids).
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+pub mod grid;
+pub mod lafs_node;
+pub mod nodes;
 
 /// True when running in CI (`CI=true`): missing inputs fail instead of skipping.
 pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The directory holding `tahoe-1.20-test_vectors.yaml`: `$LAFS_VECTORS_DIR`, else
-/// `$CARGO_MANIFEST_DIR/../shared/vectors`. `None` when that directory does not exist.
-pub fn vectors_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("LAFS_VECTORS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"),
-    };
-    dir.is_dir().then_some(dir)
 }
 
 /// The Tahoe-LAFS 1.20 venv made by `.ci/setup`: `$LAFS_TAHOE_VENV`, else
@@ -42,7 +37,7 @@ pub fn tahoe_venv() -> Option<PathBuf> {
 
 /// Returns `found` when it is `Some`. When it is `None`, prints why the test is skipped and
 /// returns `None`, or panics under `CI=true`. Use as
-/// `let Some(dir) = common::require("the test vectors", common::vectors_dir()) else { return };`.
+/// `let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else { return };`.
 pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
     if found.is_none() {
         let msg =
@@ -54,7 +49,18 @@ pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
     }
     found
 }
-pub mod lafs_node;
+
+/// Held for the whole of each heavy test: those that run real Tahoe-LAFS nodes (loopback grids,
+/// storage servers, Python's zfec and storage code), the private Tor network, and the vector
+/// tests that keep every core busy. All integration tests share one process and run on parallel
+/// test threads; two heavy ones at once on a 2-core machine would stretch each other's bounded
+/// waits (grid start-up, Tor bootstrap), so they take turns, as they did when each was a test
+/// binary of its own. Light tests still run beside them.
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    // The guarded `()` holds no state a panicking test could leave half-updated.
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Runs a command to completion with a deadline, feeding it `stdin` and collecting its output;
 /// the child is killed past the deadline (then `timed_out` is true).
@@ -112,6 +118,8 @@ pub fn run_bounded_timed(
 }
 
 /// [`run_bounded_timed`] without the flag: a killed child shows as its (signal) exit status.
+// Only the Tor test (feature `tor`) uses it.
+#[cfg_attr(not(feature = "tor"), allow(dead_code))]
 pub fn run_bounded(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     run_bounded_timed(cmd, stdin, timeout).0
 }

@@ -4,7 +4,7 @@
 //!
 //! The vectors live outside the repository: `$LAFS_VECTORS_DIR`, default
 //! `$CARGO_MANIFEST_DIR/../shared/vectors`. When absent the test says so and passes, except
-//! under `CI=true`, where absence fails. Run with `cargo test --profile ci --test chk_vectors`.
+//! under `CI=true`, where absence fails. Run with `cargo test --profile ci --test it chk_vectors`.
 
 use base64::Engine;
 use lafs::immutable::{encode_bytes, EncodingParams, KeySource};
@@ -77,6 +77,7 @@ fn plaintext(seed: &[u8], length: usize) -> Vec<u8> {
 
 #[test]
 fn all_chk_vectors_reproduce() {
+    let _heavy = crate::common::heavy();
     let Some(vectors) = load() else { return };
     assert_eq!(vectors.len(), 120, "the file holds 120 CHK vectors");
     let failures: Vec<String> = vectors

@@ -76,6 +76,7 @@ fn lease() -> LeaseSecrets {
 
 #[test]
 fn interop_with_tahoe_1_20_storage_server() {
+    let _heavy = crate::common::heavy();
     let Some(tahoe) = tahoe_bin() else { return };
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();

@@ -1,15 +1,13 @@
 //! Storage nodes of both kinds for the interop tests: `tahoe run` and `lafs create-node` node
 //! directories, the servers.yaml that lists them, and small probes of a running grid. Shared by
-//! every test that mixes Tahoe and lafs servers; it needs the test crate to declare `mod grid`
-//! (tests/interop/grid.rs) and `mod common` (tests/common).
-#![allow(dead_code)]
+//! every test that mixes Tahoe and lafs servers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::lafs_node::free_port;
-use crate::grid::{run_bounded, Grid};
+use super::grid::{run_bounded, Grid};
+use super::lafs_node::free_port;
 
 const LAFS: &str = env!("CARGO_BIN_EXE_lafs");
 const CMD_TIMEOUT: Duration = Duration::from_secs(180);

@@ -11,9 +11,8 @@
 //! Needs the venv from `.ci/setup` (skips with a message without it, fails under CI=true). The
 //! grid start, each command and the whole exchange are bounded.
 
-mod common;
-#[path = "interop/grid.rs"]
-mod grid;
+use crate::common;
+use crate::common::grid;
 
 use grid::{ClientSpec, Grid};
 use lafs::client::immutable::{
@@ -40,6 +39,7 @@ fn run<F: std::future::Future>(rt: &tokio::runtime::Runtime, f: F) -> F::Output 
 
 #[test]
 fn lafs_client_and_tahoe_client_share_a_tahoe_grid() {
+    let _heavy = common::heavy();
     let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else {
         return;
     };

@@ -12,12 +12,10 @@
 //!
 //! Every process is killed at the end (guards), every wait is bounded.
 
-mod common;
+use crate::common;
+use crate::common::grid;
+use crate::common::nodes;
 use common::lafs_node::{free_port, LafsNode};
-#[path = "interop/grid.rs"]
-mod grid;
-#[path = "interop/nodes.rs"]
-mod nodes;
 use nodes::{
     connected_servers, count_share_files, create_lafs_node, data, servers_yaml, TahoeNode,
 };
@@ -131,6 +129,7 @@ fn lease_expirations(storage: &Path) -> BTreeMap<(String, String), Vec<u32>> {
 
 #[test]
 fn tahoe_client_on_lafs_grid() {
+    let _heavy = common::heavy();
     let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else {
         return;
     };
@@ -243,6 +242,7 @@ fn tahoe_client_on_lafs_grid() {
 
 #[test]
 fn node_dir_moves_between_tahoe_and_lafs() {
+    let _heavy = common::heavy();
     let Some(venv) = common::require("the Tahoe-LAFS 1.20 venv", common::tahoe_venv()) else {
         return;
     };
