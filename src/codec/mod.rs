@@ -227,8 +227,8 @@ impl Decoder {
                 got: blocks.len().min(outputs.len()),
             });
         }
-        let len = blocks[0].len();
-        if blocks.iter().any(|b| b.len() != len) || outputs.iter().any(|b| b.len() != len) {
+        let len = self.block_len(blocks)?;
+        if outputs.iter().any(|b| b.len() != len) {
             return Err(CodecError::UnequalBlocks);
         }
         for (j, out) in outputs.iter_mut().enumerate() {
@@ -236,19 +236,7 @@ impl Decoder {
                 out.copy_from_slice(blocks[pos]);
             }
         }
-        if let (Some(plan), true) = (&self.plan, len > 0) {
-            let mut miss: Vec<&mut [u8]> = Vec::with_capacity(self.missing.len());
-            let mut rest: &mut [&mut [u8]] = outputs;
-            let mut base = 0;
-            for &j in &self.missing {
-                let (_, tail) = rest.split_at_mut(j - base);
-                let (one, tail) = tail.split_at_mut(1);
-                miss.push(&mut *one[0]);
-                rest = tail;
-                base = j + 1;
-            }
-            (self.kernel)(plan, blocks, &mut miss);
-        }
+        self.rebuild_missing(blocks, outputs, len);
         Ok(())
     }
 
@@ -257,6 +245,24 @@ impl Decoder {
     /// straight in; only the missing ones are zero-filled before the kernel writes them, so a
     /// caller building a segment in a `Vec` does not clear bytes that are overwritten at once.
     pub fn decode_append(&self, blocks: &[&[u8]], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let len = self.block_len(blocks)?;
+        let start = out.len();
+        out.reserve(self.k * len);
+        for j in 0..self.k {
+            match self.present[j] {
+                Some(pos) => out.extend_from_slice(blocks[pos]),
+                None => out.resize(out.len() + len, 0),
+            }
+        }
+        if len > 0 {
+            let mut pieces: Vec<&mut [u8]> = out[start..].chunks_exact_mut(len).collect();
+            self.rebuild_missing(blocks, &mut pieces, len);
+        }
+        Ok(())
+    }
+
+    /// The length of the blocks: `blocks` must be k blocks of one length.
+    fn block_len(&self, blocks: &[&[u8]]) -> Result<usize, CodecError> {
         if blocks.len() != self.k {
             return Err(CodecError::WrongBlockCount {
                 expected: self.k,
@@ -267,16 +273,13 @@ impl Decoder {
         if blocks.iter().any(|b| b.len() != len) {
             return Err(CodecError::UnequalBlocks);
         }
-        let start = out.len();
-        out.reserve(self.k * len);
-        for j in 0..self.k {
-            match self.present[j] {
-                Some(pos) => out.extend_from_slice(blocks[pos]),
-                None => out.resize(out.len() + len, 0),
-            }
-        }
+        Ok(len)
+    }
+
+    /// Runs the kernel for the missing pieces among the k `pieces` of `len` bytes (the present
+    /// ones are already in place; the missing ones are written whole).
+    fn rebuild_missing(&self, blocks: &[&[u8]], pieces: &mut [&mut [u8]], len: usize) {
         if let (Some(plan), true) = (&self.plan, len > 0) {
-            let mut pieces: Vec<&mut [u8]> = out[start..].chunks_exact_mut(len).collect();
             let mut miss: Vec<&mut [u8]> = Vec::with_capacity(self.missing.len());
             for (j, piece) in pieces.iter_mut().enumerate() {
                 if self.present[j].is_none() {
@@ -285,7 +288,6 @@ impl Decoder {
             }
             (self.kernel)(plan, blocks, &mut miss);
         }
-        Ok(())
     }
 }
 

@@ -61,29 +61,29 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// Tells whether a flush makes progress: an upload or a directory publish completed, or fewer
 /// bytes wait for the grid, since the last time it did.
 pub struct FlushProgress {
-    mark: (u64, u64, u64),
+    /// Uploads and publishes completed, as last seen.
+    done: (u64, u64),
+    /// Bytes waiting for the grid, as last seen.
+    dirty: u64,
     since: std::time::Instant,
 }
 
 impl FlushProgress {
     pub fn new(s: &crate::vfs::Status) -> FlushProgress {
         FlushProgress {
-            mark: Self::mark(s),
+            done: (s.uploads_done, s.publishes),
+            dirty: s.bytes_dirty,
             since: std::time::Instant::now(),
         }
     }
 
-    fn mark(s: &crate::vfs::Status) -> (u64, u64, u64) {
-        (s.uploads_done, s.publishes, u64::MAX - s.bytes_dirty)
-    }
-
     /// Takes the current status; returns how long it has been since the last progress.
     pub fn idle(&mut self, s: &crate::vfs::Status) -> Duration {
-        let now = Self::mark(s);
-        if now.0 > self.mark.0 || now.1 > self.mark.1 || now.2 > self.mark.2 {
+        let done = (s.uploads_done, s.publishes);
+        if done.0 > self.done.0 || done.1 > self.done.1 || s.bytes_dirty < self.dirty {
             self.since = std::time::Instant::now();
         }
-        self.mark = now;
+        (self.done, self.dirty) = (done, s.bytes_dirty);
         self.since.elapsed()
     }
 }
