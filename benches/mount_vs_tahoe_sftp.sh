@@ -116,7 +116,7 @@ per_file() { python3 -c "import sys; print(f'{float(sys.argv[1]) / int(sys.argv[
 if [[ -z "${SKIP_LAFS:-}" ]]; then
     "$VENV/bin/python" "$here/benches/support/servers_yaml_from_cache.py" "$client/private" 3 \
         || die "could not build servers.yaml"
-    daemon_pid() { pgrep -f -- "mount --foreground .* $1 " | head -n1 || true; }
+    daemon_pid() { pgrep -n -f -- "mount --foreground .* $1 " || true; }
     peak_rss() {
         local pid; pid="$(daemon_pid "$1")"
         [[ -n "$pid" ]] || { echo "?"; return; }

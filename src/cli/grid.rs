@@ -240,8 +240,8 @@ fn get_or_create(
     let fresh: [u8; 32] = rand::random();
     let secret = lafs::config::Secret::from_bytes(fresh.to_vec());
     let path = node.basedir.join("private").join(file);
-    std::fs::create_dir_all(node.basedir.join("private"))
-        .and_then(|()| std::fs::write(&path, secret.to_file_text()))
+    lafs::server::nodedir::ensure_private_dir(&node.basedir)?;
+    std::fs::write(&path, secret.to_file_text())
         .with_context(|| format!("creating {}", path.display()))?;
     Ok(fresh.to_vec())
 }

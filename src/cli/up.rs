@@ -165,7 +165,7 @@ fn with_grid(
     // The client node directory: tahoe.cfg once, servers.yaml at every start (the servers'
     // announcements are stable, but a re-created server would change).
     let client = dir.join("client");
-    std::fs::create_dir_all(client.join("private"))?;
+    lafs::server::nodedir::ensure_private_dir(&client)?;
     let cfg_path = client.join("tahoe.cfg");
     if !cfg_path.is_file() {
         let (k, h, total) = encoding(n);

@@ -220,21 +220,36 @@ impl ReadStream {
                 .is_ok_and(|b| off < b.held_from && off + STREAM_KEEP >= b.held_from)
     }
 
+    /// Asks for bytes `off .. off + len` (inside the stream): moves the flow control on (the
+    /// download may run [`STREAM_AHEAD`] past them; bytes [`STREAM_KEEP`] behind `off` go) and
+    /// wakes the download if it waits for that.
+    fn ask(b: &mut StreamBuf, off: u64, len: u64) {
+        b.want = b.want.max(off + len);
+        b.low = b.low.max(off.saturating_sub(STREAM_KEEP));
+        b.trim();
+        if b.received < b.want + STREAM_AHEAD {
+            if let Some(w) = b.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Bytes `off .. off + len` (inside the stream) if received already, asking for them
+    /// either way.
+    fn ready(&self, off: u64, len: u64) -> Option<Arc<Vec<u8>>> {
+        let mut b = self.buf.lock().ok()?;
+        Self::ask(&mut b, off, len);
+        if b.failed || off < b.held_from || b.received < off + len {
+            return None;
+        }
+        b.copy(off, len)
+    }
+
     /// Waits for bytes `off .. off + len` (inside the stream); `None` when the stream failed,
     /// was stopped, or already dropped those bytes.
     async fn wait(&self, off: u64, len: u64) -> Option<Arc<Vec<u8>>> {
         let need = off + len;
-        {
-            let mut b = self.buf.lock().ok()?;
-            b.want = b.want.max(need);
-            b.low = b.low.max(off.saturating_sub(STREAM_KEEP));
-            b.trim();
-            if b.received < b.want + STREAM_AHEAD {
-                if let Some(w) = b.waker.take() {
-                    w.wake();
-                }
-            }
-        }
+        Self::ask(&mut *self.buf.lock().ok()?, off, len);
         let mut rx = self.progress.clone();
         loop {
             {
@@ -684,6 +699,29 @@ impl Backend for GridBackend {
         })
     }
 
+    fn read_ready(&self, cap: &str, offset: u64, len: u64) -> Option<Arc<Vec<u8>>> {
+        let mut streams = self.streams.lock().ok()?;
+        // As `stream_for`: of the streams covering the range, the one furthest along; it
+        // becomes the most recently used.
+        let (i, _) = streams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.covering(cap, offset, len)?)))
+            .max_by_key(|&(_, received)| received)?;
+        let s = streams.remove(i)?;
+        streams.push_back(Arc::clone(&s));
+        drop(streams);
+        let d = s.ready(offset, len)?;
+        self.counters.served.fetch_add(len, Ordering::Relaxed);
+        Some(d)
+    }
+
+    fn read_pending(&self, cap: &str, offset: u64, len: u64) -> bool {
+        self.streams
+            .lock()
+            .is_ok_and(|st| st.iter().any(|s| s.covering(cap, offset, len).is_some()))
+    }
+
     fn read_file_shared<'a>(
         &'a self,
         cap: &'a str,
@@ -904,6 +942,62 @@ mod tests {
         assert_eq!(c.stragglers, 2);
         assert_eq!(c.streams_to_end, 1);
         assert_eq!(c.fetched, size + 2 * STREAM_CUT, "{c:?}");
+    }
+
+    /// A sequential reader's stream hands out the bytes it received at once (`read_ready`,
+    /// the FUSE thread's path), asking for them as a waiting read does (so the download goes on
+    /// past them), and counts them served but not fetched again. A range no stream covers is
+    /// neither ready nor pending.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_hands_out_received_bytes_without_a_wait() {
+        let grid = TestGrid::start(4).await.unwrap();
+        let size = 24 << 20;
+        let data = content(size);
+        let (b, cap) = grid_file(&grid, data.clone()).await;
+        // The second read continues the first: a stream to the end of the file.
+        read_in_order(&b, &cap, &data, 0, 2 * STREAM_CUT).await;
+        assert_eq!(b.read_counters().streams_to_end, 1);
+        let mut off = 2 * STREAM_CUT;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while off < size {
+            assert!(b.read_pending(&cap, off, STREAM_CUT), "at {off}");
+            match b.read_ready(&cap, off, STREAM_CUT) {
+                Some(d) => {
+                    assert_eq!(&d[..], &data[off as usize..(off + STREAM_CUT) as usize]);
+                    off += STREAM_CUT;
+                }
+                None => {
+                    assert!(std::time::Instant::now() < deadline, "stuck at {off}");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        }
+        let c = b.read_counters();
+        assert_eq!(c.served, size);
+        assert_eq!(c.fetched, size, "{c:?}");
+        assert_eq!(c.streams_to_end, 1);
+        let other = Cap::File(
+            immutable::upload(
+                &grid.server_set(),
+                &ClientSecrets::from_lease_secret(&[7u8; 32]),
+                immutable::VecSource(content(1 << 20)),
+                &UploadOptions::convergent(
+                    EncodingParams {
+                        needed: 2,
+                        happy: 3,
+                        total: 4,
+                        max_segment_size: STREAM_CUT,
+                    },
+                    b"another secret",
+                ),
+            )
+            .await
+            .unwrap()
+            .cap,
+        )
+        .to_string();
+        assert!(!b.read_pending(&other, 0, STREAM_CUT));
+        assert!(b.read_ready(&other, 0, STREAM_CUT).is_none());
     }
 
     /// A second reader of a file, started far behind where the first stopped (so on a stream

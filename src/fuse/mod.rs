@@ -2,9 +2,11 @@
 //!
 //! Design: every fuser callback copies its arguments, spawns one tokio task that calls the
 //! matching [`Vfs`] method and replies from that task, so the FUSE thread never waits on the
-//! network. One exception: a write that needs no wait ([`Vfs::write_now`]: its file is in the
-//! cache and the cache has room) is done on the FUSE thread, a `pwrite` into the cache file
-//! (into the page cache) straight from fuser's buffer. Errors become errnos in ONE place, [`errno`], through
+//! network. Two exceptions, both only local work: a write that needs no wait ([`Vfs::write_now`]:
+//! its file is in the cache and the cache has room) is done on the FUSE thread, a `pwrite` into
+//! the cache file (into the page cache) straight from fuser's buffer; and a read whose bytes
+//! are local ([`Vfs::read_now`]: the write-back cache, the segment cache, or a read stream that
+//! received them) is answered there, which halves the context switches of a sequential read. Errors become errnos in ONE place, [`errno`], through
 //! [`VfsError::to_errno`] (plus the two macOS xattr spellings, `xattr_errno`). The few
 //! decisions the adapter makes itself (readdirplus batches and their lookup counts, fallocate,
 //! access, the macOS xattr names) live in [`ops`], unit-tested there. Requests fuser would log
@@ -594,6 +596,18 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_read(ino.0, fh.0, offset, size, reply) else {
             return;
         };
+        // A read whose bytes are local (the write-back cache, or segments the read-ahead already
+        // fetched: most reads of a sequential reader) is answered here, without the hand-off to
+        // a task and back: for 128 KiB reads that hand-off cost more CPU than the reply.
+        // Not while a change of the inode is still queued or running: the read comes after it.
+        if !self.order.busy(ino.0) {
+            if let Some(r) = self.vfs.read_now(ino.0, fh.0, offset, size) {
+                return match r {
+                    Ok(d) => reply.data(d.as_slice()),
+                    Err(e) => reply.error(errno(&e)),
+                };
+            }
+        }
         self.spawn(move |v| async move {
             match v.read_data(ino.0, fh.0, offset, size).await {
                 Ok(d) => reply.data(d.as_slice()),

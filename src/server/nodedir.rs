@@ -141,6 +141,23 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeDirError + '_ {
     }
 }
 
+/// Makes `basedir/private` (and `basedir`) when missing, `private` with mode 0700 as Tahoe's
+/// `create_node_dir` does: it holds the node's key, secrets and aliases. An existing directory
+/// keeps its mode (the owner chose it).
+pub fn ensure_private_dir(basedir: &Path) -> Result<PathBuf, NodeDirError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let private = basedir.join("private");
+    if !private.is_dir() {
+        fs::create_dir_all(basedir).map_err(io_err(basedir))?;
+        match fs::DirBuilder::new().mode(0o700).create(&private) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&private)(e)),
+        }
+    }
+    Ok(private)
+}
+
 /// Writes `data` to `path` atomically (temporary file in the same directory, fsync, rename).
 /// `secret` files get mode 0600.
 pub fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<(), NodeDirError> {
@@ -304,7 +321,7 @@ pub fn create_node(dir: &Path, opts: &CreateOptions) -> Result<NodeFiles, NodeDi
     cfg.push_str(&tor_section);
     // Validate what we wrote with the same parser `lafs run` uses.
     let parsed = NodeConfig::parse(&cfg).map_err(crate::config::ConfigError::Cfg)?;
-    fs::create_dir_all(dir.join("private")).map_err(io_err(dir))?;
+    ensure_private_dir(dir)?;
     write_atomic(&dir.join("tahoe.cfg"), cfg.as_bytes(), false)?;
     NodeFiles::ensure(dir, &parsed)
 }
@@ -551,7 +568,7 @@ impl NodeFiles {
             source: std::io::ErrorKind::NotFound.into(),
         };
         if create {
-            fs::create_dir_all(&private).map_err(io_err(&private))?;
+            ensure_private_dir(basedir)?;
         }
 
         let pem_path = private.join("node.pem");

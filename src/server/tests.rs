@@ -275,6 +275,13 @@ fn create_node_writes_parseable_cfg() {
     nodedir::create_node(&d, &opts).unwrap();
     let node = crate::config::NodeDir::load(&d).unwrap();
     assert!(node.config.storage_enabled);
+    // private/ holds the key and secrets: the owner's only, as Tahoe makes it.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&d.join("private")), 0o700);
+    assert_eq!(mode(&d.join("private/node.pem")), 0o600);
     assert_eq!(node.config.node.nickname, "nick");
     assert_eq!(
         node.config.node.tub_port.as_deref(),
@@ -289,6 +296,31 @@ fn create_node_writes_parseable_cfg() {
         ..Default::default()
     };
     assert!(nodedir::create_node(&dir.path().join("m"), &bad).is_err());
+}
+
+#[test]
+fn ensure_private_dir_makes_0700_and_leaves_an_existing_ones_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("a/b");
+    let p = nodedir::ensure_private_dir(&fresh).unwrap();
+    assert_eq!(p, fresh.join("private"));
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(old.join("private")).unwrap();
+    std::fs::set_permissions(old.join("private"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    nodedir::ensure_private_dir(&old).unwrap();
+    assert_eq!(
+        std::fs::metadata(old.join("private"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o750
+    );
 }
 
 #[test]

@@ -111,6 +111,16 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Arc<Vec<u8>>> {
         Box::pin(async move { self.read_file(cap, offset, len).await.map(Arc::new) })
     }
+    /// The bytes [`Backend::read_file_shared`] would return, when the backend already holds
+    /// them (a download under way has received them): no wait, no I/O. `None`: not held now.
+    fn read_ready(&self, _cap: &str, _offset: u64, _len: u64) -> Option<Arc<Vec<u8>>> {
+        None
+    }
+    /// Whether a download under way covers `offset .. offset + len` of `cap` (the bytes will
+    /// come without being asked for): the layer's read-ahead does not fetch such a range again.
+    fn read_pending(&self, _cap: &str, _offset: u64, _len: u64) -> bool {
+        false
+    }
     /// Reads a directory: its plaintext body and version.
     fn read_dir<'a>(&'a self, cap: &'a str) -> BoxFuture<'a, (Vec<u8>, DirVersion)>;
     /// Replaces a directory's body if it is still at `expected`; returns the new version.
@@ -161,6 +171,8 @@ struct Faults {
     lose_publish_replies: AtomicUsize,
     /// Holds the reply of the next directory creation ([`MemBackend::hold_next_create`]).
     create_gate: Mutex<Option<Arc<CreateGate>>>,
+    /// File reads are "held" ([`MemBackend::hold_reads`]): as by a download under way.
+    holds_reads: std::sync::atomic::AtomicBool,
 }
 
 /// Where a test holds a directory creation of [`MemBackend`]: the directory is on the grid, its
@@ -189,6 +201,8 @@ pub struct MemBackend {
     keyed_uploads: Arc<AtomicUsize>,
     /// Uploads that failed by an injected fault.
     failed_uploads: Arc<AtomicUsize>,
+    /// Ranges handed out by `read_ready`.
+    ready: Arc<AtomicUsize>,
 }
 
 /// [`MemBackend`]'s content hash: SHA-256 of the bytes (the key is its first 16 bytes).
@@ -275,6 +289,18 @@ impl MemBackend {
     /// Every directory publish fails while `on`.
     pub fn fail_all_publishes(&self, on: bool) {
         self.faults.fail_all_publishes.store(on, Ordering::SeqCst);
+    }
+
+    /// While `on`, every file range is held as if a download under way had received it:
+    /// [`Backend::read_ready`] hands it out (counted by [`MemBackend::ready_count`], not as a
+    /// call) and [`Backend::read_pending`] says so.
+    pub fn hold_reads(&self, on: bool) {
+        self.faults.holds_reads.store(on, Ordering::SeqCst);
+    }
+
+    /// Ranges handed out by [`Backend::read_ready`] so far.
+    pub fn ready_count(&self) -> usize {
+        self.ready.load(Ordering::SeqCst)
     }
 
     /// Calls of any backend operation so far (successful or not).
@@ -445,6 +471,23 @@ impl Backend for MemBackend {
                 .min(data.len());
             Ok(data.get(start..end).unwrap_or_default().to_vec())
         })
+    }
+
+    fn read_ready(&self, cap: &str, offset: u64, len: u64) -> Option<Arc<Vec<u8>>> {
+        if !self.faults.holds_reads.load(Ordering::SeqCst) {
+            return None;
+        }
+        let data = self.get_bytes(cap)?;
+        let start = usize::try_from(offset).ok()?.min(data.len());
+        let end = start
+            .saturating_add(usize::try_from(len).ok()?)
+            .min(data.len());
+        self.ready.fetch_add(1, Ordering::SeqCst);
+        Some(Arc::new(data.get(start..end)?.to_vec()))
+    }
+
+    fn read_pending(&self, _cap: &str, _offset: u64, _len: u64) -> bool {
+        self.faults.holds_reads.load(Ordering::SeqCst)
     }
 
     fn read_dir<'a>(&'a self, cap: &'a str) -> BoxFuture<'a, (Vec<u8>, DirVersion)> {

@@ -130,6 +130,18 @@ impl Config {
     }
 }
 
+/// How a read goes on after its start ([`Inner::read_start`]).
+enum ReadStart {
+    /// Served from the write-back cache.
+    Done(ReadData),
+    /// From the grid, through the segment cache.
+    Grid {
+        cap: String,
+        fsize: u64,
+        sequential: bool,
+    },
+}
+
 /// Bytes a read returns: its own buffer, or the part of a cached segment it lies in (shared
 /// with the segment cache, not copied).
 #[derive(Clone, Debug)]
@@ -1245,6 +1257,13 @@ impl Vfs {
         self.inner.read(ino, fh, offset, size).await
     }
 
+    /// [`Vfs::read_data`] done at once when it needs no wait (the file is in the write-back
+    /// cache, or the range's segments are in the segment cache): only local work. `None`: call
+    /// [`Vfs::read_data`].
+    pub fn read_now(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Option<Result<ReadData>> {
+        self.inner.read_now(ino, fh, offset, size)
+    }
+
     pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         self.inner.write(ino, fh, offset, data).await
     }
@@ -2170,33 +2189,122 @@ impl Inner {
     }
 
     async fn read(self: &Arc<Self>, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<ReadData> {
-        let (cap, fsize, sequential) = {
-            let mut st = self.lock();
-            let n = st.node(ino)?;
-            if n.dir.is_some() {
-                return Err(VfsError::IsDir);
-            }
-            let h = st.handles.get(&fh).ok_or(VfsError::BadHandle)?;
-            let sequential = h.last_end == offset && offset > 0;
-            match n.target.clone() {
-                Target::File(f) => {
-                    let c = st.caches.get(&f).ok_or(VfsError::NotFound)?;
-                    let len = (size as u64).min(c.size.saturating_sub(offset)) as usize;
-                    let mut buf = vec![0u8; len];
-                    c.file.read_exact_at(&mut buf, offset).map_err(cache_err)?;
-                    if let Some(h) = st.handles.get_mut(&fh) {
-                        h.last_end = offset + len as u64;
-                    }
-                    return Ok(ReadData::Owned(buf));
-                }
-                Target::Cap(c) => (c, n.size, sequential),
-                Target::NewDir(_) => return Err(VfsError::IsDir),
-            }
+        let (cap, fsize, sequential) = match self.read_start(ino, fh, offset, size)? {
+            ReadStart::Done(d) => return Ok(d),
+            ReadStart::Grid {
+                cap,
+                fsize,
+                sequential,
+            } => (cap, fsize, sequential),
         };
         let end = (offset + size as u64).min(fsize);
         if offset >= end {
             return Ok(ReadData::Owned(Vec::new()));
         }
+        let seg = self.cfg.segment_size;
+        let (first, last) = (offset / seg, (end - 1) / seg);
+        let mut datas = Vec::with_capacity((last - first + 1) as usize);
+        for s in first..=last {
+            datas.push(self.segment(&cap, s, fsize).await?);
+        }
+        Ok(self.read_finish(fh, &cap, fsize, sequential, offset, end, datas))
+    }
+
+    /// [`Inner::read`] done at once when it needs no wait: the file is in the write-back cache,
+    /// or every segment the range needs is in the segment cache (a sequential reader's next
+    /// segments, fetched by read-ahead). `None`: call [`Inner::read`]. Only local work: a hit
+    /// in the on-disk segment cache reads a local file.
+    fn read_now(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Option<Result<ReadData>> {
+        let (cap, fsize, sequential) = match self.read_start(ino, fh, offset, size) {
+            Err(e) => return Some(Err(e)),
+            Ok(ReadStart::Done(d)) => return Some(Ok(d)),
+            Ok(ReadStart::Grid {
+                cap,
+                fsize,
+                sequential,
+            }) => (cap, fsize, sequential),
+        };
+        let end = (offset + size as u64).min(fsize);
+        if offset >= end {
+            return Some(Ok(ReadData::Owned(Vec::new())));
+        }
+        let seg = self.cfg.segment_size;
+        let (first, last) = (offset / seg, (end - 1) / seg);
+        // Each segment from the segment cache, or from the backend when a download under way
+        // (a read stream) has it already.
+        let datas = {
+            let mut st = self.lock();
+            let mut v = Vec::with_capacity((last - first + 1) as usize);
+            for s in first..=last {
+                let d = match st.segs.get(&cap, s) {
+                    Some(d) => d,
+                    None => {
+                        let len = seg.min(fsize - s * seg);
+                        let d = self.backend.read_ready(&cap, s * seg, len)?;
+                        st.segs.insert(&cap, s, Arc::clone(&d));
+                        d
+                    }
+                };
+                v.push(d);
+            }
+            v
+        };
+        Some(Ok(self.read_finish(
+            fh, &cap, fsize, sequential, offset, end, datas,
+        )))
+    }
+
+    /// The start of a read of `ino` through handle `fh`: served at once from the write-back
+    /// cache, or the file's cap, size, and whether the read continues the handle's last one.
+    fn read_start(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<ReadStart> {
+        let mut st = self.lock();
+        let n = st.node(ino)?;
+        if n.dir.is_some() {
+            return Err(VfsError::IsDir);
+        }
+        let h = st.handles.get(&fh).ok_or(VfsError::BadHandle)?;
+        let sequential = h.last_end == offset && offset > 0;
+        match n.target.clone() {
+            Target::File(f) => {
+                let c = st.caches.get(&f).ok_or(VfsError::NotFound)?;
+                let len = (size as u64).min(c.size.saturating_sub(offset)) as usize;
+                let mut buf = vec![0u8; len];
+                c.file.read_exact_at(&mut buf, offset).map_err(cache_err)?;
+                if let Some(h) = st.handles.get_mut(&fh) {
+                    h.last_end = offset + len as u64;
+                }
+                Ok(ReadStart::Done(ReadData::Owned(buf)))
+            }
+            Target::Cap(cap) => Ok(ReadStart::Grid {
+                cap,
+                fsize: n.size,
+                sequential,
+            }),
+            Target::NewDir(_) => Err(VfsError::IsDir),
+        }
+    }
+
+    /// The end of a read of `offset .. end` of the file `cap` (`fsize` bytes) once it has its
+    /// segments `datas` (the first is the one holding `offset`): the reply's bytes (the segment
+    /// itself, shared, when the range lies in one), the read-ahead of a sequential reader, and
+    /// the handle's last end.
+    #[allow(clippy::too_many_arguments)]
+    fn read_finish(
+        self: &Arc<Self>,
+        fh: u64,
+        cap: &str,
+        fsize: u64,
+        sequential: bool,
+        offset: u64,
+        end: u64,
+        datas: Vec<Arc<Vec<u8>>>,
+    ) -> ReadData {
         let seg = self.cfg.segment_size;
         let (first, last) = (offset / seg, (end - 1) / seg);
         // The part of segment `s` (its bytes `data`) inside the range.
@@ -2206,15 +2314,14 @@ impl Inner {
             let to = (end.min(seg_start + data.len() as u64) - seg_start) as usize;
             from.min(to)..to
         };
-        let out = if first == last {
-            let data = self.segment(&cap, first, fsize).await?;
+        let out = if datas.len() == 1 {
+            let data = datas.into_iter().next().unwrap_or_default();
             let r = part(first, &data);
             ReadData::Shared(data, r)
         } else {
             let mut out = Vec::with_capacity((end - offset) as usize);
-            for s in first..=last {
-                let data = self.segment(&cap, s, fsize).await?;
-                out.extend_from_slice(data.get(part(s, &data)).unwrap_or_default());
+            for (s, data) in (first..).zip(&datas) {
+                out.extend_from_slice(data.get(part(s, data)).unwrap_or_default());
             }
             ReadData::Owned(out)
         };
@@ -2225,7 +2332,13 @@ impl Inner {
                 let mut st = self.lock();
                 let mut v = Vec::new();
                 for s in last + 1..(last + 1 + self.cfg.read_ahead).min(nsegs) {
-                    if !st.segs.contains(&cap, s) && st.prefetching.insert((cap.clone(), s)) {
+                    // A segment a download under way brings (a read stream to the end of the
+                    // file) needs no task of its own: the next read takes it from there.
+                    let len = seg.min(fsize - s * seg);
+                    if !st.segs.contains(cap, s)
+                        && !self.backend.read_pending(cap, s * seg, len)
+                        && st.prefetching.insert((cap.to_string(), s))
+                    {
                         v.push(s);
                     }
                 }
@@ -2233,9 +2346,10 @@ impl Inner {
             };
             for s in ahead {
                 let me = Arc::clone(self);
-                let cap2 = cap.clone();
+                let cap2 = cap.to_string();
                 let len = seg.min(fsize - s * seg);
-                tokio::spawn(async move {
+                // On the runtime's handle: the FUSE thread (`read_now`) is outside it.
+                self.rt.spawn(async move {
                     let r = me.backend.read_file_shared(&cap2, s * seg, len).await;
                     let mut st = me.lock();
                     st.prefetching.remove(&(cap2.clone(), s));
@@ -2248,7 +2362,7 @@ impl Inner {
         if let Some(h) = self.lock().handles.get_mut(&fh) {
             h.last_end = end;
         }
-        Ok(out)
+        out
     }
 
     async fn segment(&self, cap: &str, s: u64, fsize: u64) -> Result<Arc<Vec<u8>>> {

@@ -1374,6 +1374,86 @@ async fn sequential_reader_gets_the_next_segments_fetched_ahead_and_a_random_one
     v.release(g, fh).await.unwrap();
 }
 
+/// A read whose bytes are local is answered at once by `read_now` (the FUSE thread's path: no
+/// task, no wait): a file still in the write-back cache, cached segments, and segments a
+/// download under way holds (`Backend::read_ready`). A range with a segment neither holds is
+/// left to `read_data`. With the backend holding a sequential reader's next segments, the
+/// layer's read-ahead fetches nothing: the reads take them from the backend.
+#[tokio::test]
+async fn read_now_answers_local_bytes_and_leaves_the_rest_to_read_data() {
+    let b = MemBackend::new();
+    let root = b.new_dir();
+    // 10 segments of 4 KiB.
+    let data: Vec<u8> = (0..40_960u32).map(|i| (i * 13 % 251) as u8).collect();
+    let mut l = grid_listing(&b, &root);
+    l.insert("f", child_for(&b.put_bytes(&data), Metadata::new()));
+    b.set_dir_body(&root, l.pack().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path(), 3_600_000);
+    c.segment_size = 4096;
+    c.read_ahead = 4;
+    let v = Vfs::new(Arc::new(b.clone()), &root, c).await.unwrap();
+    let f = v.lookup(ROOT_INO, os("f")).await.unwrap().ino;
+    let seg = |s: usize| data[s * 4096..(s + 1) * 4096].to_vec();
+    let now = |fh: u64, off: u64, len: u32| {
+        v.read_now(f, fh, off, len)
+            .map(|r| r.unwrap().as_slice().to_vec())
+    };
+    let fh = v.open(f, libc::O_RDONLY).await.unwrap();
+    let calls = b.call_count();
+    assert_eq!(now(fh, 0, 4096), None, "nothing cached yet");
+    assert_eq!(b.call_count(), calls, "read_now fetches nothing");
+    assert_eq!(
+        v.read_data(f, fh, 0, 4096).await.unwrap().as_slice(),
+        seg(0)
+    );
+    let calls = b.call_count();
+    assert_eq!(now(fh, 0, 4096), Some(seg(0)), "a cached segment");
+    assert_eq!(now(fh, 100, 50), Some(data[100..150].to_vec()));
+    assert_eq!(now(fh, 4000, 200), None, "segment 1 is not cached");
+    assert_eq!(b.call_count(), calls);
+    // The backend now holds every range (a read stream received them).
+    b.hold_reads(true);
+    for s in 1..10 {
+        assert_eq!(now(fh, s as u64 * 4096, 4096), Some(seg(s)), "segment {s}");
+    }
+    assert_eq!(now(fh, 40_960, 4096), Some(Vec::new()), "at the end");
+    assert_eq!(b.ready_count(), 9);
+    // Give stray read-ahead tasks (there must be none) time to call the backend.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        b.call_count(),
+        calls,
+        "no read-ahead fetch, no demand fetch"
+    );
+    // Taken from the backend once: now in the segment cache.
+    b.hold_reads(false);
+    assert_eq!(now(fh, 5 * 4096, 4096), Some(seg(5)));
+    assert_eq!(b.ready_count(), 9);
+    v.release(f, fh).await.unwrap();
+    // A file being written is read from the write-back cache.
+    let (a, wfh) = v
+        .create(ROOT_INO, os("w"), 0o644, libc::O_RDWR, 1000, 1000)
+        .await
+        .unwrap();
+    v.write(a.ino, wfh, 0, b"written, not uploaded")
+        .await
+        .unwrap();
+    let calls = b.call_count();
+    assert_eq!(
+        v.read_now(a.ino, wfh, 9, 3)
+            .map(|r| r.unwrap().as_slice().to_vec()),
+        Some(b"not".to_vec())
+    );
+    assert_eq!(b.call_count(), calls);
+    v.release(a.ino, wfh).await.unwrap();
+    // Errors come at once too.
+    assert!(matches!(
+        v.read_now(ROOT_INO, fh, 0, 10),
+        Some(Err(VfsError::IsDir))
+    ));
+}
+
 /// fsx (mount-tests/fsx.py) found: fstat of an open file after its unlink said nlink 1.
 /// POSIX: the link count of an open, unlinked file is 0; its data stays readable and writable.
 #[tokio::test]
