@@ -32,7 +32,8 @@
 # the page cache measured 0.5 GB/s into pages never touched and 4.2 GB/s into pages freed just
 # before. The mount writes every byte once more than `lafs put` does (its cache file), so on
 # such a VM the write ratio depends on how much of the guest's memory was ever used; with
-# WARM_GIB=8 both sides write into touched pages, as on a machine that has run a while.
+# WARM_GIB=8 (before the mount's write and again before `lafs put`) both sides write into
+# touched pages, as on a machine that has run a while.
 # The machine running it should be quiet: on a shared 2-core box the figures move by ±30%.
 set -euo pipefail
 
@@ -163,11 +164,14 @@ timeout "$T" find "$mnt/tree" -type d -exec sync {} + || fail "sync of the tree'
 report "sync of the tree (grid has it)" "$(elapsed "$t0") s"
 report "peak RSS after the tree" "$(peak_rss "$mnt")"
 
-if ((${WARM_GIB:-0} > 0)); then
+# warm: see WARM_GIB above; done before the mount's write and again before `lafs put`.
+warm() {
+    ((${WARM_GIB:-0} > 0)) || return 0
     say "touching and freeing $WARM_GIB GiB of memory"
     python3 -c 'import sys; n = int(sys.argv[1]) << 30; b = bytearray(n); b[::4096] = b"\x01" * (n // 4096)' "$WARM_GIB" \
         || fail "WARM_GIB"
-fi
+}
+warm
 say "writing a $SIZE_MIB MiB source file"
 big="$work/big"
 timeout "$T" dd if=/dev/urandom of="$big" bs=1M count="$SIZE_MIB" status=none || fail "dd urandom"
@@ -204,6 +208,7 @@ timeout "$T" diff -r --no-dereference "$src" "$mnt/tree" >/dev/null || fail "the
 report "peak RSS after cmp + diff -r" "$(peak_rss "$mnt")"
 lib_umount "$mnt"
 
+warm
 big2="$work/big2"
 timeout "$T" dd if=/dev/urandom of="$big2" bs=1M count="$SIZE_MIB" status=none || fail "dd urandom"
 t0="$(now)"
