@@ -280,6 +280,24 @@ impl Drop for ReadStream {
     }
 }
 
+/// Of the `streams` covering `off .. off + len` of `cap`, the one furthest along, made the most
+/// recently used (last: the oldest stream is the one dropped).
+fn take_covering(
+    streams: &mut VecDeque<Arc<ReadStream>>,
+    cap: &str,
+    off: u64,
+    len: u64,
+) -> Option<Arc<ReadStream>> {
+    let (i, _) = streams
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((i, s.covering(cap, off, len)?)))
+        .max_by_key(|&(_, received)| received)?;
+    let s = streams.remove(i)?;
+    streams.push_back(Arc::clone(&s));
+    Some(s)
+}
+
 /// The download's output: appends to the stream's buffer and reports progress. It holds the
 /// buffer, not the stream, so dropping the last [`ReadStream`] stops the download. It waits
 /// (flow control) while it is [`STREAM_AHEAD`] bytes past what readers asked for.
@@ -498,15 +516,7 @@ impl GridBackend {
         size: u64,
     ) -> Option<Arc<ReadStream>> {
         let mut streams = self.streams.lock().ok()?;
-        let best = streams
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((i, s.covering(cap, off, len)?)))
-            .max_by_key(|&(_, received)| received);
-        if let Some((i, _)) = best {
-            // Most recently used last: the oldest stream is the one dropped.
-            let s = streams.remove(i)?;
-            streams.push_back(Arc::clone(&s));
+        if let Some(s) = take_covering(&mut streams, cap, off, len) {
             return Some(s);
         }
         if streams.iter().any(|s| s.left_behind(cap, off)) {
@@ -700,17 +710,7 @@ impl Backend for GridBackend {
     }
 
     fn read_ready(&self, cap: &str, offset: u64, len: u64) -> Option<Arc<Vec<u8>>> {
-        let mut streams = self.streams.lock().ok()?;
-        // As `stream_for`: of the streams covering the range, the one furthest along; it
-        // becomes the most recently used.
-        let (i, _) = streams
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((i, s.covering(cap, offset, len)?)))
-            .max_by_key(|&(_, received)| received)?;
-        let s = streams.remove(i)?;
-        streams.push_back(Arc::clone(&s));
-        drop(streams);
+        let s = take_covering(&mut *self.streams.lock().ok()?, cap, offset, len)?;
         let d = s.ready(offset, len)?;
         self.counters.served.fetch_add(len, Ordering::Relaxed);
         Some(d)
@@ -976,26 +976,8 @@ mod tests {
         assert_eq!(c.served, size);
         assert_eq!(c.fetched, size, "{c:?}");
         assert_eq!(c.streams_to_end, 1);
-        let other = Cap::File(
-            immutable::upload(
-                &grid.server_set(),
-                &ClientSecrets::from_lease_secret(&[7u8; 32]),
-                immutable::VecSource(content(1 << 20)),
-                &UploadOptions::convergent(
-                    EncodingParams {
-                        needed: 2,
-                        happy: 3,
-                        total: 4,
-                        max_segment_size: STREAM_CUT,
-                    },
-                    b"another secret",
-                ),
-            )
-            .await
-            .unwrap()
-            .cap,
-        )
-        .to_string();
+        // Another file of the grid (its own backend's streams play no part).
+        let (_, other) = grid_file(&grid, content(1 << 20)).await;
         assert!(!b.read_pending(&other, 0, STREAM_CUT));
         assert!(b.read_ready(&other, 0, STREAM_CUT).is_none());
     }

@@ -6,10 +6,11 @@
 //! its file is in the cache and the cache has room) is done on the FUSE thread, a `pwrite` into
 //! the cache file (into the page cache) straight from fuser's buffer; and a read whose bytes
 //! are local ([`Vfs::read_now`]: the write-back cache, the segment cache, or a read stream that
-//! received them) is answered there, which halves the context switches of a sequential read. Errors become errnos in ONE place, [`errno`], through
-//! [`VfsError::to_errno`] (plus the two macOS xattr spellings, `xattr_errno`). The few
-//! decisions the adapter makes itself (readdirplus batches and their lookup counts, fallocate,
-//! access, the macOS xattr names) live in [`ops`], unit-tested there. Requests fuser would log
+//! received them) is answered there, which halves the context switches of a sequential read.
+//! Errors become errnos in ONE place, [`errno`], through [`VfsError::to_errno`] (plus the two
+//! macOS xattr spellings, `xattr_errno`). The few decisions the adapter makes itself
+//! (readdirplus batches and their lookup counts, fallocate, access, the macOS xattr names) live
+//! in [`ops`], unit-tested there. Requests fuser would log
 //! as "[Not Implemented]" are answered quietly (ioctl `ENOTTY`; copy_file_range and poll
 //! `ENOSYS`, which the kernel remembers); getlk/setlk and bmap are never sent (no POSIX-lock
 //! capability is negotiated, the kernel keeps locks locally; not a block-device mount). A

@@ -399,6 +399,17 @@ impl MemBackend {
     }
 }
 
+/// Bytes `offset .. offset + len` of `data`, fewer at its end (a file read's range).
+fn range_of(data: &[u8], offset: u64, len: u64) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let end = start
+        .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+        .min(data.len());
+    data.get(start..end).unwrap_or_default()
+}
+
 /// Directories are stored under their write cap; a read cap finds the same entry through the
 /// write cap that `readonly()` maps to it, so the store keys by the read-only form.
 fn read_key(cap: &str) -> String {
@@ -463,13 +474,7 @@ impl Backend for MemBackend {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let data = self.get_bytes(cap).ok_or(BackendError::NotFound)?;
-            let start = usize::try_from(offset)
-                .unwrap_or(usize::MAX)
-                .min(data.len());
-            let end = start
-                .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
-                .min(data.len());
-            Ok(data.get(start..end).unwrap_or_default().to_vec())
+            Ok(range_of(&data, offset, len).to_vec())
         })
     }
 
@@ -478,12 +483,8 @@ impl Backend for MemBackend {
             return None;
         }
         let data = self.get_bytes(cap)?;
-        let start = usize::try_from(offset).ok()?.min(data.len());
-        let end = start
-            .saturating_add(usize::try_from(len).ok()?)
-            .min(data.len());
         self.ready.fetch_add(1, Ordering::SeqCst);
-        Some(Arc::new(data.get(start..end)?.to_vec()))
+        Some(Arc::new(range_of(&data, offset, len).to_vec()))
     }
 
     fn read_pending(&self, _cap: &str, _offset: u64, _len: u64) -> bool {

@@ -132,14 +132,27 @@ impl Config {
 
 /// How a read goes on after its start ([`Inner::read_start`]).
 enum ReadStart {
-    /// Served from the write-back cache.
+    /// Served already: from the write-back cache, or empty (at or past the end of the file).
     Done(ReadData),
     /// From the grid, through the segment cache.
-    Grid {
-        cap: String,
-        fsize: u64,
-        sequential: bool,
-    },
+    Grid(GridRead),
+}
+
+/// A read of bytes `offset .. end` (not empty) of the grid file `cap` of `fsize` bytes;
+/// `sequential` when it continues the handle's last read.
+struct GridRead {
+    cap: String,
+    fsize: u64,
+    offset: u64,
+    end: u64,
+    sequential: bool,
+}
+
+impl GridRead {
+    /// The segments (of `seg` bytes) the range touches.
+    fn segments(&self, seg: u64) -> std::ops::RangeInclusive<u64> {
+        self.offset / seg..=(self.end - 1) / seg
+    }
 }
 
 /// Bytes a read returns: its own buffer, or the part of a cached segment it lies in (shared
@@ -2189,31 +2202,21 @@ impl Inner {
     }
 
     async fn read(self: &Arc<Self>, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<ReadData> {
-        let (cap, fsize, sequential) = match self.read_start(ino, fh, offset, size)? {
+        let r = match self.read_start(ino, fh, offset, size)? {
             ReadStart::Done(d) => return Ok(d),
-            ReadStart::Grid {
-                cap,
-                fsize,
-                sequential,
-            } => (cap, fsize, sequential),
+            ReadStart::Grid(r) => r,
         };
-        let end = (offset + size as u64).min(fsize);
-        if offset >= end {
-            return Ok(ReadData::Owned(Vec::new()));
+        let mut datas = Vec::new();
+        for s in r.segments(self.cfg.segment_size) {
+            datas.push(self.segment(&r.cap, s, r.fsize).await?);
         }
-        let seg = self.cfg.segment_size;
-        let (first, last) = (offset / seg, (end - 1) / seg);
-        let mut datas = Vec::with_capacity((last - first + 1) as usize);
-        for s in first..=last {
-            datas.push(self.segment(&cap, s, fsize).await?);
-        }
-        Ok(self.read_finish(fh, &cap, fsize, sequential, offset, end, datas))
+        Ok(self.read_finish(fh, &r, datas))
     }
 
     /// [`Inner::read`] done at once when it needs no wait: the file is in the write-back cache,
-    /// or every segment the range needs is in the segment cache (a sequential reader's next
-    /// segments, fetched by read-ahead). `None`: call [`Inner::read`]. Only local work: a hit
-    /// in the on-disk segment cache reads a local file.
+    /// or every segment the range needs is in the segment cache or held by a download under
+    /// way (a read stream: [`Backend::read_ready`]). `None`: call [`Inner::read`]. Only local
+    /// work: a hit in the on-disk segment cache reads a local file.
     fn read_now(
         self: &Arc<Self>,
         ino: Ino,
@@ -2221,33 +2224,23 @@ impl Inner {
         offset: u64,
         size: u32,
     ) -> Option<Result<ReadData>> {
-        let (cap, fsize, sequential) = match self.read_start(ino, fh, offset, size) {
+        let r = match self.read_start(ino, fh, offset, size) {
             Err(e) => return Some(Err(e)),
             Ok(ReadStart::Done(d)) => return Some(Ok(d)),
-            Ok(ReadStart::Grid {
-                cap,
-                fsize,
-                sequential,
-            }) => (cap, fsize, sequential),
+            Ok(ReadStart::Grid(r)) => r,
         };
-        let end = (offset + size as u64).min(fsize);
-        if offset >= end {
-            return Some(Ok(ReadData::Owned(Vec::new())));
-        }
         let seg = self.cfg.segment_size;
-        let (first, last) = (offset / seg, (end - 1) / seg);
-        // Each segment from the segment cache, or from the backend when a download under way
-        // (a read stream) has it already.
         let datas = {
             let mut st = self.lock();
-            let mut v = Vec::with_capacity((last - first + 1) as usize);
-            for s in first..=last {
-                let d = match st.segs.get(&cap, s) {
+            let mut v = Vec::new();
+            for s in r.segments(seg) {
+                let d = match st.segs.get(&r.cap, s) {
                     Some(d) => d,
                     None => {
-                        let len = seg.min(fsize - s * seg);
-                        let d = self.backend.read_ready(&cap, s * seg, len)?;
-                        st.segs.insert(&cap, s, Arc::clone(&d));
+                        let d =
+                            self.backend
+                                .read_ready(&r.cap, s * seg, self.seg_len(s, r.fsize))?;
+                        st.segs.insert(&r.cap, s, Arc::clone(&d));
                         d
                     }
                 };
@@ -2255,13 +2248,11 @@ impl Inner {
             }
             v
         };
-        Some(Ok(self.read_finish(
-            fh, &cap, fsize, sequential, offset, end, datas,
-        )))
+        Some(Ok(self.read_finish(fh, &r, datas)))
     }
 
     /// The start of a read of `ino` through handle `fh`: served at once from the write-back
-    /// cache, or the file's cap, size, and whether the read continues the handle's last one.
+    /// cache (or empty, at or past the end), else the part of the grid file to read.
     fn read_start(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<ReadStart> {
         let mut st = self.lock();
         let n = st.node(ino)?;
@@ -2281,32 +2272,36 @@ impl Inner {
                 }
                 Ok(ReadStart::Done(ReadData::Owned(buf)))
             }
-            Target::Cap(cap) => Ok(ReadStart::Grid {
-                cap,
-                fsize: n.size,
-                sequential,
-            }),
+            Target::Cap(cap) => {
+                let end = (offset + size as u64).min(n.size);
+                if offset >= end {
+                    return Ok(ReadStart::Done(ReadData::Owned(Vec::new())));
+                }
+                Ok(ReadStart::Grid(GridRead {
+                    cap,
+                    fsize: n.size,
+                    offset,
+                    end,
+                    sequential,
+                }))
+            }
             Target::NewDir(_) => Err(VfsError::IsDir),
         }
     }
 
-    /// The end of a read of `offset .. end` of the file `cap` (`fsize` bytes) once it has its
-    /// segments `datas` (the first is the one holding `offset`): the reply's bytes (the segment
-    /// itself, shared, when the range lies in one), the read-ahead of a sequential reader, and
-    /// the handle's last end.
-    #[allow(clippy::too_many_arguments)]
-    fn read_finish(
-        self: &Arc<Self>,
-        fh: u64,
-        cap: &str,
-        fsize: u64,
-        sequential: bool,
-        offset: u64,
-        end: u64,
-        datas: Vec<Arc<Vec<u8>>>,
-    ) -> ReadData {
+    /// Bytes of segment `s` of a grid file of `fsize` bytes.
+    fn seg_len(&self, s: u64, fsize: u64) -> u64 {
         let seg = self.cfg.segment_size;
-        let (first, last) = (offset / seg, (end - 1) / seg);
+        seg.min(fsize.saturating_sub(s * seg))
+    }
+
+    /// The end of the grid read `r` once it has its segments `datas` (in order, from the one
+    /// holding `r.offset`): the reply's bytes (the segment itself, shared, when the range lies
+    /// in one), the read-ahead of a sequential reader, and the handle's last end.
+    fn read_finish(self: &Arc<Self>, fh: u64, r: &GridRead, datas: Vec<Arc<Vec<u8>>>) -> ReadData {
+        let seg = self.cfg.segment_size;
+        let (offset, end, cap, fsize) = (r.offset, r.end, r.cap.as_str(), r.fsize);
+        let (first, last) = r.segments(seg).into_inner();
         // The part of segment `s` (its bytes `data`) inside the range.
         let part = |s: u64, data: &Arc<Vec<u8>>| {
             let seg_start = s * seg;
@@ -2325,7 +2320,7 @@ impl Inner {
             }
             ReadData::Owned(out)
         };
-        if sequential {
+        if r.sequential {
             // Read-ahead: fetch the next segments in the background.
             let nsegs = fsize.div_ceil(seg);
             let ahead: Vec<u64> = {
@@ -2334,9 +2329,10 @@ impl Inner {
                 for s in last + 1..(last + 1 + self.cfg.read_ahead).min(nsegs) {
                     // A segment a download under way brings (a read stream to the end of the
                     // file) needs no task of its own: the next read takes it from there.
-                    let len = seg.min(fsize - s * seg);
                     if !st.segs.contains(cap, s)
-                        && !self.backend.read_pending(cap, s * seg, len)
+                        && !self
+                            .backend
+                            .read_pending(cap, s * seg, self.seg_len(s, fsize))
                         && st.prefetching.insert((cap.to_string(), s))
                     {
                         v.push(s);
@@ -2347,7 +2343,7 @@ impl Inner {
             for s in ahead {
                 let me = Arc::clone(self);
                 let cap2 = cap.to_string();
-                let len = seg.min(fsize - s * seg);
+                let len = self.seg_len(s, fsize);
                 // On the runtime's handle: the FUSE thread (`read_now`) is outside it.
                 self.rt.spawn(async move {
                     let r = me.backend.read_file_shared(&cap2, s * seg, len).await;
@@ -2370,10 +2366,9 @@ impl Inner {
             return Ok(d);
         }
         let seg = self.cfg.segment_size;
-        let len = seg.min(fsize.saturating_sub(s * seg));
         let d = self
             .backend
-            .read_file_shared(cap, s * seg, len)
+            .read_file_shared(cap, s * seg, self.seg_len(s, fsize))
             .await
             .map_err(grid)?;
         self.lock().segs.insert(cap, s, Arc::clone(&d));
