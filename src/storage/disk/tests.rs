@@ -233,10 +233,14 @@ fn reserved_space_refuses_allocation_and_stale_uploads_expire() {
     let fx = fixture();
     let free = fx.store.available_space().unwrap();
     assert!(free > 0);
-    // Two allocations that each fit but together do not: only the first is granted.
+    // Two allocations that each fit but together do not: only the first is granted. Each is
+    // two thirds of the free space, not half of it plus one byte: the file system is the real
+    // one, shared with the tests running beside this one, and its free space moves between the
+    // measure and the allocation (a freed block made both halves fit, in a CI run). Two thirds
+    // holds while the free space stays within a third of what was measured.
     let a = fx
         .store
-        .allocate_buckets(&SI, &R1, &C1, &set(&[0, 1]), free / 2 + 1, b"s")
+        .allocate_buckets(&SI, &R1, &C1, &set(&[0, 1]), free / 3 * 2, b"s")
         .unwrap();
     assert_eq!(a.allocated, set(&[0]));
     fx.time
