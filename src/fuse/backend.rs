@@ -54,7 +54,7 @@ use crate::client::mutable::MutableClient;
 use crate::client::mutable::NetMutableServer;
 use crate::client::secrets::ClientSecrets;
 use crate::client::ServerSet;
-use crate::immutable::{EncodingParams, Geometry, KeySource};
+use crate::immutable::{EncodingParams, Geometry, KeySource, PlaintextSource};
 use crate::mutable::keys::KeyPool;
 use crate::mutable::publish::{self, PublishOutcome, PublishParams};
 use crate::mutable::retrieve::ServerMap;
@@ -63,6 +63,7 @@ use crate::mutable::MutableError;
 use crate::vfs::backend::{
     Backend, BackendError, BoxFuture, ContentHasher, ContentKey, DirVersion, NewDirKey,
 };
+use crate::vfs::pagecache::ReadOnce;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::pin::Pin;
@@ -346,6 +347,45 @@ impl tokio::io::AsyncWrite for StreamWriter {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A cache file read by one upload pass, in order, with read-ahead and drop-behind
+/// ([`ReadOnce`]); a second pass (a share placed again) reads it from disk.
+struct OnceSource {
+    file: std::fs::File,
+    size: u64,
+    pages: Option<ReadOnce>,
+}
+
+impl OnceSource {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        Ok(OnceSource {
+            file,
+            size,
+            pages: ReadOnce::new(size),
+        })
+    }
+}
+
+impl PlaintextSource for OnceSource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), crate::immutable::BoxError> {
+        use std::os::unix::fs::FileExt;
+        let len = buf.len() as u64;
+        if let Some(p) = self.pages.as_mut() {
+            p.before(&self.file, offset, len);
+        }
+        self.file.read_exact_at(buf, offset)?;
+        if let Some(p) = self.pages.as_mut() {
+            p.after(&self.file, offset + len);
+        }
+        Ok(())
     }
 }
 
@@ -683,20 +723,24 @@ impl Backend for GridBackend {
         key: Option<ContentKey>,
     ) -> BoxFuture<'a, String> {
         Box::pin(async move {
-            let source = FileSource::open(path).map_err(other)?;
             // Uploads of one storage index (identical content) take turns inside
             // `immutable::upload`, so two closes of equal files do not race on the servers.
             let result = match key {
                 // Computed over exactly these bytes by the convergence hasher: the same key
-                // the upload's own pass would find.
+                // the upload's own pass would find. With the key known, the upload reads the
+                // file once, in order: it need not stay in the page cache.
                 Some(ContentKey(k)) => {
                     let opts = UploadOptions {
                         key: KeySource::Fixed(k),
                         ..self.upload.clone()
                     };
+                    let source = OnceSource::open(path).map_err(other)?;
                     immutable::upload(&self.servers, &self.secrets, source, &opts).await
                 }
-                None => immutable::upload(&self.servers, &self.secrets, source, &self.upload).await,
+                None => {
+                    let source = FileSource::open(path).map_err(other)?;
+                    immutable::upload(&self.servers, &self.secrets, source, &self.upload).await
+                }
             };
             Ok(Cap::File(result.map_err(other)?.cap).to_string())
         })

@@ -10,12 +10,18 @@
 //! [`HashJob::finish`] waits until every byte given is hashed, then gives the key (the upload
 //! calls it: the only wait left at close is the hash of the last writes).
 //!
+//! Behind the hash, the pages of a large file leave the page cache ([`WriteBehind`]): the
+//! task starts the write-back of what it hashed and drops it a window later. It is the last
+//! reader of those bytes before the upload, and the writes that follow reuse the pages. The
+//! caller's inline hashing never waits for the disk: when pages are due, it starts the task.
+//!
 //! Invariants: bytes are fed strictly in file order, each once; `fed <= target`; at most one
 //! task hashes a job at a time, holding at most [`CHUNK`] bytes of buffer; a cancelled job
 //! (the file changed other than at its end, or was dropped) never gives a key; a read error
 //! of the cache file gives no key (the upload then computes it from the file).
 
 use super::backend::{ContentHasher, ContentKey};
+use super::pagecache::WriteBehind;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +44,8 @@ struct JobState {
     cancelled: bool,
     /// Reading the cache file failed: no key.
     failed: bool,
+    /// The page-cache state of `0 .. fed` (only the running task changes it).
+    pages: WriteBehind,
 }
 
 struct Shared {
@@ -78,6 +86,7 @@ impl HashJob {
                     running: false,
                     cancelled: false,
                     failed: false,
+                    pages: WriteBehind::default(),
                 }),
                 file,
                 done: Notify::new(),
@@ -108,7 +117,9 @@ impl HashJob {
                 h.update(data);
                 s.fed = end;
             }
-            return;
+            if !s.pages.due(s.fed) {
+                return;
+            }
         }
         s.running = true;
         drop(s);
@@ -163,6 +174,7 @@ impl Drop for HashJob {
 fn run(shared: &Shared) {
     let mut buf = Vec::new();
     loop {
+        release_pages(shared);
         let (mut h, from, to) = {
             let mut s = shared.lock();
             let idle = s.cancelled || s.fed >= s.target;
@@ -195,6 +207,20 @@ fn run(shared: &Shared) {
             s.fed = to;
         }
     }
+}
+
+/// The task's page-cache step for what is hashed so far (see [`WriteBehind`]); it may wait for
+/// the disk, so only the task calls it, outside the lock.
+fn release_pages(shared: &Shared) {
+    let (mut pages, fed) = {
+        let mut s = shared.lock();
+        if s.cancelled || !s.pages.due(s.fed) {
+            return;
+        }
+        (std::mem::take(&mut s.pages), s.fed)
+    };
+    pages.consumed(&shared.file, fed);
+    shared.lock().pages = pages;
 }
 
 #[cfg(test)]
@@ -246,6 +272,38 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(60), job.finish(size))
             .await
             .expect("the hash job never finished")
+    }
+
+    /// A 40 MiB file written in order, in pieces the caller hashes (128 KiB) and pieces the
+    /// task hashes (1 MiB): the key is right, and the pages of what was hashed left the page
+    /// cache (from the inline path too: the task is started for them).
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pages_of_a_large_file_leave_the_page_cache_behind_the_hash() {
+        use crate::vfs::pagecache::tests::{disk_temp_file, resident_pages};
+        for piece in [INLINE_MAX, 1 << 20] {
+            let Some(tmp) = disk_temp_file() else {
+                eprintln!("SKIP: the temporary directory is on tmpfs");
+                return;
+            };
+            let file = Arc::new(tmp.reopen().unwrap());
+            let fed = Arc::new(Mutex::new(Vec::new()));
+            let rt = tokio::runtime::Handle::try_current().ok();
+            let job = HashJob::new(Box::new(Recorder(Arc::clone(&fed))), Arc::clone(&file), rt);
+            let data: Vec<u8> = (0..40u32 << 20).map(|i| (i % 241) as u8).collect();
+            for (i, c) in data.chunks(piece).enumerate() {
+                let off = (i * piece) as u64;
+                file.write_all_at(c, off).unwrap();
+                job.extend(off + c.len() as u64, c);
+            }
+            let key = wait_key(job, data.len() as u64).await;
+            assert_eq!(key, Some(key_of(&data)), "pieces of {piece}");
+            let left = resident_pages(&file, 0, 32 << 20);
+            assert!(
+                left < 256,
+                "pieces of {piece}: {left} of 8192 pages still cached"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,7 @@ pub mod backend;
 pub mod error;
 pub mod hashing;
 pub mod journal;
+pub mod pagecache;
 pub mod segcache;
 
 #[cfg(test)]
