@@ -590,6 +590,7 @@ pub fn serve(
     let control = Arc::new(Control::new(info, meta.uid(), meta.gid()));
     let vfs = Arc::new(vfs);
     let fs = LafsFs::new(Arc::clone(&vfs), rt.handle().clone()).with_control(control);
+    let notifier = fs.notifier_slot();
     let session = match mount_typed(mountpoint, meta.mode(), &mounted, opts) {
         Some(fd) => fuser::Session::from_fd(fs, fd, config.acl, config.clone())
             .and_then(fuser::Session::spawn)
@@ -600,6 +601,7 @@ pub fn serve(
         None => fuser::spawn_mount(fs, mountpoint, &config),
     }
     .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     let ours = device_at_canonical(&abs_mountpoint);
     match (opts.read_ahead_kb.unwrap_or(READ_AHEAD_KB), &ours) {
         (0, _) | (_, None) => {}

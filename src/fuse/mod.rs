@@ -29,6 +29,7 @@
 pub mod backend;
 pub mod ops;
 pub mod order;
+pub mod readbehind;
 pub mod status;
 
 pub use backend::{GridBackend, ReadCounters};
@@ -44,7 +45,7 @@ use fuser::{
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -176,6 +177,10 @@ pub struct LafsFs {
     order: Arc<order::InodeOrder>,
     /// The virtual `.lafs-status` / `.lafs-control` files ([`status`]), when served.
     control: Option<Arc<status::Control>>,
+    /// Drop-behind of the kernel's pages of files read in order ([`readbehind`]).
+    behind: Arc<readbehind::ReadBehind>,
+    /// The session's notifier, set once the session runs ([`LafsFs::notifier_slot`]).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl LafsFs {
@@ -187,7 +192,31 @@ impl LafsFs {
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             order: Arc::new(order::InodeOrder::default()),
             control: None,
+            behind: Arc::default(),
+            notifier: Arc::default(),
         }
+    }
+
+    /// Where the mount puts the session's notifier once the session is spawned (the
+    /// filesystem moves into the session before the notifier exists). Until then, and
+    /// without it, the kernel's pages are left alone.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        Arc::clone(&self.notifier)
+    }
+
+    /// Invalidates the kernel's pages of `ino` in `off .. off + len`, from a blocking task.
+    fn invalidate_pages(&self, ino: u64, off: u64, len: u64) {
+        let Some(n) = self.notifier.get().cloned() else {
+            return;
+        };
+        let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else {
+            return;
+        };
+        self.rt.spawn_blocking(move || {
+            if let Err(e) = n.inval_inode(INodeNo(ino), off, len) {
+                tracing::trace!("invalidating pages of inode {ino}: {e}");
+            }
+        });
     }
 
     /// Whether `n` in `parent` names one of the virtual files ([`status`]). The names are
@@ -575,9 +604,13 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_open(ino.0, flags.0, reply) else {
             return;
         };
+        let behind = Arc::clone(&self.behind);
         self.spawn_ordered(ino.0, move |v| async move {
             match v.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    behind.opened(ino.0);
+                    reply.opened(FileHandle(fh), FopenFlags::empty())
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -597,6 +630,12 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_read(ino.0, fh.0, offset, size, reply) else {
             return;
         };
+        // Linux only: macFUSE's page cache and notifications are not tested.
+        if cfg!(target_os = "linux") {
+            if let Some((off, len)) = self.behind.read(ino.0, offset, u64::from(size)) {
+                self.invalidate_pages(ino.0, off, len);
+            }
+        }
         // A read whose bytes are local (the write-back cache, or segments the read-ahead already
         // fetched: most reads of a sequential reader) is answered here, without the hand-off to
         // a task and back: for 128 KiB reads that hand-off cost more CPU than the reply.
@@ -682,6 +721,7 @@ impl Filesystem for LafsFs {
         let Some(reply) = self.v_release(ino.0, fh.0, reply) else {
             return;
         };
+        self.behind.released(ino.0);
         self.spawn_ordered(ino.0, move |v| async move {
             reply_empty(v.release(ino.0, fh.0).await, reply)
         });
@@ -999,15 +1039,19 @@ impl Filesystem for LafsFs {
         }
         let (n, uid, gid) = (name(n), req.uid(), req.gid());
         let mode = mode & !(umask & 0o777);
+        let behind = Arc::clone(&self.behind);
         self.spawn(move |v| async move {
             match v.create(parent.0, &n, mode, flags, uid, gid).await {
-                Ok((a, fh)) => reply.created(
-                    &TTL,
-                    &fuse_attr(&a),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((a, fh)) => {
+                    behind.opened(a.ino);
+                    reply.created(
+                        &TTL,
+                        &fuse_attr(&a),
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    )
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
