@@ -9,9 +9,17 @@ mod cli;
 const BROKEN_PIPE_STATUS: u8 = 141;
 
 fn main() -> std::process::ExitCode {
-    match cli::run(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let helper = cli::personality(args.first().map_or("".as_ref(), |a| a.as_os_str()))
+        == cli::Personality::MountHelper;
+    match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => std::process::ExitCode::from(BROKEN_PIPE_STATUS),
+        // As mount(8) helpers do: its name, and mount(8)'s exit statuses.
+        Err(e) if helper => {
+            eprintln!("mount.lafs: {e:#}");
+            std::process::ExitCode::from(cli::mount::helper_exit_status(&e))
+        }
         Err(e) => {
             eprintln!("lafs: error: {e:#}");
             std::process::ExitCode::FAILURE

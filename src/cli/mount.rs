@@ -966,8 +966,34 @@ fn enter_namespace(_ns: &std::ffi::OsStr) -> anyhow::Result<()> {
 /// `mount.lafs SOURCE MOUNTPOINT [-sfnv] [-N NAMESPACE] [-o OPTIONS] [-t lafs]` (the mount(8)
 /// helper convention, so `mount -t lafs` and fstab lines work): the same as
 /// `lafs mount SOURCE MOUNTPOINT -o OPTIONS`; `-f` (fake) checks everything but mounts nothing.
+/// mount(8)'s exit statuses (util-linux `MNT_EX_USAGE`, `MNT_EX_FAIL`): `mount -t lafs` exits
+/// with the helper's status, and systemd and scripts read it.
+pub const MNT_EX_USAGE: u8 = 1;
+pub const MNT_EX_FAIL: u8 = 32;
+
+/// The context that marks a helper error as bad usage (arguments or options).
+#[derive(Debug)]
+struct HelperUsage;
+
+impl std::fmt::Display for HelperUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bad usage")
+    }
+}
+
+/// The exit status of `mount.lafs` for an error it returned: 1 for bad arguments or options,
+/// else 32 (the mount failed).
+pub fn helper_exit_status(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<HelperUsage>().is_some() {
+        MNT_EX_USAGE
+    } else {
+        MNT_EX_FAIL
+    }
+}
+
 pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
-    let mut h = match parse_helper_args(args.into_iter().skip(1).collect())? {
+    let parsed = parse_helper_args(args.into_iter().skip(1).collect()).context(HelperUsage)?;
+    let mut h = match parsed {
         Helper::Help => {
             use std::io::Write as _;
             writeln!(std::io::stdout().lock(), "{HELPER_USAGE}\n{HELPER_OPTIONS}")?;
@@ -975,7 +1001,7 @@ pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
         }
         Helper::Mount(h) => h,
     };
-    let (parsed, unknown) = parse_opts_sloppy(&h.options, h.sloppy)?;
+    let (parsed, unknown) = parse_opts_sloppy(&h.options, h.sloppy).context(HelperUsage)?;
     if !unknown.is_empty() {
         let names: Vec<&str> = unknown
             .iter()
@@ -1131,6 +1157,42 @@ mod tests {
         }
         // What `mount.lafs -h` runs: it prints the usage and succeeds (exit status 0).
         assert!(mount_helper(vec!["mount.lafs".into(), "-h".into()]).is_ok());
+    }
+
+    /// The helper's exit statuses follow mount(8): bad arguments or options are 1, a mount that
+    /// fails (here: the checks of `-f` on a missing node directory or mount point) is 32.
+    #[test]
+    fn helper_errors_give_mounts_exit_statuses() {
+        let status = |args: &[&str]| {
+            let mut v: Vec<OsString> = vec!["mount.lafs".into()];
+            v.extend(args.iter().map(OsString::from));
+            helper_exit_status(&mount_helper(v).expect_err("the helper succeeded"))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let nonode = format!("node-directory={d}/nonode");
+        assert_eq!(status(&["tahoe:"]), MNT_EX_USAGE, "no mount point");
+        assert_eq!(status(&["tahoe:", d, "-o", "frobnicate"]), MNT_EX_USAGE);
+        assert_eq!(
+            status(&["tahoe:", d, "-o", "cache-size=lots"]),
+            MNT_EX_USAGE
+        );
+        assert_eq!(status(&["-f", "tahoe:", d, "-o", &nonode]), MNT_EX_FAIL);
+        let nodir = format!("{d}/nodir");
+        assert_eq!(
+            status(&["-f", "tahoe:", &nodir, "-o", &nonode]),
+            MNT_EX_FAIL
+        );
+        // The message still says what was wrong.
+        let e = mount_helper(vec![
+            "mount.lafs".into(),
+            "tahoe:".into(),
+            d.into(),
+            "-o".into(),
+            "frobnicate".into(),
+        ])
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("frobnicate"), "{e:#}");
     }
 
     /// mount(8)'s `-s`: an option this helper does not know is let through (and dropped from
