@@ -963,9 +963,6 @@ fn enter_namespace(_ns: &std::ffi::OsStr) -> anyhow::Result<()> {
     bail!("mount.lafs: -N (mount namespaces) exists on Linux only")
 }
 
-/// `mount.lafs SOURCE MOUNTPOINT [-sfnv] [-N NAMESPACE] [-o OPTIONS] [-t lafs]` (the mount(8)
-/// helper convention, so `mount -t lafs` and fstab lines work): the same as
-/// `lafs mount SOURCE MOUNTPOINT -o OPTIONS`; `-f` (fake) checks everything but mounts nothing.
 /// mount(8)'s exit statuses (util-linux `MNT_EX_USAGE`, `MNT_EX_FAIL`): `mount -t lafs` exits
 /// with the helper's status, and systemd and scripts read it.
 pub const MNT_EX_USAGE: u8 = 1;
@@ -991,6 +988,9 @@ pub fn helper_exit_status(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// `mount.lafs SOURCE MOUNTPOINT [-sfnv] [-N NAMESPACE] [-o OPTIONS] [-t lafs]` (the mount(8)
+/// helper convention, so `mount -t lafs` and fstab lines work): the same as
+/// `lafs mount SOURCE MOUNTPOINT -o OPTIONS`; `-f` (fake) checks everything but mounts nothing.
 pub fn mount_helper(args: Vec<OsString>) -> anyhow::Result<()> {
     let parsed = parse_helper_args(args.into_iter().skip(1).collect()).context(HelperUsage)?;
     let mut h = match parsed {

@@ -889,6 +889,11 @@ impl FileSource {
         let size = file.metadata()?.len();
         Ok(FileSource { file, size })
     }
+
+    /// The open file (for page-cache advice by a caller that wraps this source).
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
 }
 
 impl PlaintextSource for FileSource {

@@ -350,40 +350,34 @@ impl tokio::io::AsyncWrite for StreamWriter {
     }
 }
 
-/// A cache file read by one upload pass, in order, with read-ahead and drop-behind
-/// ([`ReadOnce`]); a second pass (a share placed again) reads it from disk.
+/// A cache file read by one upload pass, in order: a [`FileSource`] with read-ahead and
+/// drop-behind ([`ReadOnce`]); a second pass (a share placed again) reads it from disk.
 struct OnceSource {
-    file: std::fs::File,
-    size: u64,
+    inner: FileSource,
     pages: Option<ReadOnce>,
 }
 
 impl OnceSource {
     fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::open(path)?;
-        let size = file.metadata()?.len();
-        Ok(OnceSource {
-            file,
-            size,
-            pages: ReadOnce::new(size),
-        })
+        let inner = FileSource::open(path)?;
+        let pages = ReadOnce::new(inner.size());
+        Ok(OnceSource { inner, pages })
     }
 }
 
 impl PlaintextSource for OnceSource {
     fn size(&self) -> u64 {
-        self.size
+        self.inner.size()
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), crate::immutable::BoxError> {
-        use std::os::unix::fs::FileExt;
         let len = buf.len() as u64;
         if let Some(p) = self.pages.as_mut() {
-            p.before(&self.file, offset, len);
+            p.before(self.inner.file(), offset, len);
         }
-        self.file.read_exact_at(buf, offset)?;
+        self.inner.read_at(offset, buf)?;
         if let Some(p) = self.pages.as_mut() {
-            p.after(&self.file, offset + len);
+            p.after(self.inner.file(), offset + len);
         }
         Ok(())
     }

@@ -65,7 +65,7 @@ mod sys {
         }
     }
 
-    pub fn advise(f: &File, off: u64, len: u64, advice: libc::c_int) {
+    fn advise(f: &File, off: u64, len: u64, advice: libc::c_int) {
         if let Some((o, l)) = range(off, len) {
             // SAFETY: as above.
             let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), o, l, advice) };
@@ -129,8 +129,9 @@ impl WriteBehind {
 
 /// Read-ahead and drop-behind for a file of `size` bytes read once, in order.
 ///
-/// Invariant: the kernel was asked to read `0 .. asked`, and the pages of `0 .. dropped` were
-/// dropped; both are multiples of [`WINDOW`] (or `size`).
+/// Invariant: the kernel was asked to read `0 .. asked` (asked for in steps of at least
+/// [`WINDOW`], or up to `size`), and the pages of `0 .. dropped` were dropped (`dropped` is a
+/// multiple of [`WINDOW`], or `size`).
 #[derive(Debug)]
 pub struct ReadOnce {
     size: u64,
