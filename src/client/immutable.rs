@@ -30,20 +30,21 @@
 //! The permuted servers are asked for their shares in parallel; the answers are ranked by
 //! arrival (fastest first) and the search stops once `k + margin` distinct shares are known (the
 //! other queries stay pending and are consulted if shares run out). `k` shares are opened at
-//! once, preferring distinct servers and fast ones: header, share hash chain and UEB in two
-//! reads, checked with [`decode::check_ueb`] and [`decode::check_share_hashes`]. Segments are
-//! fetched in batches of about [`DownloadOptions::batch_bytes`] of plaintext, `window` batches
-//! at a time: one block read per share covers a whole batch (a share holds the blocks of
-//! consecutive segments back to back), so the number of requests does not grow with the segment
-//! count. A batch is verified on a blocking thread — all its block hashes, then all its
-//! crypttext segment hashes, each set computed two messages at a time ([`multihash`]) and
-//! checked against the trees as [`decode::check_block`] and
-//! [`decode::check_crypttext_segment`] do — decoded, decrypted and written in order. A share
-//! whose read fails is dropped (and its server avoided); a share that fails a hash check is
-//! dropped and its server gets a corruption advisory; the batch is then fetched again with a
-//! replacement share. Hash tree nodes are
-//! fetched per share for a run of 64 segments at a time (one read per tree level), so memory is
-//! bounded by the window whatever the file size, and a byte range fetches only its segments.
+//! once, preferring distinct servers, then fast ones (servers that answered within a few
+//! milliseconds of the first count as equally fast), then low share numbers (k primary shares
+//! need no decoding): header, share hash chain and UEB in two reads, checked with
+//! [`decode::check_ueb`] and [`decode::check_share_hashes`]. Segments are fetched in batches of
+//! about [`DownloadOptions::batch_bytes`] of plaintext, `window` batches at a time: one block read
+//! per share covers a whole batch (a share holds the blocks of consecutive segments back to back),
+//! so the number of requests does not grow with the segment count. A batch is verified on a
+//! blocking thread — all its block hashes, then all its crypttext segment hashes, each set computed
+//! two messages at a time ([`multihash`]) and checked against the trees as [`decode::check_block`]
+//! and [`decode::check_crypttext_segment`] do — decoded, decrypted and written in order. A share
+//! whose read fails is dropped (and its server avoided); a share that fails a hash check is dropped
+//! and its server gets a corruption advisory; the batch is then fetched again with a replacement
+//! share. Hash tree nodes are fetched per share for a run of 64 segments at a time (one read per
+//! tree level), so memory is bounded by the window whatever the file size, and a byte range fetches
+//! only its segments.
 //!
 //! Invariants: no plaintext byte is written before its block hashes, the share's chain to the
 //! UEB, the UEB hash in the cap and the crypttext segment hash have all been checked; the key
@@ -70,7 +71,7 @@ use crate::protocol::{LeaseSecrets, StorageIndex};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -1387,6 +1388,18 @@ type SegmentTask = tokio::task::JoinHandle<Result<Vec<u8>, Vec<Blame>>>;
 
 type LocateResult = (usize, Result<BTreeSet<u8>, ClientError>);
 
+/// Answers to the share search that arrive within this long of the first one (or within a
+/// quarter of its time, whichever is longer) count as equally fast.
+const SAME_SPEED: Duration = Duration::from_millis(10);
+
+/// Whether a server that answered the share search after `took` is as fast as the first one,
+/// which answered after `first`: among such servers the share choice goes by share number, so
+/// primary shares (no decoding, which costs CPU) win over answer order (which within a few
+/// milliseconds is noise).
+fn same_speed(first: Duration, took: Duration) -> bool {
+    took.saturating_sub(first) <= SAME_SPEED.max(first / 4)
+}
+
 /// The download driver of one file.
 struct Fetcher {
     cap: ChkCap,
@@ -1394,8 +1407,10 @@ struct Fetcher {
     codec: Codec,
     servers: Vec<Arc<ServerHandle>>,
     locate: JoinSet<LocateResult>,
-    /// Servers in answer order (fastest first).
-    rank: Vec<usize>,
+    /// Servers in answer order (fastest first), with how long each took to answer.
+    rank: Vec<(usize, Duration)>,
+    /// When the share search started.
+    started: Instant,
     /// (server, share) pairs known, not yet tried.
     known: Vec<(usize, u16)>,
     found: BTreeSet<u16>,
@@ -1434,6 +1449,7 @@ impl Fetcher {
             servers,
             locate,
             rank: Vec::new(),
+            started: Instant::now(),
             known: Vec::new(),
             found: BTreeSet::new(),
             bad_servers: HashSet::new(),
@@ -1454,7 +1470,7 @@ impl Fetcher {
         if let Ok((i, r)) = r {
             match r {
                 Ok(shares) => {
-                    self.rank.push(i);
+                    self.rank.push((i, self.started.elapsed()));
                     for s in shares {
                         let s = u16::from(s);
                         if u32::from(s) < self.cap.total {
@@ -1479,15 +1495,24 @@ impl Fetcher {
         while self.found.len() < want && self.locate_one().await {}
     }
 
-    fn rank_of(&self, server: usize) -> usize {
-        self.rank
-            .iter()
-            .position(|&s| s == server)
-            .unwrap_or(usize::MAX)
+    /// Where `server` stands among the servers that answered: 0 for every server as fast as
+    /// the first one ([`same_speed`]), else its place in answer order; `usize::MAX` for a server
+    /// that has not answered.
+    fn speed_tier(&self, server: usize) -> usize {
+        let Some(pos) = self.rank.iter().position(|&(s, _)| s == server) else {
+            return usize::MAX;
+        };
+        let first = self.rank[0].1;
+        if same_speed(first, self.rank[pos].1) {
+            0
+        } else {
+            pos
+        }
     }
 
     /// Picks up to `count` untried shares: share numbers not active, distinct servers first,
-    /// then faster servers, then lower share numbers.
+    /// then faster servers, then lower share numbers: the primary shares (numbers below k) come
+    /// first, and a segment read from k primary shares needs no decoding.
     fn pick(&mut self, count: usize) -> Vec<(usize, u16)> {
         let mut picked: Vec<(usize, u16)> = Vec::new();
         for _ in 0..count {
@@ -1508,7 +1533,7 @@ impl Fetcher {
                 .iter()
                 .enumerate()
                 .filter(|(_, (srv, sh))| !self.bad_servers.contains(srv) && !taken.contains(sh))
-                .min_by_key(|(_, (srv, sh))| (busy.contains(srv), self.rank_of(*srv), *sh))
+                .min_by_key(|(_, (srv, sh))| (busy.contains(srv), self.speed_tier(*srv), *sh))
                 .map(|(i, _)| i);
             match best {
                 Some(i) => picked.push(self.known.remove(i)),
@@ -1800,6 +1825,16 @@ pub async fn download_bytes(
 mod tests {
     use super::*;
     use crate::immutable::encode_bytes;
+
+    #[test]
+    fn answers_a_few_milliseconds_or_a_quarter_apart_are_equally_fast() {
+        let ms = Duration::from_millis;
+        assert!(same_speed(ms(2), ms(2)));
+        assert!(same_speed(ms(2), ms(12)));
+        assert!(!same_speed(ms(2), ms(13)));
+        assert!(same_speed(ms(200), ms(250)));
+        assert!(!same_speed(ms(200), ms(251)));
+    }
 
     fn in_flight(si: &StorageIndex) -> bool {
         IN_FLIGHT

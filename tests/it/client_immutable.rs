@@ -399,6 +399,49 @@ async fn range_reads_fetch_only_needed_segments() {
     .await;
 }
 
+/// Servers on loopback answer the share search within a few milliseconds of each other, so
+/// they count as equally fast and the download reads the primary shares (0 and 1 of 2-of-4),
+/// which need no decoding. Answer order alone would pick them in one download of six.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equally_fast_servers_give_the_primary_shares() {
+    bounded(async {
+        let grid = TestGrid::start(4).await.unwrap();
+        let set = grid.server_set();
+        let mut p = params(2, 4, 4);
+        p.max_segment_size = 64 * 1024;
+        let opts = UploadOptions::convergent(p, CONVERGENCE);
+        let plain = data(300_001, 11);
+        let r = upload_bytes(&set, &ClientSecrets::random(), plain.clone(), &opts)
+            .await
+            .unwrap();
+        let si = r.cap.storage_index().unwrap();
+        let placed = grid.shares_of(&si);
+        assert!(placed.iter().all(|s| s.len() == 1), "{placed:?}");
+        let primary_holders: BTreeSet<usize> = placed
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.iter().any(|&sh| sh < 2))
+            .map(|(i, _)| i)
+            .collect();
+        let reads = |i: usize| {
+            grid.servers[i]
+                .faults()
+                .reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        for round in 0..12 {
+            let before: Vec<u64> = (0..4).map(reads).collect();
+            let (got, _) = download_bytes(&set, &r.cap, &DownloadOptions::default())
+                .await
+                .unwrap();
+            assert!(got == plain, "round {round}");
+            let read_from: BTreeSet<usize> = (0..4).filter(|&i| reads(i) > before[i]).collect();
+            assert_eq!(read_from, primary_holders, "round {round}");
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_source_with_random_key() {
     bounded(async {
