@@ -283,11 +283,29 @@ const LOG_TAIL_LINES: usize = 20;
 
 /// The async runtime of a mount.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    one_malloc_arena();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// A mount's buffers (segments, read-stream chunks, upload batches) are allocated on one
+/// thread and freed on another: the FUSE thread, the runtime's workers and the blocking pool.
+/// glibc gives each thread that contends for the heap an arena of its own, and a buffer freed
+/// into one arena is only reused by the threads of that arena, so every arena grows to hold
+/// its own copy of the working set: a 1 GiB read through the mount peaked at 157–172 MiB of
+/// RSS, against 88 MiB with one arena, for the same time and CPU. Small blocks still come from
+/// each thread's own cache (tcache), without the arena's lock. Called before the runtime
+/// starts its threads.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; a refused setting (return 0) leaves
+    // the default.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 /// SIGINT and SIGTERM, caught from its creation on (a signal during start-up is not lost and
