@@ -122,7 +122,8 @@ EOF
 calc() { python3 -c "print($1)"; }
 
 # timed OUTFILE CMD...: runs CMD (killed after CMD_TIMEOUT) with stdout to OUTFILE; sets T_WALL,
-# T_CPU (user+sys of CMD, from wait4's rusage, microsecond resolution) and T_RSS_KB (its peak RSS).
+# T_CPU (user+sys of CMD, from wait4's rusage, microsecond resolution), T_SYS (the sys part) and
+# T_RSS_KB (its peak RSS).
 timed() {
     local out="$1"; shift
     local res
@@ -144,15 +145,15 @@ with open(out, "wb") as o, open(err, "wb") as e:
     wall = time.monotonic() - t0
 if os.waitstatus_to_exitcode(status) != 0:
     sys.exit("exit status %d: %s" % (os.waitstatus_to_exitcode(status), cmd))
-print("%.4f %.4f %d" % (wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss))
+print("%.4f %.4f %d %.4f" % (wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, ru.ru_stime))
 PYEOF
 ) || { cat "$WORK/last.err" >&2; die "failed: $*"; }
-    read -r T_WALL T_CPU T_RSS_KB <<<"$res"
+    read -r T_WALL T_CPU T_RSS_KB T_SYS <<<"$res"
 }
 
 ROWS="$WORK/rows"
 : >"$ROWS"
-# row LABEL OP SIZE BYTES WALL CPU RSS_KB SERVER_CPU
+# row LABEL OP SIZE BYTES WALL CPU RSS_KB SERVER_CPU [SYS]
 row() { echo "$*" >>"$ROWS"; }
 
 fresh_file() { head -c "$2" /dev/urandom >"$1"; }
@@ -247,12 +248,12 @@ for size in "${SIZES[@]}"; do
         timed "$WORK/cap" "$TAHOE" -d "$TCLIENT" put "$f"
         c1=$(cpu_of "$TCLIENT_PID"); s1=$(cpu_of "${TSERVER_PIDS[@]}")
         cap=$(tail -n 1 "$WORK/cap")
-        row tahoe-grid tahoe-put "$size" "$n" "$T_WALL" "$(calc "$T_CPU + $c1 - $c0")" "-" "$(calc "$s1 - $s0")"
+        row tahoe-grid tahoe-put "$size" "$n" "$T_WALL" "$(calc "$T_CPU + $c1 - $c0")" "-" "$(calc "$s1 - $s0")" "-"
         c0=$(cpu_of "$TCLIENT_PID"); s0=$(cpu_of "${TSERVER_PIDS[@]}")
         timed /dev/null "$TAHOE" -d "$TCLIENT" get "$cap" "$WORK/got"
         c1=$(cpu_of "$TCLIENT_PID"); s1=$(cpu_of "${TSERVER_PIDS[@]}")
         cmp -s "$f" "$WORK/got" || die "tahoe get of $size returned other bytes"
-        row tahoe-grid tahoe-get "$size" "$n" "$T_WALL" "$(calc "$T_CPU + $c1 - $c0")" "-" "$(calc "$s1 - $s0")"
+        row tahoe-grid tahoe-get "$size" "$n" "$T_WALL" "$(calc "$T_CPU + $c1 - $c0")" "-" "$(calc "$s1 - $s0")" "-"
         rm -f "$f" "$WORK/got"
     fi
 
@@ -269,12 +270,12 @@ for size in "${SIZES[@]}"; do
         timed "$WORK/cap" "$LAFS" -d "$client" put "$f"
         s1=$(cpu_of "${spids[@]}")
         cap=$(tail -n 1 "$WORK/cap")
-        row $grid lafs-put "$size" "$n" "$T_WALL" "$T_CPU" "$T_RSS_KB" "$(calc "$s1 - $s0")"
+        row $grid lafs-put "$size" "$n" "$T_WALL" "$T_CPU" "$T_RSS_KB" "$(calc "$s1 - $s0")" "$T_SYS"
         s0=$(cpu_of "${spids[@]}")
         timed /dev/null "$LAFS" -d "$client" get "$cap" "$WORK/got"
         s1=$(cpu_of "${spids[@]}")
         cmp -s "$f" "$WORK/got" || die "lafs get of $size ($grid) returned other bytes"
-        row $grid lafs-get "$size" "$n" "$T_WALL" "$T_CPU" "$T_RSS_KB" "$(calc "$s1 - $s0")"
+        row $grid lafs-get "$size" "$n" "$T_WALL" "$T_CPU" "$T_RSS_KB" "$(calc "$s1 - $s0")" "$T_SYS"
         rm -f "$f" "$WORK/got"
     done
 done
@@ -285,11 +286,13 @@ import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 sizes = sys.argv[2:]
 r = {(g, op, s): (int(n), float(w), float(c), rss, float(sc))
-     for g, op, s, n, w, c, rss, sc in rows}
+     for g, op, s, n, w, c, rss, sc, _ in rows}
+sys_cpu = {(g, op, s): sy for g, op, s, n, w, c, rss, sc, sy in rows}
 print("grid_vs_tahoe: %d servers, 3-of-5 (happy 5), loopback; MB/s with 1 MB = 10^6 bytes" % 5)
-print("%-10s %-6s %-9s %8s %9s %9s %9s %9s %8s" % (
-    "grid", "size", "op", "wall s", "MB/s", "cpu s", "cpu ns/B", "srv cpu", "rss MiB"))
-print("(tahoe cpu = client node + `tahoe` command; lafs cpu and rss = the `lafs` process;")
+print("%-10s %-6s %-9s %8s %9s %9s %9s %9s %8s %8s" % (
+    "grid", "size", "op", "wall s", "MB/s", "cpu s", "cpu ns/B", "srv cpu", "rss MiB", "sys s"))
+print("(tahoe cpu = client node + `tahoe` command; lafs cpu, its sys part and rss = the `lafs`")
+print(" process; sys includes the page faults of new memory and of the output file's pages;")
 print(" srv cpu = seconds of the 5 storage server processes during the operation, 10 ms ticks)")
 for s in sizes:
     for g, op in [("tahoe-grid", "tahoe-put"), ("tahoe-grid", "lafs-put"), ("lafs-grid", "lafs-put"),
@@ -298,8 +301,10 @@ for s in sizes:
             continue
         n, w, c, rss, sc = r[(g, op, s)]
         rss = "-" if rss == "-" else "%.1f" % (int(rss) / 1024)
-        print("%-10s %-6s %-9s %8.3f %9.2f %9.3f %9.2f %9.2f %8s" % (
-            g, s, op, w, n / 1e6 / w, c, c * 1e9 / n, sc, rss))
+        sy = sys_cpu[(g, op, s)]
+        sy = "-" if sy == "-" else "%.3f" % float(sy)
+        print("%-10s %-6s %-9s %8.3f %9.2f %9.3f %9.2f %9.2f %8s %8s" % (
+            g, s, op, w, n / 1e6 / w, c, c * 1e9 / n, sc, rss, sy))
 print()
 if any(k[0] == "tahoe-grid" for k in r):
     print("ratios (speed: lafs MB/s / tahoe MB/s, lafs on the Tahoe grid, then lafs on the lafs"
