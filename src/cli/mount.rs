@@ -291,12 +291,12 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// A mount's buffers (segments, read-stream chunks, upload batches) are allocated on one
-/// thread and freed on another: the FUSE thread, the runtime's workers and the blocking pool.
-/// glibc gives each thread that contends for the heap an arena of its own, and a buffer freed
-/// into one arena is only reused by the threads of that arena, so every arena grows to hold
-/// its own copy of the working set: a 1 GiB read through the mount peaked at 157–172 MiB of
-/// RSS, against 88 MiB with one arena, for the same time and CPU. Small blocks still come from
+/// A mount's buffers (segments, read-stream chunks, upload batches) are allocated on many
+/// threads: the FUSE thread, the runtime's workers and the blocking pool. glibc attaches each
+/// thread that contends for the heap to an arena of its own; a freed buffer goes back to the
+/// arena it came from and is reused only by the threads attached there, so each arena grows
+/// toward the whole working set: a 1 GiB read through the mount peaked at 153–173 MiB of RSS,
+/// against 86–87 MiB with one arena, for the same time and CPU. Small blocks still come from
 /// each thread's own cache (tcache), without the arena's lock. Called before the runtime
 /// starts its threads.
 fn one_malloc_arena() {
