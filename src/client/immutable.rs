@@ -1407,7 +1407,9 @@ struct Fetcher {
     codec: Codec,
     servers: Vec<Arc<ServerHandle>>,
     locate: JoinSet<LocateResult>,
-    /// Servers in answer order (fastest first), with how long each took to answer.
+    /// Servers in answer order (fastest first), with the time since `started` at which each
+    /// answer was taken up: on arrival during the search, later for an answer consulted only
+    /// once shares ran short (such a server then counts as slower, never as faster).
     rank: Vec<(usize, Duration)>,
     /// When the share search started.
     started: Instant,
